@@ -1,0 +1,331 @@
+//! `config.json` of a `GPT2LMHeadModel`, and the generation defaults a model carries
+//! (`generation_config.json`, `task_specific_params["text-generation"]`), read the way the HF
+//! text-generation pipeline reads them.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+
+/// Upper bounds that keep a hostile config from asking for absurd allocations. Real GPT-2s are
+/// far below them (GPT-2 XL: 1600 wide, 48 layers, 1024 positions).
+const MAX_VOCAB: usize = 1 << 20;
+const MAX_WIDTH: usize = 1 << 14;
+const MAX_LAYERS: usize = 256;
+const MAX_POSITIONS: usize = 1 << 16;
+/// 4 G parameters: more than any GPT-2, less than a wasm32 address space can never hold anyway.
+const MAX_PARAMS: u128 = 1 << 32;
+
+/// The MLP non-linearity, named as in HF's `ACT2FN`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `gelu_new`, `gelu_pytorch_tanh`, `gelu_fast`: the tanh approximation GPT-2 was trained with.
+    GeluTanh,
+    /// `gelu`: the exact erf form.
+    GeluErf,
+    /// `quick_gelu`: x·σ(1.702x).
+    QuickGelu,
+    Relu,
+    /// `silu` / `swish`.
+    Silu,
+    Tanh,
+    Sigmoid,
+    /// `linear`: identity.
+    Identity,
+}
+
+impl Activation {
+    fn parse(name: &str) -> Result<Self> {
+        Ok(match name {
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Self::GeluTanh,
+            "gelu" => Self::GeluErf,
+            "quick_gelu" => Self::QuickGelu,
+            "relu" => Self::Relu,
+            "silu" | "swish" => Self::Silu,
+            "tanh" => Self::Tanh,
+            "sigmoid" => Self::Sigmoid,
+            "linear" => Self::Identity,
+            other => {
+                return Err(Error::Config(format!(
+                    "activation_function `{other}` is not supported"
+                )))
+            }
+        })
+    }
+}
+
+/// The architecture of a GPT-2: every `config.json` field that changes inference.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub vocab_size: usize,
+    /// Context window (`n_positions`; older configs also repeat it as `n_ctx`).
+    pub n_positions: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    /// MLP width; `n_inner: null` in the file means 4·n_embd.
+    pub n_inner: usize,
+    pub activation: Activation,
+    pub layer_norm_epsilon: f64,
+    /// Divide attention scores by √head_dim.
+    pub scale_attn_weights: bool,
+    /// Also divide attention scores of layer i by i+1.
+    pub scale_attn_by_inverse_layer_idx: bool,
+    /// Mistral-style fp32 attention; in f32 inference it is the same arithmetic.
+    pub reorder_and_upcast_attn: bool,
+    /// `lm_head` shares `wte`'s matrix.
+    pub tie_word_embeddings: bool,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_id: Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct RawConfig {
+    model_type: Option<String>,
+    architectures: Option<Vec<String>>,
+    vocab_size: Option<usize>,
+    n_positions: Option<usize>,
+    n_ctx: Option<usize>,
+    n_embd: Option<usize>,
+    n_layer: Option<usize>,
+    n_head: Option<usize>,
+    n_inner: Option<usize>,
+    activation_function: Option<String>,
+    layer_norm_epsilon: Option<f64>,
+    scale_attn_weights: Option<bool>,
+    scale_attn_by_inverse_layer_idx: Option<bool>,
+    reorder_and_upcast_attn: Option<bool>,
+    tie_word_embeddings: Option<bool>,
+    bos_token_id: Option<Value>,
+    eos_token_id: Option<Value>,
+}
+
+/// The first id of a token-id field that HF allows to be an int or a list of ints.
+fn token_id(v: &Option<Value>, key: &str) -> Result<Option<u32>> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| Error::Config(format!("{key} must be a token id, got {n}"))),
+        Some(Value::Array(a)) if !a.is_empty() => token_id(&Some(a[0].clone()), key),
+        Some(other) => Err(Error::Config(format!("{key} must be a token id, got {other}"))),
+    }
+}
+
+impl Config {
+    /// Parses and validates `config.json`.
+    pub fn from_json(bytes: &[u8]) -> Result<Self> {
+        let raw: RawConfig = serde_json::from_slice(bytes)
+            .map_err(|e| Error::Config(format!("not valid JSON for a GPT-2 config: {e}")))?;
+        if let Some(t) = raw.model_type.as_deref() {
+            if t != "gpt2" {
+                return Err(Error::Config(format!(
+                    "model_type is `{t}`; botcard runs GPT-2 (`gpt2`) models only"
+                )));
+            }
+        }
+        if let Some(archs) = &raw.architectures {
+            if let Some(a) = archs.iter().find(|a| !a.starts_with("GPT2")) {
+                return Err(Error::Config(format!(
+                    "architecture `{a}` is not GPT-2; botcard runs GPT2LMHeadModel checkpoints"
+                )));
+            }
+        }
+        let need = |v: Option<usize>, key: &str, max: usize| -> Result<usize> {
+            match v {
+                None => Err(Error::Config(format!("`{key}` is missing"))),
+                Some(0) => Err(Error::Config(format!("`{key}` must be positive"))),
+                Some(n) if n > max => Err(Error::Config(format!(
+                    "`{key}` = {n} is larger than botcard accepts ({max})"
+                ))),
+                Some(n) => Ok(n),
+            }
+        };
+        let n_embd = need(raw.n_embd, "n_embd", MAX_WIDTH)?;
+        let n_head = need(raw.n_head, "n_head", MAX_WIDTH)?;
+        if n_embd % n_head != 0 {
+            return Err(Error::Config(format!(
+                "n_head ({n_head}) does not divide n_embd ({n_embd})"
+            )));
+        }
+        let n_inner = match raw.n_inner {
+            None => 4 * n_embd,
+            n => need(n, "n_inner", 4 * MAX_WIDTH)?,
+        };
+        let cfg = Config {
+            vocab_size: need(raw.vocab_size, "vocab_size", MAX_VOCAB)?,
+            n_positions: need(raw.n_positions.or(raw.n_ctx), "n_positions", MAX_POSITIONS)?,
+            n_embd,
+            n_layer: need(raw.n_layer, "n_layer", MAX_LAYERS)?,
+            n_head,
+            n_inner,
+            activation: Activation::parse(raw.activation_function.as_deref().unwrap_or("gelu_new"))?,
+            layer_norm_epsilon: match raw.layer_norm_epsilon {
+                Some(e) if !(e.is_finite() && e >= 0.0) => {
+                    return Err(Error::Config(format!("layer_norm_epsilon {e} is not usable")))
+                }
+                e => e.unwrap_or(1e-5),
+            },
+            scale_attn_weights: raw.scale_attn_weights.unwrap_or(true),
+            scale_attn_by_inverse_layer_idx: raw.scale_attn_by_inverse_layer_idx.unwrap_or(false),
+            reorder_and_upcast_attn: raw.reorder_and_upcast_attn.unwrap_or(false),
+            tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(true),
+            bos_token_id: token_id(&raw.bos_token_id, "bos_token_id")?,
+            eos_token_id: token_id(&raw.eos_token_id, "eos_token_id")?,
+        };
+        if cfg.parameter_count() > MAX_PARAMS {
+            return Err(Error::Config(format!(
+                "{} parameters is more than botcard loads",
+                cfg.parameter_count()
+            )));
+        }
+        Ok(cfg)
+    }
+
+    /// Width of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.n_embd / self.n_head
+    }
+
+    /// Number of weights the config implies (for size checks before anything is allocated).
+    pub fn parameter_count(&self) -> u128 {
+        let (v, p, e, l, i) = (
+            self.vocab_size as u128,
+            self.n_positions as u128,
+            self.n_embd as u128,
+            self.n_layer as u128,
+            self.n_inner as u128,
+        );
+        let block = 4 * e + (e * 3 * e + 3 * e) + (e * e + e) + (e * i + i) + (i * e + e);
+        let head = if self.tie_word_embeddings { 0 } else { v * e };
+        v * e + p * e + l * block + 2 * e + head
+    }
+}
+
+/// Generation defaults a model ships with, in HF's names and meanings (`max_length` and
+/// `min_length` count the prompt; the `*_new_tokens` forms do not).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationDefaults {
+    pub do_sample: bool,
+    pub temperature: f32,
+    /// 0 turns top-k off.
+    pub top_k: usize,
+    pub top_p: f32,
+    pub repetition_penalty: f32,
+    pub no_repeat_ngram_size: usize,
+    pub min_length: usize,
+    pub max_length: usize,
+    pub min_new_tokens: Option<usize>,
+    pub max_new_tokens: Option<usize>,
+    pub num_return_sequences: usize,
+    /// Text the pipeline puts before every prompt (huggingtweets: `<|endoftext|>`).
+    pub prefix: Option<String>,
+}
+
+impl Default for GenerationDefaults {
+    /// `transformers.GenerationConfig()`'s defaults.
+    fn default() -> Self {
+        Self {
+            do_sample: false,
+            temperature: 1.0,
+            top_k: 50,
+            top_p: 1.0,
+            repetition_penalty: 1.0,
+            no_repeat_ngram_size: 0,
+            min_length: 0,
+            max_length: 20,
+            min_new_tokens: None,
+            max_new_tokens: None,
+            num_return_sequences: 1,
+            prefix: None,
+        }
+    }
+}
+
+impl GenerationDefaults {
+    /// The defaults the HF text-generation pipeline would use: `generation_config.json` when the
+    /// model has one, else the generation keys of `config.json`, then
+    /// `task_specific_params["text-generation"]` over either.
+    pub fn from_model_files(config_json: &[u8], generation_config_json: Option<&[u8]>) -> Result<Self> {
+        let config: Map<String, Value> = serde_json::from_slice(config_json)
+            .map_err(|e| Error::Config(format!("not a JSON object: {e}")))?;
+        let mut out = Self::default();
+        match generation_config_json {
+            Some(bytes) => {
+                let gen: Map<String, Value> = serde_json::from_slice(bytes).map_err(|e| {
+                    Error::Config(format!("generation_config.json is not a JSON object: {e}"))
+                })?;
+                out.overlay(&gen, "generation_config.json")?;
+            }
+            None => out.overlay(&config, "config.json")?,
+        }
+        if let Some(Value::Object(task)) = config
+            .get("task_specific_params")
+            .and_then(|t| t.get("text-generation"))
+        {
+            out.overlay(task, "task_specific_params")?;
+        }
+        Ok(out)
+    }
+
+    fn overlay(&mut self, m: &Map<String, Value>, origin: &str) -> Result<()> {
+        let bad = |key: &str, v: &Value| Error::Config(format!("{origin}: `{key}` has unusable value {v}"));
+        let float = |key: &str| -> Result<Option<f32>> {
+            match m.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => v.as_f64().map(|f| Some(f as f32)).ok_or_else(|| bad(key, v)),
+            }
+        };
+        let int = |key: &str| -> Result<Option<usize>> {
+            match m.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => v
+                    .as_u64()
+                    .and_then(|n| usize::try_from(n).ok())
+                    .map(Some)
+                    .ok_or_else(|| bad(key, v)),
+            }
+        };
+        if let Some(v) = m.get("do_sample") {
+            self.do_sample = v.as_bool().ok_or_else(|| bad("do_sample", v))?;
+        }
+        if let Some(v) = float("temperature")? {
+            self.temperature = v;
+        }
+        if let Some(v) = int("top_k")? {
+            self.top_k = v;
+        }
+        if let Some(v) = float("top_p")? {
+            self.top_p = v;
+        }
+        if let Some(v) = float("repetition_penalty")? {
+            self.repetition_penalty = v;
+        }
+        if let Some(v) = int("no_repeat_ngram_size")? {
+            self.no_repeat_ngram_size = v;
+        }
+        if let Some(v) = int("min_length")? {
+            self.min_length = v;
+        }
+        if let Some(v) = int("max_length")? {
+            self.max_length = v;
+        }
+        if let Some(v) = int("min_new_tokens")? {
+            self.min_new_tokens = Some(v);
+        }
+        if let Some(v) = int("max_new_tokens")? {
+            self.max_new_tokens = Some(v);
+        }
+        if let Some(v) = int("num_return_sequences")? {
+            self.num_return_sequences = v;
+        }
+        match m.get("prefix") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) => self.prefix = Some(s.clone()),
+            Some(v) => return Err(bad("prefix", v)),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,285 @@
+//! Text generation with HF's parameter names and meanings: a [`Session`] prefills the prompt
+//! once, then yields one token per sequence per [`Session::step`], so a caller can stream text,
+//! stop early, or (in a Web Worker) yield between tokens.
+//!
+//! Rules the HF pipeline leaves open, decided here:
+//! - An empty prompt (and no prefix) starts from `<|endoftext|>`.
+//! - The context holds `n_positions` tokens. `max_new_tokens` is capped at `n_positions - 1`;
+//!   a longer prompt keeps its last `n_positions - max_new_tokens` tokens.
+//! - `temperature == 0` means greedy decoding. Greedy decoding returns one sequence whatever
+//!   `num_return_sequences` says, since every copy would be the same.
+
+use candle_core::Tensor;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::config::GenerationDefaults;
+use crate::error::{Error, Result};
+use crate::model::{Cache, Gpt2};
+use crate::sampling;
+use crate::tokenizer::{TextStream, Tokenizer};
+
+/// Most sequences one call may ask for; each costs a row in every forward pass.
+pub const MAX_RETURN_SEQUENCES: usize = 64;
+
+/// Everything that shapes one generation, in HF's names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateParams {
+    pub do_sample: bool,
+    pub temperature: f32,
+    /// 0 turns top-k off.
+    pub top_k: usize,
+    pub top_p: f64,
+    pub repetition_penalty: f32,
+    /// 0 turns it off.
+    pub no_repeat_ngram_size: usize,
+    /// Total-length bounds as HF counts them (prompt included, prefix not), used when the
+    /// `*_new_tokens` forms are not set.
+    pub min_length: usize,
+    pub max_length: usize,
+    pub min_new_tokens: Option<usize>,
+    pub max_new_tokens: Option<usize>,
+    pub num_return_sequences: usize,
+    pub seed: u64,
+    /// Text put before the prompt (the model's `prefix`); None for none.
+    pub prefix: Option<String>,
+    /// End a sequence at its first newline (the huggingtweets demo showed one tweet per line).
+    pub stop_at_newline: bool,
+}
+
+impl GenerateParams {
+    /// The parameters a model's files ask for, as the HF pipeline would use them.
+    pub fn from_defaults(d: &GenerationDefaults) -> Self {
+        Self {
+            do_sample: d.do_sample,
+            temperature: d.temperature,
+            top_k: d.top_k,
+            top_p: f64::from(d.top_p),
+            repetition_penalty: d.repetition_penalty,
+            no_repeat_ngram_size: d.no_repeat_ngram_size,
+            min_length: d.min_length,
+            max_length: d.max_length,
+            min_new_tokens: d.min_new_tokens,
+            max_new_tokens: d.max_new_tokens,
+            num_return_sequences: d.num_return_sequences,
+            seed: 0,
+            prefix: d.prefix.clone(),
+            stop_at_newline: false,
+        }
+    }
+
+    /// Whether tokens are drawn at random (else greedy).
+    pub fn sampling(&self) -> bool {
+        self.do_sample && self.temperature != 0.0
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Parameter(m));
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return bad(format!("temperature must be 0 (greedy) or positive, got {}", self.temperature));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad(format!("top_p must be in (0, 1], got {}", self.top_p));
+        }
+        if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
+            return bad(format!("repetition_penalty must be positive, got {}", self.repetition_penalty));
+        }
+        if self.num_return_sequences == 0 || self.num_return_sequences > MAX_RETURN_SEQUENCES {
+            return bad(format!(
+                "num_return_sequences must be 1 to {MAX_RETURN_SEQUENCES}, got {}",
+                self.num_return_sequences
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One token produced by a step, and the text it completed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepToken {
+    /// Which sequence (0-based).
+    pub sequence: usize,
+    pub token_id: u32,
+    /// Newly complete text (may be empty while a multi-token character is unfinished).
+    pub text: String,
+}
+
+/// A finished (or stopped) sequence: generated text and ids, prompt and prefix excluded.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Sequence {
+    pub text: String,
+    pub token_ids: Vec<u32>,
+}
+
+struct Row {
+    /// Prefix + prompt + generated ids: the context processors look at.
+    context: Vec<u32>,
+    generated: Vec<u32>,
+    text: String,
+    stream: TextStream,
+    finished: bool,
+}
+
+/// One generation in progress over a batch of `num_return_sequences` rows.
+pub struct Session<'m> {
+    model: &'m Gpt2,
+    tokenizer: &'m Tokenizer,
+    params: GenerateParams,
+    cache: Cache,
+    rows: Vec<Row>,
+    rng: ChaCha8Rng,
+    /// Logits for the next token of each row, (B, V).
+    next: Tensor,
+    min_new: usize,
+    max_new: usize,
+    eos: Option<u32>,
+    prompt_tokens: usize,
+}
+
+impl<'m> Session<'m> {
+    /// Tokenizes `prefix + prompt`, applies the context rules, and runs the prompt through the
+    /// model.
+    pub fn new(model: &'m Gpt2, tokenizer: &'m Tokenizer, prompt: &str, params: GenerateParams) -> Result<Self> {
+        params.validate()?;
+        let cfg = model.config();
+        let eos = cfg.eos_token_id.or_else(|| tokenizer.token_to_id("<|endoftext|>"));
+        let prompt_ids = tokenizer.encode(prompt)?;
+        let mut ids = match &params.prefix {
+            Some(prefix) if !prefix.is_empty() => tokenizer.encode(&format!("{prefix}{prompt}"))?,
+            _ => prompt_ids.clone(),
+        };
+        if ids.is_empty() {
+            let start = cfg.bos_token_id.or(eos).ok_or_else(|| {
+                Error::Parameter("the prompt is empty and the model has no <|endoftext|> to start from".into())
+            })?;
+            ids.push(start);
+        }
+        // HF counts min_length/max_length over the prompt; the pipeline adds the prefix's length
+        // to both, so the prefix never eats into the budget.
+        let n = prompt_ids.len();
+        let mut max_new = params.max_new_tokens.unwrap_or(params.max_length.saturating_sub(n));
+        let min_new = params.min_new_tokens.unwrap_or(params.min_length.saturating_sub(n));
+        max_new = max_new.min(cfg.n_positions - 1);
+        let keep = cfg.n_positions - max_new;
+        if ids.len() > keep {
+            ids.drain(..ids.len() - keep);
+        }
+        let batch = if params.sampling() { params.num_return_sequences } else { 1 };
+        let mut cache = model.new_cache(ids.len() + max_new);
+        let next = model.next_logits(&vec![ids.clone(); batch], &mut cache)?;
+        let rows = (0..batch)
+            .map(|_| Row {
+                context: ids.clone(),
+                generated: Vec::new(),
+                text: String::new(),
+                stream: TextStream::default(),
+                finished: max_new == 0,
+            })
+            .collect();
+        Ok(Self {
+            model,
+            tokenizer,
+            rng: ChaCha8Rng::seed_from_u64(params.seed),
+            params,
+            cache,
+            rows,
+            next,
+            min_new: min_new.min(max_new),
+            max_new,
+            eos,
+            prompt_tokens: ids.len(),
+        })
+    }
+
+    /// Token ids the model was given (prefix and prompt, after the context rules).
+    pub fn prompt_ids(&self) -> &[u32] {
+        &self.rows[0].context[..self.prompt_tokens]
+    }
+
+    /// True when every sequence has finished.
+    pub fn is_done(&self) -> bool {
+        self.rows.iter().all(|r| r.finished)
+    }
+
+    /// Generates one token for every unfinished sequence. Returns nothing once done.
+    pub fn step(&mut self) -> Result<Vec<StepToken>> {
+        if self.is_done() {
+            return Ok(Vec::new());
+        }
+        let logits: Vec<Vec<f32>> = self.next.to_vec2()?;
+        let mut out = Vec::new();
+        for (i, (row, mut l)) in self.rows.iter_mut().zip(logits).enumerate() {
+            if row.finished {
+                continue;
+            }
+            let p = &self.params;
+            if p.repetition_penalty != 1.0 {
+                sampling::repetition_penalty(&mut l, &row.context, p.repetition_penalty);
+            }
+            sampling::no_repeat_ngram(&mut l, &row.context, p.no_repeat_ngram_size);
+            sampling::min_new_tokens(&mut l, row.generated.len(), self.min_new, self.eos);
+            let id = if p.sampling() {
+                if p.temperature != 1.0 {
+                    sampling::temperature(&mut l, p.temperature);
+                }
+                if p.top_k > 0 {
+                    sampling::top_k(&mut l, p.top_k);
+                }
+                sampling::top_p(&mut l, p.top_p);
+                sampling::sample(&l, self.rng.random::<f32>())
+            } else {
+                sampling::argmax(&l)
+            };
+            row.context.push(id);
+            row.generated.push(id);
+            let mut text = row.stream.push(self.tokenizer, id);
+            let mut cut = false;
+            if self.params.stop_at_newline {
+                if let Some(at) = text.find('\n') {
+                    text.truncate(at);
+                    cut = true;
+                }
+            }
+            if cut || Some(id) == self.eos || row.generated.len() >= self.max_new {
+                if !cut {
+                    // Bytes of a character the sequence will never finish.
+                    text.push_str(&row.stream.finish());
+                }
+                row.finished = true;
+            }
+            row.text.push_str(&text);
+            out.push(StepToken { sequence: i, token_id: id, text });
+        }
+        if !self.is_done() {
+            // Finished rows ride along with their last token so the batch stays rectangular.
+            let last: Vec<Vec<u32>> = self.rows.iter().map(|r| vec![*r.context.last().unwrap()]).collect();
+            self.next = self.model.next_logits(&last, &mut self.cache)?;
+        }
+        Ok(out)
+    }
+
+    /// The sequences so far (all of them once [`Session::is_done`]).
+    pub fn sequences(&self) -> Vec<Sequence> {
+        self.rows
+            .iter()
+            .map(|r| Sequence { text: r.text.clone(), token_ids: r.generated.clone() })
+            .collect()
+    }
+}
+
+/// Runs a whole generation, calling `on_token` for every token as it is produced.
+pub fn generate(
+    model: &Gpt2,
+    tokenizer: &Tokenizer,
+    prompt: &str,
+    params: GenerateParams,
+    mut on_token: impl FnMut(&StepToken),
+) -> Result<Vec<Sequence>> {
+    let mut session = Session::new(model, tokenizer, prompt, params)?;
+    while !session.is_done() {
+        for t in session.step()? {
+            on_token(&t);
+        }
+    }
+    Ok(session.sequences())
+}

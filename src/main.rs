@@ -1,0 +1,290 @@
+//! `botcard`: generate, score, tokenize and convert with a GPT-2 model folder in the HF layout.
+//! Uses only the library's public API; reading files is this program's job, not the library's.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use botcard::{Bot, ModelFiles};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(name = "botcard", version, about = "huggingtweets-style GPT-2 bots: generate, score, tokenize, convert")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write text after a prompt; defaults come from the model like the HF pipeline.
+    Generate(GenerateArgs),
+    /// Log-probability of each token of a text given the ones before it.
+    Score {
+        #[command(flatten)]
+        model: ModelArg,
+        #[arg(long)]
+        text: String,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Token ids and token strings of a text.
+    Tokenize {
+        #[command(flatten)]
+        model: ModelArg,
+        #[arg(long)]
+        text: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write model.safetensors + tokenizer.json (and the configs) from any supported layout.
+    Convert {
+        #[command(flatten)]
+        model: ModelArg,
+        /// Output folder (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct ModelArg {
+    /// Model folder: config.json, model.safetensors or pytorch_model.bin, tokenizer.json or
+    /// vocab.json + merges.txt.
+    #[arg(long)]
+    model: PathBuf,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArg,
+    #[arg(long, default_value = "")]
+    prompt: String,
+    #[arg(long)]
+    max_new_tokens: Option<usize>,
+    #[arg(long)]
+    min_new_tokens: Option<usize>,
+    /// 0 means greedy.
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// 0 turns top-k off.
+    #[arg(long)]
+    top_k: Option<usize>,
+    #[arg(long)]
+    top_p: Option<f64>,
+    #[arg(long)]
+    repetition_penalty: Option<f32>,
+    #[arg(long)]
+    no_repeat_ngram_size: Option<usize>,
+    #[arg(long)]
+    num_return_sequences: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Always pick the most likely token (do_sample off).
+    #[arg(long)]
+    greedy: bool,
+    /// Sample even if the model's defaults say greedy.
+    #[arg(long, conflicts_with = "greedy")]
+    sample: bool,
+    /// Do not put the model's prefix (huggingtweets: <|endoftext|>) before the prompt.
+    #[arg(long)]
+    no_prefix: bool,
+    /// End each sequence at its first newline, one tweet per sequence.
+    #[arg(long)]
+    stop_at_newline: bool,
+    /// Print one JSON object with the sequences, their token ids and timings.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Reads the files of a model folder that exist; a missing optional file is simply absent.
+struct Folder {
+    files: Vec<(&'static str, Vec<u8>)>,
+}
+
+impl Folder {
+    fn read(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            bail!("{}: not a model folder", dir.display());
+        }
+        let mut files = Vec::new();
+        for name in ModelFiles::NAMES {
+            // The slower formats are only read when the faster one is absent.
+            let skip = (name == "pytorch_model.bin" && files.iter().any(|(n, _)| *n == "model.safetensors"))
+                || (matches!(name, "vocab.json" | "merges.txt") && files.iter().any(|(n, _)| *n == "tokenizer.json"));
+            let path = dir.join(name);
+            if skip || !path.exists() {
+                continue;
+            }
+            let bytes = std::fs::read(&path).with_context(|| format!("{}: cannot be read", path.display()))?;
+            files.push((name, bytes));
+        }
+        Ok(Self { files })
+    }
+
+    fn get(&self, name: &str) -> Option<&[u8]> {
+        self.files.iter().find(|(n, _)| *n == name).map(|(_, b)| b.as_slice())
+    }
+
+    fn model_files(&self) -> ModelFiles<'_> {
+        ModelFiles {
+            config_json: self.get("config.json"),
+            generation_config_json: self.get("generation_config.json"),
+            model_safetensors: self.get("model.safetensors"),
+            pytorch_model_bin: self.get("pytorch_model.bin"),
+            tokenizer_json: self.get("tokenizer.json"),
+            vocab_json: self.get("vocab.json"),
+            merges_txt: self.get("merges.txt"),
+        }
+    }
+}
+
+fn load(dir: &Path) -> Result<Bot> {
+    let folder = Folder::read(dir)?;
+    Bot::load(&folder.model_files()).with_context(|| format!("{}", dir.display()))
+}
+
+fn generate(a: GenerateArgs) -> Result<()> {
+    let bot = load(&a.model.model)?;
+    let mut p = bot.default_params();
+    if a.greedy {
+        p.do_sample = false;
+    }
+    if a.sample {
+        p.do_sample = true;
+    }
+    p.max_new_tokens = a.max_new_tokens.or(p.max_new_tokens);
+    p.min_new_tokens = a.min_new_tokens.or(p.min_new_tokens);
+    p.temperature = a.temperature.unwrap_or(p.temperature);
+    p.top_k = a.top_k.unwrap_or(p.top_k);
+    p.top_p = a.top_p.unwrap_or(p.top_p);
+    p.repetition_penalty = a.repetition_penalty.unwrap_or(p.repetition_penalty);
+    p.no_repeat_ngram_size = a.no_repeat_ngram_size.unwrap_or(p.no_repeat_ngram_size);
+    p.num_return_sequences = a.num_return_sequences.unwrap_or(p.num_return_sequences);
+    p.seed = a.seed;
+    p.stop_at_newline = a.stop_at_newline;
+    if a.no_prefix {
+        p.prefix = None;
+    }
+    let start = Instant::now();
+    let mut session = bot.session(&a.prompt, p)?;
+    let prefill = start.elapsed().as_secs_f64();
+    let one = session.sequences().len() == 1;
+    let mut stdout = std::io::stdout().lock();
+    if one && !a.json {
+        write!(stdout, "{}", a.prompt)?;
+    }
+    let mut tokens = 0usize;
+    while !session.is_done() {
+        for t in session.step()? {
+            tokens += 1;
+            if one && !a.json {
+                write!(stdout, "{}", t.text)?;
+                stdout.flush()?;
+            }
+        }
+    }
+    let total = start.elapsed().as_secs_f64();
+    let sequences = session.sequences();
+    if a.json {
+        let out = json!({
+            "sequences": sequences,
+            "prompt_ids": session.prompt_ids(),
+            "generated_tokens": tokens,
+            "prefill_seconds": prefill,
+            "total_seconds": total,
+            "tokens_per_second": tokens as f64 / (total - prefill).max(1e-9),
+        });
+        writeln!(stdout, "{out}")?;
+    } else if one {
+        writeln!(stdout)?;
+    } else {
+        for (i, s) in sequences.iter().enumerate() {
+            writeln!(stdout, "[{}] {}{}", i + 1, a.prompt, s.text)?;
+        }
+    }
+    Ok(())
+}
+
+fn score(dir: &Path, text: &str, as_json: bool) -> Result<()> {
+    let bot = load(dir)?;
+    let ids = bot.tokenizer.encode(text)?;
+    let logprobs = bot.model.logprobs(&ids)?;
+    let perplexity = if logprobs.is_empty() {
+        f64::NAN
+    } else {
+        (-logprobs.iter().map(|&l| f64::from(l)).sum::<f64>() / logprobs.len() as f64).exp()
+    };
+    if as_json {
+        let ppl = if perplexity.is_finite() { json!(perplexity) } else { json!(null) };
+        println!("{}", json!({"token_ids": ids, "logprobs": logprobs, "perplexity": ppl}));
+    } else {
+        let strings = bot.tokenizer.id_strings(&ids);
+        for (i, lp) in logprobs.iter().enumerate() {
+            println!("{:>8} {:<20} {lp:>10.4}", ids[i + 1], format!("{:?}", strings[i + 1]));
+        }
+        println!("perplexity {perplexity:.3} over {} tokens", logprobs.len());
+    }
+    Ok(())
+}
+
+fn tokenize(dir: &Path, text: &str, as_json: bool) -> Result<()> {
+    let folder = Folder::read(dir)?;
+    let tokenizer = folder.model_files().tokenizer().with_context(|| format!("{}", dir.display()))?;
+    let ids = tokenizer.encode(text)?;
+    let tokens = tokenizer.id_strings(&ids);
+    if as_json {
+        println!("{}", json!({"token_ids": ids, "tokens": tokens}));
+    } else {
+        for (id, t) in ids.iter().zip(&tokens) {
+            println!("{id:>8} {t:?}");
+        }
+    }
+    Ok(())
+}
+
+fn convert(dir: &Path, out: &Path) -> Result<()> {
+    let folder = Folder::read(dir)?;
+    let files = folder.model_files();
+    let ctx = || format!("{}", dir.display());
+    let config = botcard::Config::from_json(files.config().with_context(ctx)?).with_context(ctx)?;
+    let weights = files.weights().with_context(ctx)?;
+    let tokenizer = files.tokenizer().with_context(ctx)?;
+    let safetensors = botcard::weights::to_safetensors(&config, &weights).with_context(ctx)?;
+    std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create", out.display()))?;
+    let write = |name: &str, bytes: &[u8]| -> Result<()> {
+        let path = out.join(name);
+        std::fs::write(&path, bytes).with_context(|| format!("{}: cannot write", path.display()))
+    };
+    write("model.safetensors", &safetensors)?;
+    write("tokenizer.json", tokenizer.to_json()?.as_bytes())?;
+    for name in ["config.json", "generation_config.json", "README.md"] {
+        let src = dir.join(name);
+        if src.exists() {
+            let bytes = std::fs::read(&src).with_context(|| format!("{}: cannot be read", src.display()))?;
+            write(name, &bytes)?;
+        }
+    }
+    eprintln!("wrote {} ({} bytes of weights)", out.display(), safetensors.len());
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(a) => generate(a),
+        Command::Score { model, text, json } => score(&model.model, &text, json),
+        Command::Tokenize { model, text, json } => tokenize(&model.model, &text, json),
+        Command::Convert { model, out } => convert(&model.model, &out),
+    };
+    if let Err(e) = result {
+        // One line: the chain of contexts, outermost first ("DIR: model.safetensors: ...").
+        let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+        eprintln!("botcard: {}", msg.join(": "));
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,219 @@
+//! GPT-2's byte-level BPE, from `tokenizer.json` or from the older `vocab.json` + `merges.txt`,
+//! and a streaming detokenizer that only ever emits whole UTF-8 characters.
+
+use serde_json::{json, Map, Value};
+
+use crate::error::{Error, Result};
+
+/// A GPT-2 tokenizer: HF `tokenizers` for encoding, a byte table for exact decoding.
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    /// The raw bytes each id stands for; empty for special tokens, which are never shown.
+    token_bytes: Vec<Vec<u8>>,
+}
+
+/// GPT-2's `bytes_to_unicode`: every byte gets a printable character, so BPE never sees
+/// whitespace or control bytes. Returns the inverse map, char -> byte.
+fn unicode_to_byte() -> std::collections::HashMap<char, u8> {
+    let mut printable: Vec<u32> = (b'!' as u32..=b'~' as u32).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
+    let mut chars = printable.clone();
+    let mut n = 0;
+    for b in 0..256u32 {
+        if !printable.contains(&b) {
+            printable.push(b);
+            chars.push(256 + n);
+            n += 1;
+        }
+    }
+    printable
+        .into_iter()
+        .zip(chars)
+        .map(|(b, c)| (char::from_u32(c).expect("valid code point"), b as u8))
+        .collect()
+}
+
+impl Tokenizer {
+    /// Loads a `tokenizer.json` (what `GPT2TokenizerFast.save_pretrained` writes).
+    pub fn from_tokenizer_json(bytes: &[u8]) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Error::Tokenizer {
+            file: "tokenizer.json",
+            reason: format!("cannot be loaded ({e})"),
+        })?;
+        Self::from_inner(inner, "tokenizer.json")
+    }
+
+    /// Builds the same tokenizer as `GPT2TokenizerFast` does from `vocab.json` + `merges.txt`.
+    pub fn from_vocab_and_merges(vocab_json: &[u8], merges_txt: &[u8]) -> Result<Self> {
+        let vocab: Map<String, Value> = serde_json::from_slice(vocab_json).map_err(|e| Error::Tokenizer {
+            file: "vocab.json",
+            reason: format!("not a JSON object of token -> id ({e})"),
+        })?;
+        if let Some((k, v)) = vocab.iter().find(|(_, v)| !v.is_u64()) {
+            return Err(Error::Tokenizer { file: "vocab.json", reason: format!("token {k:?} has id {v}, not a number") });
+        }
+        let merges = std::str::from_utf8(merges_txt).map_err(|_| Error::Tokenizer {
+            file: "merges.txt",
+            reason: "not UTF-8 text".into(),
+        })?;
+        let mut pairs = Vec::new();
+        for (n, line) in merges.lines().enumerate() {
+            if line.starts_with("#version") || line.trim().is_empty() {
+                continue;
+            }
+            match line.split_once(' ') {
+                Some((a, b)) if !b.contains(' ') => pairs.push(json!([a, b])),
+                _ => {
+                    return Err(Error::Tokenizer {
+                        file: "merges.txt",
+                        reason: format!("line {} is not two tokens separated by a space: {line:?}", n + 1),
+                    })
+                }
+            }
+        }
+        let eos = "<|endoftext|>";
+        let added = match vocab.get(eos).and_then(Value::as_u64) {
+            Some(id) => json!([{"id": id, "content": eos, "single_word": false, "lstrip": false,
+                                "rstrip": false, "normalized": true, "special": true}]),
+            None => json!([]),
+        };
+        // Exactly the tokenizer.json that transformers' GPT2 converter writes.
+        let spec = json!({
+            "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
+            "normalizer": null,
+            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+            "post_processor": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true},
+            "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+            "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": "",
+                      "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false,
+                      "ignore_merges": false, "vocab": vocab, "merges": pairs},
+        });
+        let inner = tokenizers::Tokenizer::from_bytes(spec.to_string()).map_err(|e| Error::Tokenizer {
+            file: "merges.txt",
+            reason: format!("vocab.json and merges.txt do not make a BPE ({e})"),
+        })?;
+        Self::from_inner(inner, "vocab.json")
+    }
+
+    fn from_inner(inner: tokenizers::Tokenizer, file: &'static str) -> Result<Self> {
+        let size = inner.get_vocab_size(true);
+        if size == 0 {
+            return Err(Error::Tokenizer { file, reason: "the vocabulary is empty".into() });
+        }
+        let table = unicode_to_byte();
+        let added = inner.get_added_tokens_decoder();
+        let mut token_bytes = vec![Vec::new(); size];
+        for (token, id) in inner.get_vocab(true) {
+            let Some(slot) = token_bytes.get_mut(id as usize) else {
+                return Err(Error::Tokenizer { file, reason: format!("token id {id} is outside the vocabulary") });
+            };
+            *slot = match added.get(&id) {
+                Some(a) if a.special => Vec::new(),
+                Some(a) => a.content.clone().into_bytes(),
+                None => {
+                    let mut b = Vec::with_capacity(token.len());
+                    for c in token.chars() {
+                        match table.get(&c) {
+                            Some(&byte) => b.push(byte),
+                            // Not byte-level: keep the character's own UTF-8.
+                            None => b.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+                        }
+                    }
+                    b
+                }
+            };
+        }
+        Ok(Self { inner, token_bytes })
+    }
+
+    /// Token ids of `text`; `<|endoftext|>` written in the text is the special token, as in HF.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self.inner.encode(text, false).map_err(|e| Error::Tokenizer {
+            file: "tokenizer",
+            reason: format!("cannot encode the text ({e})"),
+        })?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// The vocabulary strings of `ids` (byte-level form, `Ġ` for a space), as HF's
+    /// `convert_ids_to_tokens`.
+    pub fn id_strings(&self, ids: &[u32]) -> Vec<String> {
+        ids.iter().map(|&id| self.inner.id_to_token(id).unwrap_or_default()).collect()
+    }
+
+    /// The id of a token string, if the vocabulary has it.
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// Number of ids, added tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.token_bytes.len()
+    }
+
+    /// Text of `ids` with special tokens left out (HF `decode(ids, skip_special_tokens=True)`).
+    pub fn decode(&self, ids: &[u32]) -> String {
+        let mut stream = TextStream::default();
+        let mut out: String = ids.iter().map(|&id| stream.push(self, id)).collect();
+        out.push_str(&stream.finish());
+        out
+    }
+
+    /// `tokenizer.json` text for this tokenizer (what `botcard convert` writes).
+    pub fn to_json(&self) -> Result<String> {
+        self.inner.to_string(false).map_err(|e| Error::Tokenizer {
+            file: "tokenizer.json",
+            reason: format!("cannot be written ({e})"),
+        })
+    }
+
+    fn bytes_of(&self, id: u32) -> &[u8] {
+        self.token_bytes.get(id as usize).map(Vec::as_slice).unwrap_or_default()
+    }
+}
+
+/// Turns a stream of token ids into text without ever splitting a UTF-8 character: an emoji
+/// spread over three tokens appears once its last byte has arrived. Invalid bytes become U+FFFD,
+/// exactly as decoding the whole sequence at once would.
+#[derive(Debug, Default, Clone)]
+pub struct TextStream {
+    pending: Vec<u8>,
+}
+
+impl TextStream {
+    /// Adds one token; returns the text that is now complete (often empty or one word).
+    pub fn push(&mut self, tokenizer: &Tokenizer, id: u32) -> String {
+        self.pending.extend_from_slice(tokenizer.bytes_of(id));
+        let mut out = String::new();
+        loop {
+            match std::str::from_utf8(&self.pending) {
+                Ok(s) => {
+                    out.push_str(s);
+                    self.pending.clear();
+                    return out;
+                }
+                Err(e) => {
+                    let good = e.valid_up_to();
+                    out.push_str(std::str::from_utf8(&self.pending[..good]).expect("valid prefix"));
+                    match e.error_len() {
+                        // An incomplete character at the end: wait for more bytes.
+                        None => {
+                            self.pending.drain(..good);
+                            return out;
+                        }
+                        Some(bad) => {
+                            out.push(char::REPLACEMENT_CHARACTER);
+                            self.pending.drain(..good + bad);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends the stream: bytes of an unfinished character become U+FFFD.
+    pub fn finish(&mut self) -> String {
+        let out = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        out
+    }
+}

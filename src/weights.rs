@@ -1,0 +1,279 @@
+//! Checkpoint tensors from bytes: `model.safetensors`, or the zip that `torch.save` writes as
+//! `pytorch_model.bin`. Nothing touches a file system, so the same code runs in a browser.
+//!
+//! Names are normalised to GPT-2's own keys (`wte.weight`, `h.0.attn.c_attn.weight`, …): the
+//! `transformer.` prefix of `GPT2LMHeadModel` checkpoints is dropped, `lm_head.weight` kept.
+//! Tensors stay in the checkpoint's layout (HF Conv1D weights are [in, out]); the model
+//! transposes. Data is read only when a tensor is asked for with the shape the config implies,
+//! so a header that declares a huge tensor is refused before anything is allocated.
+
+use std::collections::HashMap;
+use std::io::{Cursor, Read};
+
+use candle_core::{DType, Device, Tensor};
+use safetensors::SafeTensors;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::pickle::{self, StorageType, TensorRef};
+
+/// The file name each format is known by, for messages.
+pub const SAFETENSORS: &str = "model.safetensors";
+pub const PYTORCH: &str = "pytorch_model.bin";
+
+enum Source<'a> {
+    Safetensors(SafeTensors<'a>, HashMap<String, String>),
+    Pytorch {
+        zip: std::cell::RefCell<zip::ZipArchive<Cursor<&'a [u8]>>>,
+        /// Zip entry name of `data.pkl`'s folder (`archive/`, `pytorch_model/`, …).
+        dir: String,
+        tensors: HashMap<String, TensorRef>,
+    },
+}
+
+/// The tensors of one checkpoint, borrowed from its bytes.
+pub struct Weights<'a> {
+    source: Source<'a>,
+    file: &'static str,
+}
+
+/// `transformer.h.0.ln_1.weight` -> `h.0.ln_1.weight`.
+fn normalise(name: &str) -> String {
+    name.strip_prefix("transformer.").unwrap_or(name).to_owned()
+}
+
+impl<'a> Weights<'a> {
+    /// Reads the header of a `model.safetensors`.
+    pub fn from_safetensors(bytes: &'a [u8]) -> Result<Self> {
+        let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Weights {
+            file: SAFETENSORS,
+            reason: format!("not a valid safetensors file ({e})"),
+        })?;
+        let names = st.names().into_iter().map(|n| (normalise(n), n.to_owned())).collect();
+        Ok(Self { source: Source::Safetensors(st, names), file: SAFETENSORS })
+    }
+
+    /// Reads the zip directory and the pickled state dict of a `pytorch_model.bin`.
+    pub fn from_pytorch(bytes: &'a [u8]) -> Result<Self> {
+        let bad = |reason: String| Error::Weights { file: PYTORCH, reason };
+        if bytes.starts_with(&[0x80, 0x02, 0x8a, 0x0a]) {
+            return Err(bad(
+                "this is torch's legacy (pre-1.6) format; re-save it with a newer torch, or convert it \
+                 to safetensors with HF transformers"
+                    .into(),
+            ));
+        }
+        let mut zip = zip::ZipArchive::new(Cursor::new(bytes))
+            .map_err(|e| bad(format!("not a torch.save zip archive ({e})")))?;
+        let pkl_name = zip
+            .file_names()
+            .filter_map(|n| n.ok())
+            .find(|n| n.ends_with("data.pkl"))
+            .map(|n| n.into_owned())
+            .ok_or_else(|| bad("the archive has no data.pkl".into()))?;
+        let dir = pkl_name.strip_suffix("data.pkl").unwrap_or_default().to_owned();
+        if let Ok(mut f) = zip.by_name(&format!("{dir}byteorder")) {
+            let mut order = String::new();
+            f.by_ref().take(16).read_to_string(&mut order).ok();
+            if order.trim() == "big" {
+                return Err(bad("big-endian checkpoints are not supported".into()));
+            }
+        }
+        let pkl = read_entry(&mut zip, &pkl_name, bytes.len()).map_err(bad)?;
+        let tensors = pickle::read_state_dict(&pkl)
+            .map_err(|e| bad(format!("data.pkl: {e}")))?
+            .into_iter()
+            .map(|(name, t)| (normalise(&name), t))
+            .collect();
+        Ok(Self {
+            source: Source::Pytorch { zip: zip.into(), dir, tensors },
+            file: PYTORCH,
+        })
+    }
+
+    /// The file these weights came from, for messages.
+    pub fn file(&self) -> &'static str {
+        self.file
+    }
+
+    /// Whether the checkpoint has a tensor of this (normalised) name.
+    pub fn contains(&self, name: &str) -> bool {
+        match &self.source {
+            Source::Safetensors(_, names) => names.contains_key(name),
+            Source::Pytorch { tensors, .. } => tensors.contains_key(name),
+        }
+    }
+
+    /// The tensor `name` as f32, after checking that its shape is `shape`.
+    pub fn get(&self, name: &str, shape: &[usize], device: &Device) -> Result<Tensor> {
+        let missing = || Error::MissingTensor { file: self.file, name: name.to_owned() };
+        let wrong_shape = |got: &[usize]| Error::Shape {
+            file: self.file,
+            name: name.to_owned(),
+            expected: shape.to_vec(),
+            got: got.to_vec(),
+        };
+        let bad = |reason: String| Error::Weights { file: self.file, reason: format!("tensor `{name}`: {reason}") };
+        match &self.source {
+            Source::Safetensors(st, names) => {
+                let view = st.tensor(names.get(name).ok_or_else(missing)?).map_err(|e| bad(e.to_string()))?;
+                if view.shape() != shape {
+                    return Err(wrong_shape(view.shape()));
+                }
+                let dtype = match view.dtype() {
+                    safetensors::Dtype::F32 => DType::F32,
+                    safetensors::Dtype::F16 => DType::F16,
+                    safetensors::Dtype::BF16 => DType::BF16,
+                    safetensors::Dtype::F64 => DType::F64,
+                    other => return Err(bad(format!("dtype {other:?} is not a float type the model can use"))),
+                };
+                Ok(Tensor::from_raw_buffer(view.data(), dtype, shape, device)?.to_dtype(DType::F32)?)
+            }
+            Source::Pytorch { zip, dir, tensors } => {
+                let t = tensors.get(name).ok_or_else(missing)?;
+                if t.shape != shape {
+                    return Err(wrong_shape(&t.shape));
+                }
+                let size = t.storage_type.size().ok_or_else(|| {
+                    bad(format!("storage type {:?} is not a float type the model can use", t.storage_type))
+                })?;
+                let needed = last_index(t).ok_or_else(|| bad("strides overflow".into()))?;
+                if needed > t.storage_len {
+                    return Err(bad("the view reaches past its storage".into()));
+                }
+                let entry = format!("{dir}data/{}", t.storage_key);
+                let limit = t.storage_len.checked_mul(size).ok_or_else(|| bad("storage too large".into()))?;
+                let raw = read_entry(&mut zip.borrow_mut(), &entry, limit).map_err(bad)?;
+                if raw.len() < needed * size {
+                    return Err(bad(format!("{entry} holds {} bytes, the tensor needs {}", raw.len(), needed * size)));
+                }
+                let dtype = match t.storage_type {
+                    StorageType::F32 => DType::F32,
+                    StorageType::F16 => DType::F16,
+                    StorageType::BF16 => DType::BF16,
+                    StorageType::F64 => DType::F64,
+                    StorageType::Other(_) => unreachable!("size() is None for other storages"),
+                };
+                let storage = Tensor::from_raw_buffer(&raw[..needed * size], dtype, &[needed], device)?
+                    .to_dtype(DType::F32)?;
+                Ok(strided_view(&storage, t)?.reshape(shape)?)
+            }
+        }
+    }
+}
+
+/// One past the largest storage index the view touches (0 for an empty tensor).
+fn last_index(t: &TensorRef) -> Option<usize> {
+    if t.shape.iter().any(|&d| d == 0) {
+        return Some(0);
+    }
+    t.shape.iter().zip(&t.stride).try_fold(t.offset + 1, |acc, (&d, &s)| acc.checked_add((d - 1).checked_mul(s)?))
+}
+
+/// Gathers a strided view of a flat f32 storage into a contiguous tensor.
+fn strided_view(storage: &Tensor, t: &TensorRef) -> candle_core::Result<Tensor> {
+    let numel: usize = t.shape.iter().product();
+    let contiguous = {
+        let mut expect = 1;
+        let mut ok = true;
+        for (&d, &s) in t.shape.iter().zip(&t.stride).rev() {
+            if d != 1 && s != expect {
+                ok = false;
+            }
+            expect *= d;
+        }
+        ok
+    };
+    if contiguous {
+        return storage.narrow(0, t.offset, numel);
+    }
+    let mut idx = Vec::with_capacity(numel);
+    let mut pos = vec![0usize; t.shape.len()];
+    for _ in 0..numel {
+        idx.push((t.offset + pos.iter().zip(&t.stride).map(|(p, s)| p * s).sum::<usize>()) as u32);
+        for d in (0..pos.len()).rev() {
+            pos[d] += 1;
+            if pos[d] < t.shape[d] {
+                break;
+            }
+            pos[d] = 0;
+        }
+    }
+    let idx = Tensor::from_vec(idx, numel, storage.device())?;
+    storage.index_select(&idx, 0)
+}
+
+/// Reads a whole zip entry, refusing entries larger than `limit` bytes.
+fn read_entry(zip: &mut zip::ZipArchive<Cursor<&[u8]>>, name: &str, limit: usize) -> std::result::Result<Vec<u8>, String> {
+    let f = zip.by_name(name).map_err(|e| format!("{name}: {e}"))?;
+    let size = usize::try_from(f.size()).unwrap_or(usize::MAX);
+    if size > limit {
+        return Err(format!("{name} declares {size} bytes, more than its tensors need ({limit})"));
+    }
+    let mut out = Vec::with_capacity(size);
+    f.take(limit as u64).read_to_end(&mut out).map_err(|e| format!("{name}: {e}"))?;
+    Ok(out)
+}
+
+/// The tensors of a GPT-2 with this config, by HF name (without `transformer.`), with the shapes
+/// HF stores them in. `lm_head.weight` is listed only when it is not tied to `wte`.
+pub fn expected_tensors(cfg: &Config) -> Vec<(String, Vec<usize>)> {
+    let (e, i) = (cfg.n_embd, cfg.n_inner);
+    let mut out = vec![
+        ("wte.weight".to_owned(), vec![cfg.vocab_size, e]),
+        ("wpe.weight".to_owned(), vec![cfg.n_positions, e]),
+    ];
+    for l in 0..cfg.n_layer {
+        let p = |s: &str| format!("h.{l}.{s}");
+        out.extend([
+            (p("ln_1.weight"), vec![e]),
+            (p("ln_1.bias"), vec![e]),
+            (p("attn.c_attn.weight"), vec![e, 3 * e]),
+            (p("attn.c_attn.bias"), vec![3 * e]),
+            (p("attn.c_proj.weight"), vec![e, e]),
+            (p("attn.c_proj.bias"), vec![e]),
+            (p("ln_2.weight"), vec![e]),
+            (p("ln_2.bias"), vec![e]),
+            (p("mlp.c_fc.weight"), vec![e, i]),
+            (p("mlp.c_fc.bias"), vec![i]),
+            (p("mlp.c_proj.weight"), vec![i, e]),
+            (p("mlp.c_proj.bias"), vec![e]),
+        ]);
+    }
+    out.push(("ln_f.weight".to_owned(), vec![e]));
+    out.push(("ln_f.bias".to_owned(), vec![e]));
+    if !cfg.tie_word_embeddings {
+        out.push(("lm_head.weight".to_owned(), vec![cfg.vocab_size, e]));
+    }
+    out
+}
+
+/// Writes every tensor of the model as f32 `model.safetensors` bytes with the key names
+/// `GPT2LMHeadModel.save_pretrained` uses, so HF transformers loads the result.
+pub fn to_safetensors(cfg: &Config, weights: &Weights) -> Result<Vec<u8>> {
+    let device = Device::Cpu;
+    let mut tensors = Vec::new();
+    for (name, shape) in expected_tensors(cfg) {
+        let t = weights.get(&name, &shape, &device)?;
+        let key = if name.starts_with("lm_head.") { name } else { format!("transformer.{name}") };
+        tensors.push((key, t));
+    }
+    let metadata = Some(HashMap::from([("format".to_owned(), "pt".to_owned())]));
+    let data: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+        .into_iter()
+        .map(|(k, t)| {
+            let shape = t.dims().to_vec();
+            let v: Vec<f32> = t.flatten_all()?.to_vec1()?;
+            Ok((k, v.iter().flat_map(|x| x.to_le_bytes()).collect(), shape))
+        })
+        .collect::<Result<_>>()?;
+    let views: Vec<(String, safetensors::tensor::TensorView)> = data
+        .iter()
+        .map(|(k, bytes, shape)| {
+            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                .expect("f32 data of its own shape");
+            (k.clone(), view)
+        })
+        .collect();
+    safetensors::serialize(views, metadata).map_err(|e| Error::Weights { file: SAFETENSORS, reason: e.to_string() })
+}
