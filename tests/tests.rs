@@ -1,0 +1,10 @@
+//! One integration-test binary for the engine; each module mirrors a part of `src/`.
+
+mod util;
+
+mod bad_input;
+mod cli;
+mod generation;
+mod parity;
+mod sampling;
+mod tokenizer;

@@ -1,0 +1,75 @@
+//! Tokenizer parity with HF (both file layouts) and streaming detokenization.
+
+use botcard::{TextStream, Tokenizer};
+
+use crate::util::{reference, u32s, Files};
+
+fn both() -> [(&'static str, Tokenizer); 2] {
+    [
+        ("tokenizer.json", Files::of("tiny-st").model_files().tokenizer().unwrap()),
+        ("vocab.json + merges.txt", Files::of("tiny-2021").model_files().tokenizer().unwrap()),
+    ]
+}
+
+#[test]
+fn ids_match_transformers_for_tricky_strings() {
+    let r = reference();
+    for (layout, tok) in both() {
+        for case in r["tokenizer"].as_array().unwrap() {
+            let text = case["text"].as_str().unwrap();
+            assert_eq!(tok.encode(text).unwrap(), u32s(&case["ids"]), "{layout}: {text:?}");
+            let tokens: Vec<String> =
+                case["tokens"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_owned()).collect();
+            assert_eq!(tok.id_strings(&u32s(&case["ids"])), tokens, "{layout}: {text:?}");
+        }
+    }
+}
+
+#[test]
+fn decode_skips_special_tokens_and_restores_the_text() {
+    let r = reference();
+    let (_, tok) = &both()[0];
+    for case in r["tokenizer"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let expected = text.replace("<|endoftext|>", "");
+        assert_eq!(tok.decode(&u32s(&case["ids"])), expected, "{text:?}");
+    }
+}
+
+#[test]
+fn streaming_never_emits_a_broken_character() {
+    let (_, tok) = &both()[0];
+    let text = "emoji 🤖🇹🇹 and 👍🏽, 日本語のテキスト 永井均!";
+    let ids = tok.encode(text).unwrap();
+    let mut stream = TextStream::default();
+    let mut pieces = Vec::new();
+    for &id in &ids {
+        let piece = stream.push(tok, id);
+        assert!(!piece.contains('\u{FFFD}'), "piece {piece:?}");
+        pieces.push(piece);
+    }
+    pieces.push(stream.finish());
+    assert_eq!(pieces.concat(), text);
+    // The robot emoji is three tokens: the first two complete nothing.
+    assert!(pieces.iter().any(|p| p.is_empty()));
+}
+
+#[test]
+fn streaming_turns_invalid_bytes_into_replacement_characters_like_a_full_decode() {
+    let (_, tok) = &both()[0];
+    // Token 97 is the lone byte 0xA4 (a UTF-8 continuation byte): invalid on its own.
+    let ids = [40, 97, 97, 1101];
+    let mut stream = TextStream::default();
+    let mut s: String = ids.iter().map(|&id| stream.push(tok, id)).collect();
+    s.push_str(&stream.finish());
+    assert_eq!(s, tok.decode(&ids));
+    assert_eq!(s, "I\u{FFFD}\u{FFFD}'m");
+}
+
+#[test]
+fn unfinished_character_at_the_end_becomes_one_replacement() {
+    let (_, tok) = &both()[0];
+    let ids = tok.encode("🤖").unwrap();
+    assert_eq!(ids.len(), 3);
+    assert_eq!(tok.decode(&ids[..2]), "\u{FFFD}");
+}
