@@ -110,7 +110,9 @@ fn token_id(v: &Option<Value>, key: &str) -> Result<Option<u32>> {
             .map(Some)
             .ok_or_else(|| Error::Config(format!("{key} must be a token id, got {n}"))),
         Some(Value::Array(a)) if !a.is_empty() => token_id(&Some(a[0].clone()), key),
-        Some(other) => Err(Error::Config(format!("{key} must be a token id, got {other}"))),
+        Some(other) => Err(Error::Config(format!(
+            "{key} must be a token id, got {other}"
+        ))),
     }
 }
 
@@ -161,10 +163,14 @@ impl Config {
             n_layer: need(raw.n_layer, "n_layer", MAX_LAYERS)?,
             n_head,
             n_inner,
-            activation: Activation::parse(raw.activation_function.as_deref().unwrap_or("gelu_new"))?,
+            activation: Activation::parse(
+                raw.activation_function.as_deref().unwrap_or("gelu_new"),
+            )?,
             layer_norm_epsilon: match raw.layer_norm_epsilon {
                 Some(e) if !(e.is_finite() && e >= 0.0) => {
-                    return Err(Error::Config(format!("layer_norm_epsilon {e} is not usable")))
+                    return Err(Error::Config(format!(
+                        "layer_norm_epsilon {e} is not usable"
+                    )))
                 }
                 e => e.unwrap_or(1e-5),
             },
@@ -248,7 +254,10 @@ impl GenerationDefaults {
     /// The defaults the HF text-generation pipeline would use: `generation_config.json` when the
     /// model has one, else the generation keys of `config.json`, then
     /// `task_specific_params["text-generation"]` over either.
-    pub fn from_model_files(config_json: &[u8], generation_config_json: Option<&[u8]>) -> Result<Self> {
+    pub fn from_model_files(
+        config_json: &[u8],
+        generation_config_json: Option<&[u8]>,
+    ) -> Result<Self> {
         let config: Map<String, Value> = serde_json::from_slice(config_json)
             .map_err(|e| Error::Config(format!("not a JSON object: {e}")))?;
         let mut out = Self::default();
@@ -271,11 +280,16 @@ impl GenerationDefaults {
     }
 
     fn overlay(&mut self, m: &Map<String, Value>, origin: &str) -> Result<()> {
-        let bad = |key: &str, v: &Value| Error::Config(format!("{origin}: `{key}` has unusable value {v}"));
+        let bad = |key: &str, v: &Value| {
+            Error::Config(format!("{origin}: `{key}` has unusable value {v}"))
+        };
         let float = |key: &str| -> Result<Option<f32>> {
             match m.get(key) {
                 None | Some(Value::Null) => Ok(None),
-                Some(v) => v.as_f64().map(|f| Some(f as f32)).ok_or_else(|| bad(key, v)),
+                Some(v) => v
+                    .as_f64()
+                    .map(|f| Some(f as f32))
+                    .ok_or_else(|| bad(key, v)),
             }
         };
         let int = |key: &str| -> Result<Option<usize>> {

@@ -76,13 +76,19 @@ impl GenerateParams {
     fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Parameter(m));
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            return bad(format!("temperature must be 0 (greedy) or positive, got {}", self.temperature));
+            return bad(format!(
+                "temperature must be 0 (greedy) or positive, got {}",
+                self.temperature
+            ));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return bad(format!("top_p must be in (0, 1], got {}", self.top_p));
         }
         if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
-            return bad(format!("repetition_penalty must be positive, got {}", self.repetition_penalty));
+            return bad(format!(
+                "repetition_penalty must be positive, got {}",
+                self.repetition_penalty
+            ));
         }
         if self.num_return_sequences == 0 || self.num_return_sequences > MAX_RETURN_SEQUENCES {
             return bad(format!(
@@ -120,10 +126,10 @@ struct Row {
     finished: bool,
 }
 
-/// One generation in progress over a batch of `num_return_sequences` rows.
-pub struct Session<'m> {
-    model: &'m Gpt2,
-    tokenizer: &'m Tokenizer,
+/// One generation in progress over a batch of `num_return_sequences` rows. It owns only its
+/// state, not the model, so a Web Worker can keep it between messages; every step must be given
+/// the model and tokenizer it was started with.
+pub struct Session {
     params: GenerateParams,
     cache: Cache,
     rows: Vec<Row>,
@@ -136,13 +142,20 @@ pub struct Session<'m> {
     prompt_tokens: usize,
 }
 
-impl<'m> Session<'m> {
+impl Session {
     /// Tokenizes `prefix + prompt`, applies the context rules, and runs the prompt through the
     /// model.
-    pub fn new(model: &'m Gpt2, tokenizer: &'m Tokenizer, prompt: &str, params: GenerateParams) -> Result<Self> {
+    pub fn new(
+        model: &Gpt2,
+        tokenizer: &Tokenizer,
+        prompt: &str,
+        params: GenerateParams,
+    ) -> Result<Self> {
         params.validate()?;
         let cfg = model.config();
-        let eos = cfg.eos_token_id.or_else(|| tokenizer.token_to_id("<|endoftext|>"));
+        let eos = cfg
+            .eos_token_id
+            .or_else(|| tokenizer.token_to_id("<|endoftext|>"));
         let prompt_ids = tokenizer.encode(prompt)?;
         let mut ids = match &params.prefix {
             Some(prefix) if !prefix.is_empty() => tokenizer.encode(&format!("{prefix}{prompt}"))?,
@@ -150,21 +163,31 @@ impl<'m> Session<'m> {
         };
         if ids.is_empty() {
             let start = cfg.bos_token_id.or(eos).ok_or_else(|| {
-                Error::Parameter("the prompt is empty and the model has no <|endoftext|> to start from".into())
+                Error::Parameter(
+                    "the prompt is empty and the model has no <|endoftext|> to start from".into(),
+                )
             })?;
             ids.push(start);
         }
         // HF counts min_length/max_length over the prompt; the pipeline adds the prefix's length
         // to both, so the prefix never eats into the budget.
         let n = prompt_ids.len();
-        let mut max_new = params.max_new_tokens.unwrap_or(params.max_length.saturating_sub(n));
-        let min_new = params.min_new_tokens.unwrap_or(params.min_length.saturating_sub(n));
+        let mut max_new = params
+            .max_new_tokens
+            .unwrap_or(params.max_length.saturating_sub(n));
+        let min_new = params
+            .min_new_tokens
+            .unwrap_or(params.min_length.saturating_sub(n));
         max_new = max_new.min(cfg.n_positions - 1);
         let keep = cfg.n_positions - max_new;
         if ids.len() > keep {
             ids.drain(..ids.len() - keep);
         }
-        let batch = if params.sampling() { params.num_return_sequences } else { 1 };
+        let batch = if params.sampling() {
+            params.num_return_sequences
+        } else {
+            1
+        };
         let mut cache = model.new_cache(ids.len() + max_new);
         let next = model.next_logits(&vec![ids.clone(); batch], &mut cache)?;
         let rows = (0..batch)
@@ -177,8 +200,6 @@ impl<'m> Session<'m> {
             })
             .collect();
         Ok(Self {
-            model,
-            tokenizer,
             rng: ChaCha8Rng::seed_from_u64(params.seed),
             params,
             cache,
@@ -202,7 +223,7 @@ impl<'m> Session<'m> {
     }
 
     /// Generates one token for every unfinished sequence. Returns nothing once done.
-    pub fn step(&mut self) -> Result<Vec<StepToken>> {
+    pub fn step(&mut self, model: &Gpt2, tokenizer: &Tokenizer) -> Result<Vec<StepToken>> {
         if self.is_done() {
             return Ok(Vec::new());
         }
@@ -232,7 +253,7 @@ impl<'m> Session<'m> {
             };
             row.context.push(id);
             row.generated.push(id);
-            let mut text = row.stream.push(self.tokenizer, id);
+            let mut text = row.stream.push(tokenizer, id);
             let mut cut = false;
             if self.params.stop_at_newline {
                 if let Some(at) = text.find('\n') {
@@ -248,12 +269,20 @@ impl<'m> Session<'m> {
                 row.finished = true;
             }
             row.text.push_str(&text);
-            out.push(StepToken { sequence: i, token_id: id, text });
+            out.push(StepToken {
+                sequence: i,
+                token_id: id,
+                text,
+            });
         }
         if !self.is_done() {
             // Finished rows ride along with their last token so the batch stays rectangular.
-            let last: Vec<Vec<u32>> = self.rows.iter().map(|r| vec![*r.context.last().unwrap()]).collect();
-            self.next = self.model.next_logits(&last, &mut self.cache)?;
+            let last: Vec<Vec<u32>> = self
+                .rows
+                .iter()
+                .map(|r| vec![*r.context.last().unwrap()])
+                .collect();
+            self.next = model.next_logits(&last, &mut self.cache)?;
         }
         Ok(out)
     }
@@ -262,7 +291,10 @@ impl<'m> Session<'m> {
     pub fn sequences(&self) -> Vec<Sequence> {
         self.rows
             .iter()
-            .map(|r| Sequence { text: r.text.clone(), token_ids: r.generated.clone() })
+            .map(|r| Sequence {
+                text: r.text.clone(),
+                token_ids: r.generated.clone(),
+            })
             .collect()
     }
 }
@@ -277,7 +309,7 @@ pub fn generate(
 ) -> Result<Vec<Sequence>> {
     let mut session = Session::new(model, tokenizer, prompt, params)?;
     while !session.is_done() {
-        for t in session.step()? {
+        for t in session.step(model, tokenizer)? {
             on_token(&t);
         }
     }

@@ -68,7 +68,8 @@ impl<'a> ModelFiles<'a> {
 
     /// `config.json`, which every model needs.
     pub fn config(&self) -> Result<&'a [u8]> {
-        self.config_json.ok_or_else(|| Error::MissingFile("the model has no config.json".into()))
+        self.config_json
+            .ok_or_else(|| Error::MissingFile("the model has no config.json".into()))
     }
 }
 
@@ -85,7 +86,8 @@ impl Bot {
     pub fn load(files: &ModelFiles) -> Result<Self> {
         let config_json = files.config()?;
         let config = Config::from_json(config_json)?;
-        let defaults = GenerationDefaults::from_model_files(config_json, files.generation_config_json)?;
+        let defaults =
+            GenerationDefaults::from_model_files(config_json, files.generation_config_json)?;
         let tokenizer = files.tokenizer()?;
         if tokenizer.vocab_size() > config.vocab_size {
             return Err(Error::Tokenizer {
@@ -98,7 +100,12 @@ impl Bot {
             });
         }
         let model = Gpt2::load(&config, &files.weights()?)?;
-        Ok(Self { model, tokenizer, config, defaults })
+        Ok(Self {
+            model,
+            tokenizer,
+            config,
+            defaults,
+        })
     }
 
     /// Generation parameters as the model's files set them (HF pipeline semantics).
@@ -107,7 +114,12 @@ impl Bot {
     }
 
     /// Starts a generation session for `prompt`.
-    pub fn session(&self, prompt: &str, params: GenerateParams) -> Result<Session<'_>> {
+    pub fn session(&self, prompt: &str, params: GenerateParams) -> Result<Session> {
         Session::new(&self.model, &self.tokenizer, prompt, params)
+    }
+
+    /// Advances `session` (started with [`Bot::session`] on this bot) by one token per sequence.
+    pub fn step(&self, session: &mut Session) -> Result<Vec<StepToken>> {
+        session.step(&self.model, &self.tokenizer)
     }
 }

@@ -11,7 +11,11 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
 #[derive(Parser)]
-#[command(name = "botcard", version, about = "huggingtweets-style GPT-2 bots: generate, score, tokenize, convert")]
+#[command(
+    name = "botcard",
+    version,
+    about = "huggingtweets-style GPT-2 bots: generate, score, tokenize, convert"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -114,20 +118,26 @@ impl Folder {
         let mut files = Vec::new();
         for name in ModelFiles::NAMES {
             // The slower formats are only read when the faster one is absent.
-            let skip = (name == "pytorch_model.bin" && files.iter().any(|(n, _)| *n == "model.safetensors"))
-                || (matches!(name, "vocab.json" | "merges.txt") && files.iter().any(|(n, _)| *n == "tokenizer.json"));
+            let skip = (name == "pytorch_model.bin"
+                && files.iter().any(|(n, _)| *n == "model.safetensors"))
+                || (matches!(name, "vocab.json" | "merges.txt")
+                    && files.iter().any(|(n, _)| *n == "tokenizer.json"));
             let path = dir.join(name);
             if skip || !path.exists() {
                 continue;
             }
-            let bytes = std::fs::read(&path).with_context(|| format!("{}: cannot be read", path.display()))?;
+            let bytes = std::fs::read(&path)
+                .with_context(|| format!("{}: cannot be read", path.display()))?;
             files.push((name, bytes));
         }
         Ok(Self { files })
     }
 
     fn get(&self, name: &str) -> Option<&[u8]> {
-        self.files.iter().find(|(n, _)| *n == name).map(|(_, b)| b.as_slice())
+        self.files
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, b)| b.as_slice())
     }
 
     fn model_files(&self) -> ModelFiles<'_> {
@@ -180,7 +190,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
     }
     let mut tokens = 0usize;
     while !session.is_done() {
-        for t in session.step()? {
+        for t in bot.step(&mut session)? {
             tokens += 1;
             if one && !a.json {
                 write!(stdout, "{}", t.text)?;
@@ -220,12 +230,23 @@ fn score(dir: &Path, text: &str, as_json: bool) -> Result<()> {
         (-logprobs.iter().map(|&l| f64::from(l)).sum::<f64>() / logprobs.len() as f64).exp()
     };
     if as_json {
-        let ppl = if perplexity.is_finite() { json!(perplexity) } else { json!(null) };
-        println!("{}", json!({"token_ids": ids, "logprobs": logprobs, "perplexity": ppl}));
+        let ppl = if perplexity.is_finite() {
+            json!(perplexity)
+        } else {
+            json!(null)
+        };
+        println!(
+            "{}",
+            json!({"token_ids": ids, "logprobs": logprobs, "perplexity": ppl})
+        );
     } else {
         let strings = bot.tokenizer.id_strings(&ids);
         for (i, lp) in logprobs.iter().enumerate() {
-            println!("{:>8} {:<20} {lp:>10.4}", ids[i + 1], format!("{:?}", strings[i + 1]));
+            println!(
+                "{:>8} {:<20} {lp:>10.4}",
+                ids[i + 1],
+                format!("{:?}", strings[i + 1])
+            );
         }
         println!("perplexity {perplexity:.3} over {} tokens", logprobs.len());
     }
@@ -234,7 +255,10 @@ fn score(dir: &Path, text: &str, as_json: bool) -> Result<()> {
 
 fn tokenize(dir: &Path, text: &str, as_json: bool) -> Result<()> {
     let folder = Folder::read(dir)?;
-    let tokenizer = folder.model_files().tokenizer().with_context(|| format!("{}", dir.display()))?;
+    let tokenizer = folder
+        .model_files()
+        .tokenizer()
+        .with_context(|| format!("{}", dir.display()))?;
     let ids = tokenizer.encode(text)?;
     let tokens = tokenizer.id_strings(&ids);
     if as_json {
@@ -265,11 +289,16 @@ fn convert(dir: &Path, out: &Path) -> Result<()> {
     for name in ["config.json", "generation_config.json", "README.md"] {
         let src = dir.join(name);
         if src.exists() {
-            let bytes = std::fs::read(&src).with_context(|| format!("{}: cannot be read", src.display()))?;
+            let bytes = std::fs::read(&src)
+                .with_context(|| format!("{}: cannot be read", src.display()))?;
             write(name, &bytes)?;
         }
     }
-    eprintln!("wrote {} ({} bytes of weights)", out.display(), safetensors.len());
+    eprintln!(
+        "wrote {} ({} bytes of weights)",
+        out.display(),
+        safetensors.len()
+    );
     Ok(())
 }
 

@@ -17,7 +17,10 @@ use crate::weights::Weights;
 
 /// A Conv1D of the checkpoint as a Linear: weight [in, out] transposed to [out, in].
 fn conv1d(w: &Weights, name: &str, n_in: usize, n_out: usize, dev: &Device) -> Result<Linear> {
-    let weight = w.get(&format!("{name}.weight"), &[n_in, n_out], dev)?.t()?.contiguous()?;
+    let weight = w
+        .get(&format!("{name}.weight"), &[n_in, n_out], dev)?
+        .t()?
+        .contiguous()?;
     let bias = w.get(&format!("{name}.bias"), &[n_out], dev)?;
     Ok(Linear::new(weight, Some(bias)))
 }
@@ -167,7 +170,9 @@ impl Gpt2 {
         let dev = Device::Cpu;
         let wte = w.get("wte.weight", &[cfg.vocab_size, cfg.n_embd], &dev)?;
         let wpe = w.get("wpe.weight", &[cfg.n_positions, cfg.n_embd], &dev)?;
-        let h = (0..cfg.n_layer).map(|l| Block::load(w, l, cfg, &dev)).collect::<Result<_>>()?;
+        let h = (0..cfg.n_layer)
+            .map(|l| Block::load(w, l, cfg, &dev))
+            .collect::<Result<_>>()?;
         let ln_f = layer_norm(w, "ln_f", cfg, &dev)?;
         // A stored lm_head.weight in a tied model is a copy of wte: use wte, as HF does.
         let lm_head = if cfg.tie_word_embeddings {
@@ -175,7 +180,15 @@ impl Gpt2 {
         } else {
             w.get("lm_head.weight", &[cfg.vocab_size, cfg.n_embd], &dev)?
         };
-        Ok(Self { wte, wpe, h, ln_f, lm_head: Linear::new(lm_head, None), cfg: cfg.clone(), device: dev })
+        Ok(Self {
+            wte,
+            wpe,
+            h,
+            ln_f,
+            lm_head: Linear::new(lm_head, None),
+            cfg: cfg.clone(),
+            device: dev,
+        })
     }
 
     /// The architecture this model was built with.
@@ -187,7 +200,12 @@ impl Gpt2 {
     /// `n_positions`).
     pub fn new_cache(&self, capacity: usize) -> Cache {
         let cap = capacity.clamp(1, self.cfg.n_positions);
-        Cache { layers: (0..self.cfg.n_layer).map(|_| KvCache::new(2, cap)).collect(), pos: 0 }
+        Cache {
+            layers: (0..self.cfg.n_layer)
+                .map(|_| KvCache::new(2, cap))
+                .collect(),
+            pos: 0,
+        }
     }
 
     /// Runs `ids` (B, T) after what `cache` holds and returns the final hidden states (B, T, C).
@@ -195,7 +213,9 @@ impl Gpt2 {
         let b = ids.len();
         let t = ids.first().map_or(0, Vec::len);
         if b == 0 || t == 0 || ids.iter().any(|r| r.len() != t) {
-            return Err(Error::Parameter("a batch needs rows of equal, non-zero length".into()));
+            return Err(Error::Parameter(
+                "a batch needs rows of equal, non-zero length".into(),
+            ));
         }
         if cache.pos + t > self.cfg.n_positions {
             return Err(Error::Parameter(format!(
@@ -204,15 +224,28 @@ impl Gpt2 {
                 self.cfg.n_positions
             )));
         }
-        if let Some(&bad) = ids.iter().flatten().find(|&&id| id as usize >= self.cfg.vocab_size) {
-            return Err(Error::Parameter(format!("token id {bad} is outside the model's vocabulary")));
+        if let Some(&bad) = ids
+            .iter()
+            .flatten()
+            .find(|&&id| id as usize >= self.cfg.vocab_size)
+        {
+            return Err(Error::Parameter(format!(
+                "token id {bad} is outside the model's vocabulary"
+            )));
         }
         let flat: Vec<u32> = ids.concat();
-        let tok = self.wte.index_select(&Tensor::new(flat, &self.device)?, 0)?.reshape((b, t, self.cfg.n_embd))?;
+        let tok = self
+            .wte
+            .index_select(&Tensor::new(flat, &self.device)?, 0)?
+            .reshape((b, t, self.cfg.n_embd))?;
         let positions = Tensor::arange(cache.pos as u32, (cache.pos + t) as u32, &self.device)?;
         let pos = self.wpe.index_select(&positions, 0)?; // (T, C)
         let mut x = tok.broadcast_add(&pos)?;
-        let mask = if t > 1 { Some(self.causal_mask(cache.pos, t)?) } else { None };
+        let mask = if t > 1 {
+            Some(self.causal_mask(cache.pos, t)?)
+        } else {
+            None
+        };
         for (block, kv) in self.h.iter().zip(cache.layers.iter_mut()) {
             x = block.forward(&x, kv, mask.as_ref())?;
         }
@@ -242,7 +275,10 @@ impl Gpt2 {
         let logits = self.logits(&hidden.squeeze(0)?)?; // (T, V)
         let lp = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?;
         let targets = Tensor::new(&ids[1..], &self.device)?.unsqueeze(1)?;
-        let picked = lp.narrow(0, 0, ids.len() - 1)?.gather(&targets, 1)?.squeeze(1)?;
+        let picked = lp
+            .narrow(0, 0, ids.len() - 1)?
+            .gather(&targets, 1)?
+            .squeeze(1)?;
         Ok(picked.to_vec1()?)
     }
 

@@ -103,11 +103,21 @@ struct Machine<'a> {
 /// Reads a `torch.save`d state dict and lists its tensors by name. Entries that are not tensors
 /// (the `_metadata` attribute, Python objects) are skipped.
 pub fn read_state_dict(data: &[u8]) -> Result<Vec<(String, TensorRef)>> {
-    let mut m = Machine { data, pos: 0, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new() };
+    let mut m = Machine {
+        data,
+        pos: 0,
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: HashMap::new(),
+    };
     let root = m.run()?;
     let dict = match root {
         Value::Dict(d) => d,
-        _ => return Err(PickleError("the pickle does not hold a dict of tensors".into())),
+        _ => {
+            return Err(PickleError(
+                "the pickle does not hold a dict of tensors".into(),
+            ))
+        }
     };
     // Some trainers save {"state_dict": {...}} or {"model": {...}}: look one level down.
     let entries = dict.borrow().clone();
@@ -201,14 +211,19 @@ impl<'a> Machine<'a> {
     }
 
     fn pop_mark(&mut self) -> Result<Vec<Value>> {
-        let Some(m) = self.marks.pop() else { return self.err("no mark") };
+        let Some(m) = self.marks.pop() else {
+            return self.err("no mark");
+        };
         Ok(self.stack.split_off(m))
     }
 
     fn top(&mut self) -> Result<&mut Value> {
         match self.stack.last_mut() {
             Some(v) => Ok(v),
-            None => Err(PickleError(format!("pickle byte {}: stack is empty", self.pos))),
+            None => Err(PickleError(format!(
+                "pickle byte {}: stack is empty",
+                self.pos
+            ))),
         }
     }
 
@@ -273,7 +288,11 @@ impl<'a> Machine<'a> {
                         return self.err("integer wider than 64 bits");
                     }
                     let bytes = self.take(n)?;
-                    let mut buf = if bytes.last().is_some_and(|b| b & 0x80 != 0) { [0xff; 8] } else { [0; 8] };
+                    let mut buf = if bytes.last().is_some_and(|b| b & 0x80 != 0) {
+                        [0xff; 8]
+                    } else {
+                        [0; 8]
+                    };
                     buf[..n].copy_from_slice(bytes);
                     self.push(Value::Int(i64::from_le_bytes(buf)))?
                 }
@@ -426,20 +445,28 @@ impl<'a> Machine<'a> {
                     self.pop()?;
                     self.top()?;
                 }
-                other => return self.err(format!("opcode 0x{other:02x} is not used by torch.save")),
+                other => {
+                    return self.err(format!("opcode 0x{other:02x} is not used by torch.save"))
+                }
             }
         }
     }
 
     /// torch's persistent id for tensor data: `('storage', <StorageClass>, key, location, numel)`.
     fn persistent_load(&self, pid: Value) -> Result<Value> {
-        let Value::Tuple(t) = pid else { return self.err("persistent id is not a tuple") };
+        let Value::Tuple(t) = pid else {
+            return self.err("persistent id is not a tuple");
+        };
         match t.as_slice() {
             [Value::Str(kind), Value::Global(_, class), Value::Str(key), _location, Value::Int(n), ..]
                 if &**kind == "storage" =>
             {
                 let n = usize::try_from(*n).or_else(|_| self.err("negative storage size"))?;
-                Ok(Value::Storage(Rc::new((StorageType::from_class(class), key.to_string(), n))))
+                Ok(Value::Storage(Rc::new((
+                    StorageType::from_class(class),
+                    key.to_string(),
+                    n,
+                ))))
             }
             _ => self.err("persistent id is not a torch storage"),
         }
@@ -447,8 +474,12 @@ impl<'a> Machine<'a> {
 
     /// Applies one of the known tensor-rebuilding torch functions; anything else is not run.
     fn reduce(&self, callable: Value, args: Value) -> Result<Value> {
-        let Value::Global(module, name) = callable else { return Ok(Value::Opaque) };
-        let Value::Tuple(args) = args else { return self.err("REDUCE arguments are not a tuple") };
+        let Value::Global(module, name) = callable else {
+            return Ok(Value::Opaque);
+        };
+        let Value::Tuple(args) = args else {
+            return self.err("REDUCE arguments are not a tuple");
+        };
         match (&*module, &*name) {
             ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") => {
                 // (storage, storage_offset, size, stride, ...)
@@ -480,12 +511,11 @@ impl<'a> Machine<'a> {
                     stride,
                 })))
             }
-            ("torch._utils", "_rebuild_parameter") | ("torch._utils", "_rebuild_parameter_with_state") => {
-                match args.first() {
-                    Some(t @ Value::Tensor(_)) => Ok(t.clone()),
-                    _ => self.err("_rebuild_parameter without a tensor"),
-                }
-            }
+            ("torch._utils", "_rebuild_parameter")
+            | ("torch._utils", "_rebuild_parameter_with_state") => match args.first() {
+                Some(t @ Value::Tensor(_)) => Ok(t.clone()),
+                _ => self.err("_rebuild_parameter without a tensor"),
+            },
             ("torch._tensor", "_rebuild_from_type_v2") => {
                 // (func, new_type, args, state): apply func to args when func is a rebuild
                 match args.as_slice() {
@@ -500,7 +530,7 @@ impl<'a> Machine<'a> {
 }
 
 fn pairs(mut items: Vec<Value>) -> std::result::Result<Vec<(Value, Value)>, String> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return Err("odd number of items for a dict".into());
     }
     let mut out = Vec::with_capacity(items.len() / 2);
@@ -517,7 +547,15 @@ mod tests {
 
     #[test]
     fn truncated_input_is_an_error_not_a_panic() {
-        for bad in [&b""[..], b"\x80", b"X\xff\xff\xff\xff", b"(t", b"h\x05", b"\x8a\x09", b"R"] {
+        for bad in [
+            &b""[..],
+            b"\x80",
+            b"X\xff\xff\xff\xff",
+            b"(t",
+            b"h\x05",
+            b"\x8a\x09",
+            b"R",
+        ] {
             assert!(read_state_dict(bad).is_err(), "{bad:?}");
         }
     }

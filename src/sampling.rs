@@ -72,7 +72,9 @@ pub fn top_p(logits: &mut [f32], p: f64) {
         return;
     }
     // -inf logits have probability 0 and are removed either way: sort only the rest.
-    let mut order: Vec<usize> = (0..logits.len()).filter(|&i| logits[i] > f32::NEG_INFINITY).collect();
+    let mut order: Vec<usize> = (0..logits.len())
+        .filter(|&i| logits[i] > f32::NEG_INFINITY)
+        .collect();
     order.sort_by(|&a, &b| logits[a].total_cmp(&logits[b]));
     let Some(&top) = order.last() else { return };
     let max = logits[top];

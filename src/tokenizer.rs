@@ -15,7 +15,10 @@ pub struct Tokenizer {
 /// GPT-2's `bytes_to_unicode`: every byte gets a printable character, so BPE never sees
 /// whitespace or control bytes. Returns the inverse map, char -> byte.
 fn unicode_to_byte() -> std::collections::HashMap<char, u8> {
-    let mut printable: Vec<u32> = (b'!' as u32..=b'~' as u32).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
+    let mut printable: Vec<u32> = (b'!' as u32..=b'~' as u32)
+        .chain(0xA1..=0xAC)
+        .chain(0xAE..=0xFF)
+        .collect();
     let mut chars = printable.clone();
     let mut n = 0;
     for b in 0..256u32 {
@@ -44,12 +47,16 @@ impl Tokenizer {
 
     /// Builds the same tokenizer as `GPT2TokenizerFast` does from `vocab.json` + `merges.txt`.
     pub fn from_vocab_and_merges(vocab_json: &[u8], merges_txt: &[u8]) -> Result<Self> {
-        let vocab: Map<String, Value> = serde_json::from_slice(vocab_json).map_err(|e| Error::Tokenizer {
-            file: "vocab.json",
-            reason: format!("not a JSON object of token -> id ({e})"),
-        })?;
+        let vocab: Map<String, Value> =
+            serde_json::from_slice(vocab_json).map_err(|e| Error::Tokenizer {
+                file: "vocab.json",
+                reason: format!("not a JSON object of token -> id ({e})"),
+            })?;
         if let Some((k, v)) = vocab.iter().find(|(_, v)| !v.is_u64()) {
-            return Err(Error::Tokenizer { file: "vocab.json", reason: format!("token {k:?} has id {v}, not a number") });
+            return Err(Error::Tokenizer {
+                file: "vocab.json",
+                reason: format!("token {k:?} has id {v}, not a number"),
+            });
         }
         let merges = std::str::from_utf8(merges_txt).map_err(|_| Error::Tokenizer {
             file: "merges.txt",
@@ -65,7 +72,10 @@ impl Tokenizer {
                 _ => {
                     return Err(Error::Tokenizer {
                         file: "merges.txt",
-                        reason: format!("line {} is not two tokens separated by a space: {line:?}", n + 1),
+                        reason: format!(
+                            "line {} is not two tokens separated by a space: {line:?}",
+                            n + 1
+                        ),
                     })
                 }
             }
@@ -87,24 +97,31 @@ impl Tokenizer {
                       "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false,
                       "ignore_merges": false, "vocab": vocab, "merges": pairs},
         });
-        let inner = tokenizers::Tokenizer::from_bytes(spec.to_string()).map_err(|e| Error::Tokenizer {
-            file: "merges.txt",
-            reason: format!("vocab.json and merges.txt do not make a BPE ({e})"),
-        })?;
+        let inner =
+            tokenizers::Tokenizer::from_bytes(spec.to_string()).map_err(|e| Error::Tokenizer {
+                file: "merges.txt",
+                reason: format!("vocab.json and merges.txt do not make a BPE ({e})"),
+            })?;
         Self::from_inner(inner, "vocab.json")
     }
 
     fn from_inner(inner: tokenizers::Tokenizer, file: &'static str) -> Result<Self> {
         let size = inner.get_vocab_size(true);
         if size == 0 {
-            return Err(Error::Tokenizer { file, reason: "the vocabulary is empty".into() });
+            return Err(Error::Tokenizer {
+                file,
+                reason: "the vocabulary is empty".into(),
+            });
         }
         let table = unicode_to_byte();
         let added = inner.get_added_tokens_decoder();
         let mut token_bytes = vec![Vec::new(); size];
         for (token, id) in inner.get_vocab(true) {
             let Some(slot) = token_bytes.get_mut(id as usize) else {
-                return Err(Error::Tokenizer { file, reason: format!("token id {id} is outside the vocabulary") });
+                return Err(Error::Tokenizer {
+                    file,
+                    reason: format!("token id {id} is outside the vocabulary"),
+                });
             };
             *slot = match added.get(&id) {
                 Some(a) if a.special => Vec::new(),
@@ -127,17 +144,22 @@ impl Tokenizer {
 
     /// Token ids of `text`; `<|endoftext|>` written in the text is the special token, as in HF.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self.inner.encode(text, false).map_err(|e| Error::Tokenizer {
-            file: "tokenizer",
-            reason: format!("cannot encode the text ({e})"),
-        })?;
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer {
+                file: "tokenizer",
+                reason: format!("cannot encode the text ({e})"),
+            })?;
         Ok(enc.get_ids().to_vec())
     }
 
     /// The vocabulary strings of `ids` (byte-level form, `Ġ` for a space), as HF's
     /// `convert_ids_to_tokens`.
     pub fn id_strings(&self, ids: &[u32]) -> Vec<String> {
-        ids.iter().map(|&id| self.inner.id_to_token(id).unwrap_or_default()).collect()
+        ids.iter()
+            .map(|&id| self.inner.id_to_token(id).unwrap_or_default())
+            .collect()
     }
 
     /// The id of a token string, if the vocabulary has it.
@@ -167,7 +189,10 @@ impl Tokenizer {
     }
 
     fn bytes_of(&self, id: u32) -> &[u8] {
-        self.token_bytes.get(id as usize).map(Vec::as_slice).unwrap_or_default()
+        self.token_bytes
+            .get(id as usize)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
     }
 }
 

@@ -49,13 +49,23 @@ impl<'a> Weights<'a> {
             file: SAFETENSORS,
             reason: format!("not a valid safetensors file ({e})"),
         })?;
-        let names = st.names().into_iter().map(|n| (normalise(n), n.to_owned())).collect();
-        Ok(Self { source: Source::Safetensors(st, names), file: SAFETENSORS })
+        let names = st
+            .names()
+            .into_iter()
+            .map(|n| (normalise(n), n.to_owned()))
+            .collect();
+        Ok(Self {
+            source: Source::Safetensors(st, names),
+            file: SAFETENSORS,
+        })
     }
 
     /// Reads the zip directory and the pickled state dict of a `pytorch_model.bin`.
     pub fn from_pytorch(bytes: &'a [u8]) -> Result<Self> {
-        let bad = |reason: String| Error::Weights { file: PYTORCH, reason };
+        let bad = |reason: String| Error::Weights {
+            file: PYTORCH,
+            reason,
+        };
         if bytes.starts_with(&[0x80, 0x02, 0x8a, 0x0a]) {
             return Err(bad(
                 "this is torch's legacy (pre-1.6) format; re-save it with a newer torch, or convert it \
@@ -71,7 +81,10 @@ impl<'a> Weights<'a> {
             .find(|n| n.ends_with("data.pkl"))
             .map(|n| n.into_owned())
             .ok_or_else(|| bad("the archive has no data.pkl".into()))?;
-        let dir = pkl_name.strip_suffix("data.pkl").unwrap_or_default().to_owned();
+        let dir = pkl_name
+            .strip_suffix("data.pkl")
+            .unwrap_or_default()
+            .to_owned();
         if let Ok(mut f) = zip.by_name(&format!("{dir}byteorder")) {
             let mut order = String::new();
             f.by_ref().take(16).read_to_string(&mut order).ok();
@@ -86,7 +99,11 @@ impl<'a> Weights<'a> {
             .map(|(name, t)| (normalise(&name), t))
             .collect();
         Ok(Self {
-            source: Source::Pytorch { zip: zip.into(), dir, tensors },
+            source: Source::Pytorch {
+                zip: zip.into(),
+                dir,
+                tensors,
+            },
             file: PYTORCH,
         })
     }
@@ -106,17 +123,25 @@ impl<'a> Weights<'a> {
 
     /// The tensor `name` as f32, after checking that its shape is `shape`.
     pub fn get(&self, name: &str, shape: &[usize], device: &Device) -> Result<Tensor> {
-        let missing = || Error::MissingTensor { file: self.file, name: name.to_owned() };
+        let missing = || Error::MissingTensor {
+            file: self.file,
+            name: name.to_owned(),
+        };
         let wrong_shape = |got: &[usize]| Error::Shape {
             file: self.file,
             name: name.to_owned(),
             expected: shape.to_vec(),
             got: got.to_vec(),
         };
-        let bad = |reason: String| Error::Weights { file: self.file, reason: format!("tensor `{name}`: {reason}") };
+        let bad = |reason: String| Error::Weights {
+            file: self.file,
+            reason: format!("tensor `{name}`: {reason}"),
+        };
         match &self.source {
             Source::Safetensors(st, names) => {
-                let view = st.tensor(names.get(name).ok_or_else(missing)?).map_err(|e| bad(e.to_string()))?;
+                let view = st
+                    .tensor(names.get(name).ok_or_else(missing)?)
+                    .map_err(|e| bad(e.to_string()))?;
                 if view.shape() != shape {
                     return Err(wrong_shape(view.shape()));
                 }
@@ -125,9 +150,14 @@ impl<'a> Weights<'a> {
                     safetensors::Dtype::F16 => DType::F16,
                     safetensors::Dtype::BF16 => DType::BF16,
                     safetensors::Dtype::F64 => DType::F64,
-                    other => return Err(bad(format!("dtype {other:?} is not a float type the model can use"))),
+                    other => {
+                        return Err(bad(format!(
+                            "dtype {other:?} is not a float type the model can use"
+                        )))
+                    }
                 };
-                Ok(Tensor::from_raw_buffer(view.data(), dtype, shape, device)?.to_dtype(DType::F32)?)
+                Ok(Tensor::from_raw_buffer(view.data(), dtype, shape, device)?
+                    .to_dtype(DType::F32)?)
             }
             Source::Pytorch { zip, dir, tensors } => {
                 let t = tensors.get(name).ok_or_else(missing)?;
@@ -135,17 +165,27 @@ impl<'a> Weights<'a> {
                     return Err(wrong_shape(&t.shape));
                 }
                 let size = t.storage_type.size().ok_or_else(|| {
-                    bad(format!("storage type {:?} is not a float type the model can use", t.storage_type))
+                    bad(format!(
+                        "storage type {:?} is not a float type the model can use",
+                        t.storage_type
+                    ))
                 })?;
                 let needed = last_index(t).ok_or_else(|| bad("strides overflow".into()))?;
                 if needed > t.storage_len {
                     return Err(bad("the view reaches past its storage".into()));
                 }
                 let entry = format!("{dir}data/{}", t.storage_key);
-                let limit = t.storage_len.checked_mul(size).ok_or_else(|| bad("storage too large".into()))?;
+                let limit = t
+                    .storage_len
+                    .checked_mul(size)
+                    .ok_or_else(|| bad("storage too large".into()))?;
                 let raw = read_entry(&mut zip.borrow_mut(), &entry, limit).map_err(bad)?;
                 if raw.len() < needed * size {
-                    return Err(bad(format!("{entry} holds {} bytes, the tensor needs {}", raw.len(), needed * size)));
+                    return Err(bad(format!(
+                        "{entry} holds {} bytes, the tensor needs {}",
+                        raw.len(),
+                        needed * size
+                    )));
                 }
                 let dtype = match t.storage_type {
                     StorageType::F32 => DType::F32,
@@ -154,8 +194,9 @@ impl<'a> Weights<'a> {
                     StorageType::F64 => DType::F64,
                     StorageType::Other(_) => unreachable!("size() is None for other storages"),
                 };
-                let storage = Tensor::from_raw_buffer(&raw[..needed * size], dtype, &[needed], device)?
-                    .to_dtype(DType::F32)?;
+                let storage =
+                    Tensor::from_raw_buffer(&raw[..needed * size], dtype, &[needed], device)?
+                        .to_dtype(DType::F32)?;
                 Ok(strided_view(&storage, t)?.reshape(shape)?)
             }
         }
@@ -164,10 +205,15 @@ impl<'a> Weights<'a> {
 
 /// One past the largest storage index the view touches (0 for an empty tensor).
 fn last_index(t: &TensorRef) -> Option<usize> {
-    if t.shape.iter().any(|&d| d == 0) {
+    if t.shape.contains(&0) {
         return Some(0);
     }
-    t.shape.iter().zip(&t.stride).try_fold(t.offset + 1, |acc, (&d, &s)| acc.checked_add((d - 1).checked_mul(s)?))
+    t.shape
+        .iter()
+        .zip(&t.stride)
+        .try_fold(t.offset + 1, |acc, (&d, &s)| {
+            acc.checked_add((d - 1).checked_mul(s)?)
+        })
 }
 
 /// Gathers a strided view of a flat f32 storage into a contiguous tensor.
@@ -204,14 +250,22 @@ fn strided_view(storage: &Tensor, t: &TensorRef) -> candle_core::Result<Tensor> 
 }
 
 /// Reads a whole zip entry, refusing entries larger than `limit` bytes.
-fn read_entry(zip: &mut zip::ZipArchive<Cursor<&[u8]>>, name: &str, limit: usize) -> std::result::Result<Vec<u8>, String> {
+fn read_entry(
+    zip: &mut zip::ZipArchive<Cursor<&[u8]>>,
+    name: &str,
+    limit: usize,
+) -> std::result::Result<Vec<u8>, String> {
     let f = zip.by_name(name).map_err(|e| format!("{name}: {e}"))?;
     let size = usize::try_from(f.size()).unwrap_or(usize::MAX);
     if size > limit {
-        return Err(format!("{name} declares {size} bytes, more than its tensors need ({limit})"));
+        return Err(format!(
+            "{name} declares {size} bytes, more than its tensors need ({limit})"
+        ));
     }
     let mut out = Vec::with_capacity(size);
-    f.take(limit as u64).read_to_end(&mut out).map_err(|e| format!("{name}: {e}"))?;
+    f.take(limit as u64)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("{name}: {e}"))?;
     Ok(out)
 }
 
@@ -255,7 +309,11 @@ pub fn to_safetensors(cfg: &Config, weights: &Weights) -> Result<Vec<u8>> {
     let mut tensors = Vec::new();
     for (name, shape) in expected_tensors(cfg) {
         let t = weights.get(&name, &shape, &device)?;
-        let key = if name.starts_with("lm_head.") { name } else { format!("transformer.{name}") };
+        let key = if name.starts_with("lm_head.") {
+            name
+        } else {
+            format!("transformer.{name}")
+        };
         tensors.push((key, t));
     }
     let metadata = Some(HashMap::from([("format".to_owned(), "pt".to_owned())]));
@@ -270,10 +328,14 @@ pub fn to_safetensors(cfg: &Config, weights: &Weights) -> Result<Vec<u8>> {
     let views: Vec<(String, safetensors::tensor::TensorView)> = data
         .iter()
         .map(|(k, bytes, shape)| {
-            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
-                .expect("f32 data of its own shape");
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                    .expect("f32 data of its own shape");
             (k.clone(), view)
         })
         .collect();
-    safetensors::serialize(views, metadata).map_err(|e| Error::Weights { file: SAFETENSORS, reason: e.to_string() })
+    safetensors::serialize(views, metadata).map_err(|e| Error::Weights {
+        file: SAFETENSORS,
+        reason: e.to_string(),
+    })
 }

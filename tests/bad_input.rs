@@ -16,7 +16,8 @@ fn load_err(files: &Files) -> String {
 
 fn with_config(name: &str, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) -> Files {
     let mut f = Files::of(name);
-    let mut cfg: serde_json::Map<String, Value> = serde_json::from_slice(f.get("config.json").unwrap()).unwrap();
+    let mut cfg: serde_json::Map<String, Value> =
+        serde_json::from_slice(f.get("config.json").unwrap()).unwrap();
     edit(&mut cfg);
     f.set("config.json", serde_json::to_vec(&cfg).unwrap());
     f
@@ -27,7 +28,10 @@ fn missing_files_are_named() {
     let e = load_err(Files::of("tiny-st").remove("config.json"));
     assert!(e.contains("config.json"), "{e}");
     let e = load_err(Files::of("tiny-st").remove("model.safetensors"));
-    assert!(e.contains("model.safetensors") && e.contains("pytorch_model.bin"), "{e}");
+    assert!(
+        e.contains("model.safetensors") && e.contains("pytorch_model.bin"),
+        "{e}"
+    );
     let e = load_err(Files::of("tiny-2021").remove("merges.txt"));
     assert!(e.contains("merges.txt"), "{e}");
 }
@@ -36,7 +40,12 @@ fn missing_files_are_named() {
 fn truncated_or_garbage_safetensors_is_refused() {
     let f = Files::of("tiny-st");
     let st = f.get("model.safetensors").unwrap().to_vec();
-    for bad in [st[..st.len() / 2].to_vec(), st[..5].to_vec(), b"hello world, not tensors".to_vec(), Vec::new()] {
+    for bad in [
+        st[..st.len() / 2].to_vec(),
+        st[..5].to_vec(),
+        b"hello world, not tensors".to_vec(),
+        Vec::new(),
+    ] {
         let e = load_err(Files::of("tiny-st").set("model.safetensors", bad));
         assert!(e.starts_with("model.safetensors:"), "{e}");
     }
@@ -57,7 +66,10 @@ fn a_header_declaring_a_huge_tensor_allocates_nothing() {
     // A consistent header whose tensor is simply not the config's shape: refused by shape.
     let h = r#"{"wte.weight":{"dtype":"F32","shape":[4,4],"data_offsets":[0,64]}}"#;
     let w = safetensors_with_header(h, 64);
-    let e = Weights::from_safetensors(&w).unwrap().get("wte.weight", &[50257, 16], &Device::Cpu).unwrap_err();
+    let e = Weights::from_safetensors(&w)
+        .unwrap()
+        .get("wte.weight", &[50257, 16], &Device::Cpu)
+        .unwrap_err();
     assert!(matches!(e, Error::Shape { .. }), "{e}");
 }
 
@@ -65,7 +77,10 @@ fn a_header_declaring_a_huge_tensor_allocates_nothing() {
 fn integer_tensors_are_not_weights() {
     let h = r#"{"wte.weight":{"dtype":"I64","shape":[2,4],"data_offsets":[0,64]}}"#;
     let w = safetensors_with_header(h, 64);
-    let e = Weights::from_safetensors(&w).unwrap().get("wte.weight", &[2, 4], &Device::Cpu).unwrap_err();
+    let e = Weights::from_safetensors(&w)
+        .unwrap()
+        .get("wte.weight", &[2, 4], &Device::Cpu)
+        .unwrap_err();
     assert!(e.to_string().contains("I64"), "{e}");
 }
 
@@ -73,11 +88,19 @@ fn integer_tensors_are_not_weights() {
 fn pytorch_bin_that_is_not_a_zip_or_has_a_bad_pickle_is_refused() {
     let f = Files::of("tiny-2021");
     let bin = f.get("pytorch_model.bin").unwrap().to_vec();
-    for bad in [bin[..bin.len() / 3].to_vec(), b"PK\x03\x04garbage".to_vec(), vec![0u8; 100]] {
+    for bad in [
+        bin[..bin.len() / 3].to_vec(),
+        b"PK\x03\x04garbage".to_vec(),
+        vec![0u8; 100],
+    ] {
         let e = load_err(Files::of("tiny-2021").set("pytorch_model.bin", bad));
         assert!(e.starts_with("pytorch_model.bin:"), "{e}");
     }
-    for pickle in [&b"\x80\x02}(X\x05\x00\x00"[..], b"\x80\x02garbage", b"\x80\x02]."] {
+    for pickle in [
+        &b"\x80\x02}(X\x05\x00\x00"[..],
+        b"\x80\x02garbage",
+        b"\x80\x02].",
+    ] {
         let zip = torch_zip_with_pickle(&[], Some(pickle));
         let e = load_err(Files::of("tiny-2021").set("pytorch_model.bin", zip));
         assert!(e.starts_with("pytorch_model.bin:"), "{e}");
@@ -86,7 +109,9 @@ fn pytorch_bin_that_is_not_a_zip_or_has_a_bad_pickle_is_refused() {
 
 #[test]
 fn legacy_torch_format_gets_a_clear_message() {
-    let mut legacy = vec![0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
+    let mut legacy = vec![
+        0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19,
+    ];
     legacy.resize(64, 0);
     let e = load_err(Files::of("tiny-2021").set("pytorch_model.bin", legacy));
     assert!(e.contains("legacy"), "{e}");
@@ -122,12 +147,19 @@ fn unknown_storage_types_huge_shapes_and_short_data_are_refused() {
     };
     let get = |t: PthTensor, shape: &[usize]| {
         let zip = torch_zip(&[t]);
-        Weights::from_pytorch(&zip).unwrap().get("wte.weight", shape, &Device::Cpu).unwrap_err().to_string()
+        Weights::from_pytorch(&zip)
+            .unwrap()
+            .get("wte.weight", shape, &Device::Cpu)
+            .unwrap_err()
+            .to_string()
     };
     let e = get(tensor("ShortStorage", vec![2, 3], 6, 12), &[2, 3]);
     assert!(e.contains("ShortStorage"), "{e}");
     // A declared 4-billion-element tensor is compared with the config before any data is read.
-    let e = get(tensor("FloatStorage", vec![65536, 65536], i32::MAX as u32, 16), &[50257, 16]);
+    let e = get(
+        tensor("FloatStorage", vec![65536, 65536], i32::MAX as u32, 16),
+        &[50257, 16],
+    );
     assert!(e.contains("shape"), "{e}");
     // The storage says 6 elements, the zip entry holds 2.
     let e = get(tensor("FloatStorage", vec![2, 3], 6, 8), &[2, 3]);
@@ -143,7 +175,10 @@ fn shapes_that_disagree_with_the_config_are_named() {
         c.insert("n_embd".into(), 32.into());
     });
     let e = load_err(&f);
-    assert!(e.contains("wte.weight") && e.contains("[50257, 32]") && e.contains("[50257, 16]"), "{e}");
+    assert!(
+        e.contains("wte.weight") && e.contains("[50257, 32]") && e.contains("[50257, 16]"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -189,20 +224,34 @@ fn broken_tokenizers_are_refused() {
 #[test]
 fn absurd_generation_parameters_are_refused_with_the_parameter_named() {
     let b = bot("tiny-st");
-    let cases: Vec<(&str, Box<dyn Fn(&mut botcard::GenerateParams)>)> = vec![
+    type Edit = Box<dyn Fn(&mut botcard::GenerateParams)>;
+    let cases: Vec<(&str, Edit)> = vec![
         ("top_p", Box::new(|p| p.top_p = 0.0)),
         ("top_p", Box::new(|p| p.top_p = 1.5)),
         ("top_p", Box::new(|p| p.top_p = f64::NAN)),
         ("temperature", Box::new(|p| p.temperature = -1.0)),
         ("temperature", Box::new(|p| p.temperature = f32::INFINITY)),
-        ("repetition_penalty", Box::new(|p| p.repetition_penalty = 0.0)),
-        ("num_return_sequences", Box::new(|p| p.num_return_sequences = 0)),
-        ("num_return_sequences", Box::new(|p| p.num_return_sequences = 1000)),
+        (
+            "repetition_penalty",
+            Box::new(|p| p.repetition_penalty = 0.0),
+        ),
+        (
+            "num_return_sequences",
+            Box::new(|p| p.num_return_sequences = 0),
+        ),
+        (
+            "num_return_sequences",
+            Box::new(|p| p.num_return_sequences = 1000),
+        ),
     ];
     for (name, edit) in cases {
         let mut p = b.default_params();
         edit(&mut p);
-        let e = b.session("My dream is", p).err().expect("refused").to_string();
+        let e = b
+            .session("My dream is", p)
+            .err()
+            .expect("refused")
+            .to_string();
         assert!(e.contains(name), "{e}");
     }
 }

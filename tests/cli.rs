@@ -15,12 +15,24 @@ fn generate_json_greedy_matches_transformers() {
     let n = u32s(&case["new_ids"]).len().to_string();
     let dir = model_dir("tiny-2021");
     let (ok, out, err) = botcard(&[
-        "generate", "--model", dir.to_str().unwrap(), "--prompt", "My dream is", "--greedy",
-        "--max-new-tokens", &n, "--min-new-tokens", &n, "--json",
+        "generate",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompt",
+        "My dream is",
+        "--greedy",
+        "--max-new-tokens",
+        &n,
+        "--min-new-tokens",
+        &n,
+        "--json",
     ]);
     assert!(ok, "{err}");
     let v = json(&out);
-    assert_eq!(u32s(&v["sequences"][0]["token_ids"]), u32s(&case["new_ids"]));
+    assert_eq!(
+        u32s(&v["sequences"][0]["token_ids"]),
+        u32s(&case["new_ids"])
+    );
     assert_eq!(v["sequences"][0]["text"], case["text"]);
     assert!(v["tokens_per_second"].as_f64().unwrap() > 0.0);
 }
@@ -28,21 +40,43 @@ fn generate_json_greedy_matches_transformers() {
 #[test]
 fn generate_plain_streams_the_prompt_then_the_text() {
     let dir = model_dir("tiny-st");
-    let (ok, out, err) =
-        botcard(&["generate", "--model", dir.to_str().unwrap(), "--prompt", "My dream is", "--max-new-tokens", "5"]);
+    let (ok, out, err) = botcard(&[
+        "generate",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompt",
+        "My dream is",
+        "--max-new-tokens",
+        "5",
+    ]);
     assert!(ok, "{err}");
-    assert!(out.starts_with("My dream is") && out.len() > "My dream is".len(), "{out}");
+    assert!(
+        out.starts_with("My dream is") && out.len() > "My dream is".len(),
+        "{out}"
+    );
 }
 
 #[test]
 fn generate_samples_are_numbered_when_several() {
     let dir = model_dir("tiny-st");
     let (ok, out, err) = botcard(&[
-        "generate", "--model", dir.to_str().unwrap(), "--prompt", "Hi", "--max-new-tokens", "4",
-        "--num-return-sequences", "3", "--seed", "7",
+        "generate",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompt",
+        "Hi",
+        "--max-new-tokens",
+        "4",
+        "--num-return-sequences",
+        "3",
+        "--seed",
+        "7",
     ]);
     assert!(ok, "{err}");
-    assert!(out.starts_with("[1] Hi") && out.contains("\n[3] Hi"), "{out}");
+    assert!(
+        out.starts_with("[1] Hi") && out.contains("\n[3] Hi"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -50,8 +84,14 @@ fn score_json_matches_transformers_and_reports_perplexity() {
     let r = reference();
     let case = &r["models"]["relu-st"]["score"][0];
     let dir = model_dir("relu-st");
-    let (ok, out, err) =
-        botcard(&["score", "--model", dir.to_str().unwrap(), "--text", case["text"].as_str().unwrap(), "--json"]);
+    let (ok, out, err) = botcard(&[
+        "score",
+        "--model",
+        dir.to_str().unwrap(),
+        "--text",
+        case["text"].as_str().unwrap(),
+        "--json",
+    ]);
     assert!(ok, "{err}");
     let v = json(&out);
     assert_eq!(u32s(&v["token_ids"]), u32s(&case["ids"]));
@@ -66,8 +106,14 @@ fn tokenize_json_matches_transformers() {
     let r = reference();
     let case = &r["tokenizer"][3];
     let dir = model_dir("tiny-2021");
-    let (ok, out, err) =
-        botcard(&["tokenize", "--model", dir.to_str().unwrap(), "--text", case["text"].as_str().unwrap(), "--json"]);
+    let (ok, out, err) = botcard(&[
+        "tokenize",
+        "--model",
+        dir.to_str().unwrap(),
+        "--text",
+        case["text"].as_str().unwrap(),
+        "--json",
+    ]);
     assert!(ok, "{err}");
     let v = json(&out);
     assert_eq!(v["token_ids"], case["ids"]);
@@ -78,18 +124,36 @@ fn tokenize_json_matches_transformers() {
 fn convert_writes_a_safetensors_folder_that_scores_the_same() {
     let out = tempfile::tempdir().unwrap();
     let dir = model_dir("tiny-2021");
-    let (ok, _, err) = botcard(&["convert", "--model", dir.to_str().unwrap(), "--out", out.path().to_str().unwrap()]);
+    let (ok, _, err) = botcard(&[
+        "convert",
+        "--model",
+        dir.to_str().unwrap(),
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
     assert!(ok, "{err}");
     let converted = Files::read(out.path());
-    assert!(converted.get("pytorch_model.bin").is_none() && converted.get("tokenizer.json").is_some());
+    assert!(
+        converted.get("pytorch_model.bin").is_none() && converted.get("tokenizer.json").is_some()
+    );
     let st = converted.get("model.safetensors").unwrap();
-    let names = safetensors::SafeTensors::deserialize(st).unwrap().names().len();
-    assert_eq!(names, 2 + 2 * 12 + 2, "HF's GPT2LMHeadModel keys, tied lm_head left out");
+    let names = safetensors::SafeTensors::deserialize(st)
+        .unwrap()
+        .names()
+        .len();
+    assert_eq!(
+        names,
+        2 + 2 * 12 + 2,
+        "HF's GPT2LMHeadModel keys, tied lm_head left out"
+    );
     let a = converted.load().unwrap();
     let b = Files::of("tiny-2021").load().unwrap();
     let ids = b.tokenizer.encode("<|endoftext|>My dream is").unwrap();
     assert_eq!(a.tokenizer.encode("<|endoftext|>My dream is").unwrap(), ids);
-    assert_eq!(a.model.logprobs(&ids).unwrap(), b.model.logprobs(&ids).unwrap());
+    assert_eq!(
+        a.model.logprobs(&ids).unwrap(),
+        b.model.logprobs(&ids).unwrap()
+    );
 }
 
 #[test]
@@ -103,14 +167,30 @@ fn errors_are_one_line_on_stderr_with_a_failing_exit() {
     for f in ["config.json", "tokenizer.json"] {
         std::fs::copy(model_dir("tiny-st").join(f), broken.path().join(f)).unwrap();
     }
-    std::fs::write(broken.path().join("model.safetensors"), b"\x08\x00\x00\x00\x00\x00\x00\x00{}").unwrap();
-    let (ok, _, err) = botcard(&["score", "--model", broken.path().to_str().unwrap(), "--text", "hi"]);
+    std::fs::write(
+        broken.path().join("model.safetensors"),
+        b"\x08\x00\x00\x00\x00\x00\x00\x00{}",
+    )
+    .unwrap();
+    let (ok, _, err) = botcard(&[
+        "score",
+        "--model",
+        broken.path().to_str().unwrap(),
+        "--text",
+        "hi",
+    ]);
     assert!(!ok);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("model.safetensors"), "{err}");
 
     let (ok, _, err) = botcard(&[
-        "generate", "--model", model_dir("tiny-st").to_str().unwrap(), "--top-p", "2", "--prompt", "x",
+        "generate",
+        "--model",
+        model_dir("tiny-st").to_str().unwrap(),
+        "--top-p",
+        "2",
+        "--prompt",
+        "x",
     ]);
     assert!(!ok && err.contains("top_p"), "{err}");
 }

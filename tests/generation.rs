@@ -23,7 +23,10 @@ fn huggingtweets_defaults_come_from_task_specific_params() {
     assert!(p.do_sample);
     assert_eq!((p.min_length, p.max_length), (10, 160));
     assert_eq!(p.top_p, f64::from(0.95f32));
-    assert_eq!(p.top_k, 50, "HF's default top_k applies when the model sets none");
+    assert_eq!(
+        p.top_k, 50,
+        "HF's default top_k applies when the model sets none"
+    );
     assert_eq!(p.prefix.as_deref(), Some("<|endoftext|>"));
 }
 
@@ -93,12 +96,17 @@ fn max_length_counts_the_prompt_but_not_the_prefix() {
 /// ln_f outputs the constant vector 1, and lm_head's row `token` points along it, 100 times longer.
 fn rigged_bot(token: usize) -> botcard::Bot {
     let mut f = Files::of("relu-st");
-    let st = edit_safetensors(f.get("model.safetensors").unwrap(), |name, shape, data| match name {
-        "transformer.ln_f.weight" => data.iter_mut().for_each(|x| *x = 0.0),
-        "transformer.ln_f.bias" => data.iter_mut().for_each(|x| *x = 1.0),
-        "lm_head.weight" => data[token * shape[1]..(token + 1) * shape[1]].iter_mut().for_each(|x| *x = 100.0),
-        _ => {}
-    });
+    let st = edit_safetensors(
+        f.get("model.safetensors").unwrap(),
+        |name, shape, data| match name {
+            "transformer.ln_f.weight" => data.iter_mut().for_each(|x| *x = 0.0),
+            "transformer.ln_f.bias" => data.iter_mut().for_each(|x| *x = 1.0),
+            "lm_head.weight" => data[token * shape[1]..(token + 1) * shape[1]]
+                .iter_mut()
+                .for_each(|x| *x = 100.0),
+            _ => {}
+        },
+    );
     f.set("model.safetensors", st);
     f.load().unwrap()
 }
@@ -110,7 +118,10 @@ fn stop_at_newline_cuts_the_text_at_the_first_line_break() {
     p.prefix = None;
     p.max_new_tokens = Some(5);
     let out = run(&b, "Hello", p.clone());
-    assert_eq!(out[0].text, "\n\n\n\n\n", "the rigged model writes newlines");
+    assert_eq!(
+        out[0].text, "\n\n\n\n\n",
+        "the rigged model writes newlines"
+    );
     p.stop_at_newline = true;
     let out = run(&b, "Hello", p);
     assert_eq!(out[0].token_ids, vec![198]);
@@ -123,7 +134,11 @@ fn min_new_tokens_holds_back_end_of_text() {
     let mut p = sampling_params(&b, 0);
     p.max_new_tokens = Some(20);
     p.min_new_tokens = Some(0);
-    assert_eq!(run(&b, "Hello", p.clone())[0].token_ids, vec![50256], "the rigged model ends at once");
+    assert_eq!(
+        run(&b, "Hello", p.clone())[0].token_ids,
+        vec![50256],
+        "the rigged model ends at once"
+    );
     p.min_new_tokens = Some(6);
     let out = run(&b, "Hello", p)[0].token_ids.clone();
     assert_eq!(out.len(), 7, "{out:?}");
@@ -135,8 +150,11 @@ fn streamed_pieces_add_up_to_the_final_text() {
     let b = bot("tiny-st");
     let mut p = sampling_params(&b, 11);
     p.num_return_sequences = 2;
-    let mut pieces = vec![String::new(), String::new()];
-    let out = botcard::generate(&b.model, &b.tokenizer, "🤖", p, |t| pieces[t.sequence].push_str(&t.text)).unwrap();
+    let mut pieces = [String::new(), String::new()];
+    let out = botcard::generate(&b.model, &b.tokenizer, "🤖", p, |t| {
+        pieces[t.sequence].push_str(&t.text)
+    })
+    .unwrap();
     assert_eq!(pieces[0], out[0].text);
     assert_eq!(pieces[1], out[1].text);
 }
@@ -159,7 +177,7 @@ fn a_prompt_longer_than_the_context_keeps_its_last_tokens() {
     let mut s = b.session(&long, p).unwrap();
     assert_eq!(s.prompt_ids().len(), 54);
     while !s.is_done() {
-        s.step().unwrap();
+        b.step(&mut s).unwrap();
     }
     assert_eq!(s.sequences()[0].token_ids.len(), 10);
 }

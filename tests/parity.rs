@@ -16,7 +16,10 @@ fn logprobs_match_transformers_within_1e_4() {
         let mut worst = 0.0f64;
         for case in r["models"][name]["score"].as_array().unwrap() {
             let ids = u32s(&case["ids"]);
-            assert_eq!(b.tokenizer.encode(case["text"].as_str().unwrap()).unwrap(), ids);
+            assert_eq!(
+                b.tokenizer.encode(case["text"].as_str().unwrap()).unwrap(),
+                ids
+            );
             let got = b.model.logprobs(&ids).unwrap();
             worst = worst.max(assert_close(name, &got, &f64s(&case["logprobs"]), 1e-4));
         }
@@ -28,7 +31,11 @@ fn logprobs_match_transformers_within_1e_4() {
 fn last_logprobs(model: &Gpt2, ids: &[u32]) -> Vec<f32> {
     let mut cache = model.new_cache(ids.len());
     let h = model.forward(&[ids.to_vec()], &mut cache).unwrap();
-    let logits = model.logits(&h.narrow(1, ids.len() - 1, 1).unwrap()).unwrap().flatten_all().unwrap();
+    let logits = model
+        .logits(&h.narrow(1, ids.len() - 1, 1).unwrap())
+        .unwrap()
+        .flatten_all()
+        .unwrap();
     let lp = candle_nn::ops::log_softmax(&logits, D::Minus1).unwrap();
     lp.narrow(0, 0, 8).unwrap().to_vec1().unwrap()
 }
@@ -56,16 +63,32 @@ fn greedy_ids_match_transformers() {
             p.do_sample = false;
             p.max_new_tokens = Some(expected.len());
             p.min_new_tokens = Some(expected.len());
-            p.prefix = if case["prefix"].as_bool().unwrap() { Some("<|endoftext|>".into()) } else { None };
+            p.prefix = if case["prefix"].as_bool().unwrap() {
+                Some("<|endoftext|>".into())
+            } else {
+                None
+            };
             let prompt = case["prompt"].as_str().unwrap();
             let mut session = b.session(prompt, p).unwrap();
-            assert_eq!(session.prompt_ids(), u32s(&case["input_ids"]).as_slice(), "{name} {prompt:?}");
+            assert_eq!(
+                session.prompt_ids(),
+                u32s(&case["input_ids"]).as_slice(),
+                "{name} {prompt:?}"
+            );
             while !session.is_done() {
-                session.step().unwrap();
+                b.step(&mut session).unwrap();
             }
             let out = &session.sequences()[0];
-            assert_eq!(out.token_ids, expected, "{name} {prompt:?} prefix={}", case["prefix"]);
-            assert_eq!(out.text, case["text"].as_str().unwrap(), "{name} {prompt:?}");
+            assert_eq!(
+                out.token_ids, expected,
+                "{name} {prompt:?} prefix={}",
+                case["prefix"]
+            );
+            assert_eq!(
+                out.text,
+                case["text"].as_str().unwrap(),
+                "{name} {prompt:?}"
+            );
         }
     }
 }
@@ -79,7 +102,10 @@ fn all_logits(model: &Gpt2, ids: &[u32]) -> Tensor {
 #[test]
 fn pytorch_bin_and_safetensors_give_identical_logits() {
     let (st, bin) = (bot("tiny-st"), bot("tiny-2021"));
-    let ids = st.tokenizer.encode("<|endoftext|>My dream is to see the sea").unwrap();
+    let ids = st
+        .tokenizer
+        .encode("<|endoftext|>My dream is to see the sea")
+        .unwrap();
     let a: Vec<Vec<f32>> = all_logits(&st.model, &ids).to_vec2().unwrap();
     let b: Vec<Vec<f32>> = all_logits(&bin.model, &ids).to_vec2().unwrap();
     assert_eq!(a, b);
@@ -89,7 +115,10 @@ fn pytorch_bin_and_safetensors_give_identical_logits() {
 fn incremental_decoding_equals_full_recompute() {
     for name in ["tiny-st", "relu-st"] {
         let b = bot(name);
-        let ids = b.tokenizer.encode("<|endoftext|>My dream is to fly over the mountains, far away").unwrap();
+        let ids = b
+            .tokenizer
+            .encode("<|endoftext|>My dream is to fly over the mountains, far away")
+            .unwrap();
         let full: Vec<Vec<f32>> = all_logits(&b.model, &ids).to_vec2().unwrap();
         // Prefill 3 tokens, then a chunk of 4, then one at a time.
         let mut cache = b.model.new_cache(2);
@@ -100,9 +129,19 @@ fn incremental_decoding_equals_full_recompute() {
                 break;
             }
             let end = (at + chunk).min(ids.len());
-            let h = b.model.forward(&[ids[at..end].to_vec()], &mut cache).unwrap();
+            let h = b
+                .model
+                .forward(&[ids[at..end].to_vec()], &mut cache)
+                .unwrap();
             assert_eq!(cache.position(), end);
-            let rows: Vec<Vec<f32>> = b.model.logits(&h).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
+            let rows: Vec<Vec<f32>> = b
+                .model
+                .logits(&h)
+                .unwrap()
+                .squeeze(0)
+                .unwrap()
+                .to_vec2()
+                .unwrap();
             got.extend(rows);
             at = end;
         }
@@ -118,9 +157,19 @@ fn batched_rows_equal_a_single_row() {
     let b = bot("tiny-st");
     let ids = b.tokenizer.encode("My dream is").unwrap();
     let mut c1 = b.model.new_cache(8);
-    let one: Vec<Vec<f32>> = b.model.next_logits(&[ids.clone()], &mut c1).unwrap().to_vec2().unwrap();
+    let one: Vec<Vec<f32>> = b
+        .model
+        .next_logits(std::slice::from_ref(&ids), &mut c1)
+        .unwrap()
+        .to_vec2()
+        .unwrap();
     let mut c3 = b.model.new_cache(8);
-    let three: Vec<Vec<f32>> = b.model.next_logits(&vec![ids; 3], &mut c3).unwrap().to_vec2().unwrap();
+    let three: Vec<Vec<f32>> = b
+        .model
+        .next_logits(&vec![ids; 3], &mut c3)
+        .unwrap()
+        .to_vec2()
+        .unwrap();
     for row in &three {
         let f: Vec<f64> = one[0].iter().map(|&x| f64::from(x)).collect();
         assert_close("batched row", row, &f, 1e-5);

@@ -16,14 +16,26 @@ fn check(case: &serde_json::Value, apply: impl Fn(&mut Vec<f32>, &[u32])) {
     let name = case["name"].as_str().unwrap();
     let logits = rows(&case["logits"]);
     let expected = rows(&case["expected"]);
-    let input_ids: Vec<Vec<u32>> = case["input_ids"].as_array().unwrap().iter().map(u32s).collect();
+    let input_ids: Vec<Vec<u32>> = case["input_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(u32s)
+        .collect();
     for (b, (row, exp)) in logits.iter().zip(&expected).enumerate() {
         let mut l: Vec<f32> = row.iter().map(|x| x.unwrap() as f32).collect();
         apply(&mut l, &input_ids[b]);
         for (i, (g, e)) in l.iter().zip(exp).enumerate() {
             match e {
-                None => assert_eq!(*g, f32::NEG_INFINITY, "{name} row {b} id {i}: expected -inf, got {g}"),
-                Some(e) => assert!((f64::from(*g) - e).abs() < 1e-5, "{name} row {b} id {i}: got {g}, expected {e}"),
+                None => assert_eq!(
+                    *g,
+                    f32::NEG_INFINITY,
+                    "{name} row {b} id {i}: expected -inf, got {g}"
+                ),
+                Some(e) => assert!(
+                    (f64::from(*g) - e).abs() < 1e-5,
+                    "{name} row {b} id {i}: got {g}, expected {e}"
+                ),
             }
         }
     }
@@ -44,13 +56,17 @@ fn processors_match_transformers_definitions() {
         } else if let Some(top_p) = p["top_p"].as_f64() {
             check(case, |l, _| sampling::top_p(l, top_p));
         } else if let Some(r) = p["repetition_penalty"].as_f64() {
-            check(case, |l, ids| sampling::repetition_penalty(l, ids, r as f32));
+            check(case, |l, ids| {
+                sampling::repetition_penalty(l, ids, r as f32)
+            });
         } else if let Some(n) = p["no_repeat_ngram_size"].as_u64() {
             check(case, |l, ids| sampling::no_repeat_ngram(l, ids, n as usize));
         } else if let Some(m) = p["min_new_tokens"].as_u64() {
             let prompt_len = p["prompt_len"].as_u64().unwrap() as usize;
             let eos = p["eos"].as_u64().unwrap() as u32;
-            check(case, |l, ids| sampling::min_new_tokens(l, ids.len() - prompt_len, m as usize, Some(eos)));
+            check(case, |l, ids| {
+                sampling::min_new_tokens(l, ids.len() - prompt_len, m as usize, Some(eos))
+            });
         } else {
             panic!("unchecked case {name}");
         }
@@ -61,7 +77,16 @@ fn processors_match_transformers_definitions() {
 fn top_k_keeps_ties_with_the_kth_logit() {
     let mut l = vec![1.0, 3.0, 2.0, 3.0, 0.5];
     sampling::top_k(&mut l, 1);
-    assert_eq!(l, vec![f32::NEG_INFINITY, 3.0, f32::NEG_INFINITY, 3.0, f32::NEG_INFINITY]);
+    assert_eq!(
+        l,
+        vec![
+            f32::NEG_INFINITY,
+            3.0,
+            f32::NEG_INFINITY,
+            3.0,
+            f32::NEG_INFINITY
+        ]
+    );
 }
 
 #[test]

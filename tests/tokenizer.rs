@@ -6,8 +6,14 @@ use crate::util::{reference, u32s, Files};
 
 fn both() -> [(&'static str, Tokenizer); 2] {
     [
-        ("tokenizer.json", Files::of("tiny-st").model_files().tokenizer().unwrap()),
-        ("vocab.json + merges.txt", Files::of("tiny-2021").model_files().tokenizer().unwrap()),
+        (
+            "tokenizer.json",
+            Files::of("tiny-st").model_files().tokenizer().unwrap(),
+        ),
+        (
+            "vocab.json + merges.txt",
+            Files::of("tiny-2021").model_files().tokenizer().unwrap(),
+        ),
     ]
 }
 
@@ -17,10 +23,22 @@ fn ids_match_transformers_for_tricky_strings() {
     for (layout, tok) in both() {
         for case in r["tokenizer"].as_array().unwrap() {
             let text = case["text"].as_str().unwrap();
-            assert_eq!(tok.encode(text).unwrap(), u32s(&case["ids"]), "{layout}: {text:?}");
-            let tokens: Vec<String> =
-                case["tokens"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_owned()).collect();
-            assert_eq!(tok.id_strings(&u32s(&case["ids"])), tokens, "{layout}: {text:?}");
+            assert_eq!(
+                tok.encode(text).unwrap(),
+                u32s(&case["ids"]),
+                "{layout}: {text:?}"
+            );
+            let tokens: Vec<String> = case["tokens"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_str().unwrap().to_owned())
+                .collect();
+            assert_eq!(
+                tok.id_strings(&u32s(&case["ids"])),
+                tokens,
+                "{layout}: {text:?}"
+            );
         }
     }
 }

@@ -7,13 +7,16 @@ use serde_json::Value;
 
 /// `tests/fixtures/models/<name>` (made by `tests/fixtures/make_fixtures.py`).
 pub fn model_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/models")
+        .join(name)
 }
 
 /// The reference outputs HF transformers recorded for the fixtures.
 pub fn reference() -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference.json");
-    serde_json::from_slice(&std::fs::read(path).expect("reference.json; run make_fixtures.py")).unwrap()
+    serde_json::from_slice(&std::fs::read(path).expect("reference.json; run make_fixtures.py"))
+        .unwrap()
 }
 
 /// The files of a model folder, read into memory (missing ones absent).
@@ -35,7 +38,10 @@ impl Files {
     }
 
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.0.iter().find(|(n, _)| n == name).map(|(_, b)| b.as_slice())
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, b)| b.as_slice())
     }
 
     pub fn set(&mut self, name: &str, bytes: Vec<u8>) -> &mut Self {
@@ -68,7 +74,9 @@ impl Files {
 
 /// Loads a fixture bot by folder name.
 pub fn bot(name: &str) -> Bot {
-    Files::of(name).load().unwrap_or_else(|e| panic!("{name}: {e}"))
+    Files::of(name)
+        .load()
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 /// Asserts two float slices agree within `tol`, printing the worst element.
@@ -92,11 +100,19 @@ pub fn assert_close(what: &str, got: &[f32], expected: &[f64], tol: f64) -> f64 
 }
 
 pub fn f64s(v: &Value) -> Vec<f64> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
 }
 
 pub fn u32s(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 /// One tensor of a hand-built `torch.save` zip.
@@ -162,7 +178,8 @@ pub fn torch_zip_with_pickle(tensors: &[PthTensor], pickle: Option<&[u8]>) -> Ve
     {
         use std::io::Write;
         let mut zip = zip::ZipWriter::new(&mut out);
-        let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
         zip.start_file("archive/data.pkl", opts).unwrap();
         zip.write_all(pickle.unwrap_or(&p)).unwrap();
         for (k, t) in tensors.iter().enumerate() {
@@ -176,7 +193,10 @@ pub fn torch_zip_with_pickle(tensors: &[PthTensor], pickle: Option<&[u8]>) -> Ve
 
 /// Runs the `botcard` binary; returns (exit ok, stdout, stderr).
 pub fn botcard(args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_botcard")).args(args).output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_botcard"))
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.success(),
         String::from_utf8(out.stdout).unwrap(),
@@ -190,13 +210,24 @@ pub fn edit_safetensors(bytes: &[u8], edit: impl Fn(&str, &[usize], &mut [f32]))
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (name, view) in st.tensors() {
         assert_eq!(view.dtype(), safetensors::Dtype::F32);
-        let mut data: Vec<f32> =
-            view.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        let mut data: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         edit(&name, view.shape(), &mut data);
-        tensors.push((name, view.shape().to_vec(), data.iter().flat_map(|x| x.to_le_bytes()).collect()));
+        tensors.push((
+            name,
+            view.shape().to_vec(),
+            data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ));
     }
     let views = tensors.iter().map(|(n, shape, data)| {
-        (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data).unwrap())
+        (
+            n.clone(),
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                .unwrap(),
+        )
     });
     safetensors::serialize(views, None).unwrap()
 }
