@@ -4,6 +4,7 @@
 //! The library never touches files, threads or clocks: callers hand it the bytes of a model's
 //! files ([`ModelFiles`]) and get a [`Bot`] that scores and generates text.
 
+pub mod card;
 pub mod config;
 pub mod error;
 pub mod generate;

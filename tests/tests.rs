@@ -3,6 +3,7 @@
 mod util;
 
 mod bad_input;
+mod card;
 mod cli;
 mod generation;
 mod parity;

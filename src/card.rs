@@ -1,0 +1,485 @@
+//! huggingtweets model cards (`README.md`): front matter, the avatar/name header, the data
+//! table, and the rest of the Markdown as sanitized HTML.
+//!
+//! A card is untrusted text from the internet. The header is never passed through as HTML: only
+//! its text and its http(s) image URLs are taken, and the page draws its own header from them.
+//! The body is rendered with pulldown-cmark and cleaned with ammonia. Many cards carry UTF-8
+//! that was once decoded as Windows-1252 or Mac Roman ("ðŸ¤–", "ü§ñ"); [`repair_mojibake`]
+//! turns such runs back into the text they were.
+
+use std::borrow::Cow;
+
+use encoding_rs::{Encoding, MACINTOSH, WINDOWS_1252};
+use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
+use scraper::{Html, Selector};
+use serde::Serialize;
+
+/// Cards larger than this are cut before parsing; real ones are about 4 KB.
+const MAX_CARD_BYTES: usize = 256 * 1024;
+
+/// One account the bot was trained on.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct User {
+    pub name: String,
+    /// An http(s) picture URL, when the card has a usable one.
+    pub avatar: Option<String>,
+}
+
+/// A column of the "Tweets downloaded / Retweets / Short tweets / Tweets kept" table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UserStats {
+    pub name: String,
+    pub downloaded: Option<u64>,
+    pub retweets: Option<u64>,
+    pub short_tweets: Option<u64>,
+    pub kept: Option<u64>,
+}
+
+/// What the page shows of a model card.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Card {
+    /// The widget's example prompt (`widget: - text:`), "My dream is" on huggingtweets cards.
+    pub widget_text: Option<String>,
+    pub language: Option<String>,
+    pub thumbnail: Option<String>,
+    /// "🤖 AI BOT 🤖" or "🤖 AI CYBORG 🤖".
+    pub badge: Option<String>,
+    /// The display-name line ("Elon Musk & ひろゆき, Hiroyuki Nishimura & 永井均").
+    pub title: Option<String>,
+    /// "@handle".
+    pub handle: Option<String>,
+    /// One per visible avatar slot, in order.
+    pub users: Vec<User>,
+    pub stats: Vec<UserStats>,
+    /// Sanitized HTML of everything after the header.
+    pub body_html: String,
+}
+
+/// Parses and sanitizes a model card from the bytes of its `README.md`.
+pub fn parse_card(bytes: &[u8]) -> Card {
+    let bytes = &bytes[..bytes.len().min(MAX_CARD_BYTES)];
+    let text: Cow<str> = match std::str::from_utf8(bytes) {
+        Ok(s) => s.into(),
+        // Not UTF-8 at all: an old card saved in a legacy encoding.
+        Err(_) => WINDOWS_1252.decode_without_bom_handling(bytes).0,
+    };
+    let text = repair_mojibake(&text);
+    let (front, markdown) = split_front_matter(&text);
+    let meta = FrontMatter::parse(front);
+    let (header_html, body_html, stats) = render_markdown(markdown);
+    let header = Header::parse(&header_html);
+    let users = header.users(&stats);
+    Card {
+        widget_text: meta.widget_text,
+        language: meta.language,
+        thumbnail: meta.thumbnail.filter(|u| is_web_url(u)),
+        badge: header.badge,
+        title: header.title,
+        handle: header.handle,
+        users,
+        stats,
+        body_html,
+    }
+}
+
+fn split_front_matter(text: &str) -> (&str, &str) {
+    let t = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let Some(rest) = t
+        .strip_prefix("---\n")
+        .or_else(|| t.strip_prefix("---\r\n"))
+    else {
+        return ("", t);
+    };
+    for end in ["\n---\n", "\n---\r\n"] {
+        if let Some(i) = rest.find(end) {
+            return (&rest[..i], &rest[i + end.len()..]);
+        }
+    }
+    if let Some(front) = rest.strip_suffix("\n---") {
+        return (front, "");
+    }
+    ("", t)
+}
+
+#[derive(Default)]
+struct FrontMatter {
+    widget_text: Option<String>,
+    language: Option<String>,
+    thumbnail: Option<String>,
+}
+
+impl FrontMatter {
+    fn parse(yaml: &str) -> Self {
+        // yaml-rust2 keeps aliases as references instead of expanding them, so a hostile
+        // front matter cannot blow up.
+        let Ok(docs) = yaml_rust2::YamlLoader::load_from_str(yaml) else {
+            return Self::default();
+        };
+        let Some(doc) = docs.first() else {
+            return Self::default();
+        };
+        let s = |y: &yaml_rust2::Yaml| y.as_str().map(str::to_owned);
+        let widget_text = match &doc["widget"] {
+            yaml_rust2::Yaml::Array(items) => items.iter().find_map(|i| s(&i["text"])),
+            _ => None,
+        };
+        let language = match &doc["language"] {
+            yaml_rust2::Yaml::Array(items) => items.first().and_then(s),
+            other => s(other),
+        };
+        Self {
+            widget_text,
+            language,
+            thumbnail: s(&doc["thumbnail"]),
+        }
+    }
+}
+
+/// Renders Markdown to sanitized HTML. The leading raw-HTML block (the huggingtweets header) is
+/// returned apart, unsanitized, for [`Header::parse`] to read text and URLs from; the data table
+/// is read into [`UserStats`].
+fn render_markdown(markdown: &str) -> (String, String, Vec<UserStats>) {
+    let mut opts = Options::empty();
+    opts.insert(Options::ENABLE_TABLES);
+    opts.insert(Options::ENABLE_STRIKETHROUGH);
+    let events: Vec<Event> = Parser::new_ext(markdown, opts).collect();
+    // The header is the first block, when it is raw HTML.
+    let header_len = match events.first() {
+        Some(Event::Start(Tag::HtmlBlock)) => events
+            .iter()
+            .position(|e| matches!(e, Event::End(TagEnd::HtmlBlock)))
+            .map_or(events.len(), |i| i + 1),
+        _ => 0,
+    };
+    let header: String = events[..header_len]
+        .iter()
+        .map(|e| match e {
+            Event::Html(h) => h.as_ref(),
+            _ => "",
+        })
+        .collect();
+    let stats = read_stats_table(&events[header_len..]);
+    let mut raw = String::new();
+    pulldown_cmark::html::push_html(&mut raw, events[header_len..].iter().cloned());
+    (header, sanitize(&raw), stats)
+}
+
+/// ammonia's defaults (no scripts, handlers, styles, forms, frames, or javascript: URLs), links
+/// opened without access to this page, and no relative URLs (they would point into this site).
+fn sanitize(html: &str) -> String {
+    ammonia::Builder::default()
+        .link_rel(Some("noopener noreferrer nofollow"))
+        .url_relative(ammonia::UrlRelative::Deny)
+        .clean(html)
+        .to_string()
+}
+
+fn read_stats_table(events: &[Event]) -> Vec<UserStats> {
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let mut in_table = false;
+    for e in events {
+        match e {
+            Event::Start(Tag::Table(_)) => {
+                in_table = true;
+                rows.clear();
+            }
+            Event::End(TagEnd::Table) => {
+                if rows
+                    .first()
+                    .and_then(|r| r.first())
+                    .is_some_and(|c| c.trim() == "Data")
+                {
+                    break;
+                }
+                in_table = false;
+            }
+            Event::Start(Tag::TableHead) | Event::Start(Tag::TableRow) if in_table => {
+                rows.push(Vec::new())
+            }
+            Event::Start(Tag::TableCell) if in_table => {
+                if let Some(r) = rows.last_mut() {
+                    r.push(String::new());
+                }
+            }
+            Event::Text(t) | Event::Code(t) if in_table => {
+                if let Some(c) = rows.last_mut().and_then(|r| r.last_mut()) {
+                    c.push_str(t);
+                }
+            }
+            _ => {}
+        }
+    }
+    let Some(head) = rows
+        .first()
+        .filter(|r| r.first().is_some_and(|c| c.trim() == "Data"))
+    else {
+        return Vec::new();
+    };
+    let value = |label: &str, col: usize| -> Option<u64> {
+        rows.iter()
+            .find(|r| {
+                r.first()
+                    .is_some_and(|c| c.trim().eq_ignore_ascii_case(label))
+            })
+            .and_then(|r| r.get(col))
+            .and_then(|c| c.trim().replace(',', "").parse().ok())
+    };
+    head.iter()
+        .enumerate()
+        .skip(1)
+        .map(|(col, name)| UserStats {
+            name: name.trim().to_owned(),
+            downloaded: value("Tweets downloaded", col),
+            retweets: value("Retweets", col),
+            short_tweets: value("Short tweets", col),
+            kept: value("Tweets kept", col),
+        })
+        .collect()
+}
+
+#[derive(Default)]
+struct Header {
+    /// (URL if usable, whether the slot is shown) per avatar slot.
+    avatars: Vec<(Option<String>, bool)>,
+    badge: Option<String>,
+    title: Option<String>,
+    handle: Option<String>,
+}
+
+impl Header {
+    fn parse(html: &str) -> Self {
+        if html.trim().is_empty() {
+            return Self::default();
+        }
+        let doc = Html::parse_fragment(html);
+        let divs = Selector::parse("div").expect("valid selector");
+        let mut h = Self::default();
+        for div in doc.select(&divs) {
+            let style = div.value().attr("style").unwrap_or("").to_ascii_lowercase();
+            if style.contains("background-image") {
+                let hidden = style.replace(' ', "").contains("display:none");
+                let raw_style = div.value().attr("style").unwrap_or("");
+                h.avatars
+                    .push((css_url(raw_style).filter(|u| is_web_url(u)), !hidden));
+                continue;
+            }
+            // Innermost divs hold the badge, the names, the @handle; script text is not text.
+            if div
+                .descendants()
+                .skip(1)
+                .any(|n| n.value().as_element().is_some_and(|e| e.name() == "div"))
+            {
+                continue;
+            }
+            let text: String = div
+                .descendants()
+                .filter_map(|n| {
+                    let t = n.value().as_text()?;
+                    let parent = n.parent()?.value().as_element()?.name();
+                    (!matches!(parent, "script" | "style" | "template")).then(|| t.to_string())
+                })
+                .collect();
+            let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            if text.is_empty() {
+                continue;
+            }
+            if h.badge.is_none()
+                && (text.contains("AI BOT") || text.contains("AI CYBORG") || text.contains('🤖'))
+            {
+                h.badge = Some(text);
+            } else if text.starts_with('@') && h.handle.is_none() {
+                h.handle = Some(text);
+            } else if h.title.is_none() {
+                h.title = Some(text);
+            }
+        }
+        h
+    }
+
+    /// Visible avatar slots with names: the table's column names when they line up, else the
+    /// title split at " & ".
+    fn users(&self, stats: &[UserStats]) -> Vec<User> {
+        let shown: Vec<&Option<String>> = self
+            .avatars
+            .iter()
+            .filter(|(_, v)| *v)
+            .map(|(u, _)| u)
+            .collect();
+        let names: Vec<String> = if stats.len() == shown.len() {
+            stats.iter().map(|s| s.name.clone()).collect()
+        } else {
+            let title = self.title.clone().unwrap_or_default();
+            let parts: Vec<String> = title.split(" & ").map(str::to_owned).collect();
+            if parts.len() == shown.len() {
+                parts
+            } else {
+                vec![title; shown.len()]
+            }
+        };
+        shown
+            .into_iter()
+            .zip(names)
+            .map(|(url, name)| User {
+                name,
+                avatar: url.clone(),
+            })
+            .collect()
+    }
+}
+
+/// The URL inside `background-image: url('…')`.
+fn css_url(style: &str) -> Option<String> {
+    let lower = style.to_ascii_lowercase();
+    let start = lower.find("url(")? + 4;
+    let end = start + lower[start..].find(')')?;
+    let url = style[start..end]
+        .trim()
+        .trim_matches(|c| c == '\'' || c == '"')
+        .trim();
+    (!url.is_empty()).then(|| url.to_owned())
+}
+
+fn is_web_url(u: &str) -> bool {
+    let l = u.trim_start().to_ascii_lowercase();
+    (l.starts_with("https://") || l.starts_with("http://"))
+        && !u.contains(['"', '\'', '<', '>', '\\', ' '])
+}
+
+/// Repairs runs of UTF-8 that were mis-decoded as Windows-1252 or Mac Roman. A run of non-ASCII
+/// characters is replaced only when its bytes in one of those encodings are valid UTF-8, so
+/// correct text ("Ünïcödé", "永井均") is left as it is. Two losses common in the wild are
+/// undone: Windows-1252's invisible soft hyphen (byte 0xAD) dropped from inside a 3- or 4-byte
+/// character, and Mac Roman's Apple logo (byte 0xF0, a private-use character) dropped from the
+/// front of an emoji.
+pub fn repair_mojibake(text: &str) -> Cow<'_, str> {
+    if text.is_ascii() {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut changed = false;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let ascii = rest.find(|c: char| !c.is_ascii()).unwrap_or(rest.len());
+        out.push_str(&rest[..ascii]);
+        rest = &rest[ascii..];
+        let run_len = rest.find(|c: char| c.is_ascii()).unwrap_or(rest.len());
+        let run = &rest[..run_len];
+        match repair_run(run) {
+            Some(fixed) => {
+                out.push_str(&fixed);
+                changed = true;
+            }
+            None => out.push_str(run),
+        }
+        rest = &rest[run_len..];
+    }
+    if changed {
+        Cow::Owned(out)
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+fn repair_run(run: &str) -> Option<String> {
+    if run.is_empty() {
+        return None;
+    }
+    [
+        (WINDOWS_1252, Loss::SoftHyphen),
+        (MACINTOSH, Loss::AppleLogo),
+    ]
+    .into_iter()
+    .find_map(|(enc, loss)| {
+        let bytes = encode_exact(enc, run)?;
+        let fixed = utf8_with_losses(&bytes, loss)?;
+        (fixed != run && fixed.chars().all(|c| !c.is_control())).then_some(fixed)
+    })
+}
+
+/// The bytes of `s` in `enc`, or None if a character has no byte there.
+fn encode_exact(enc: &'static Encoding, s: &str) -> Option<Vec<u8>> {
+    let (bytes, _, unmappable) = enc.encode(s);
+    (!unmappable).then(|| bytes.into_owned())
+}
+
+#[derive(Clone, Copy)]
+enum Loss {
+    SoftHyphen,
+    AppleLogo,
+}
+
+fn is_cont(b: u8) -> bool {
+    b & 0xC0 == 0x80
+}
+
+/// Decodes bytes as UTF-8, putting back the one kind of lost byte `loss` allows.
+fn utf8_with_losses(bytes: &[u8], loss: Loss) -> Option<String> {
+    let mut fixed = Vec::with_capacity(bytes.len() + 4);
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let len = match b {
+            0xC2..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF4 => 4,
+            0x9F if matches!(loss, Loss::AppleLogo)
+                && bytes.len() >= i + 3
+                && is_cont(bytes[i + 1])
+                && is_cont(bytes[i + 2]) =>
+            {
+                // F0 9F xx xx is an emoji; its F0 was the Apple logo.
+                fixed.push(0xF0);
+                fixed.extend_from_slice(&bytes[i..i + 3]);
+                i += 3;
+                continue;
+            }
+            _ => return None,
+        };
+        let conts = bytes[i + 1..]
+            .iter()
+            .take(len - 1)
+            .take_while(|&&c| is_cont(c))
+            .count();
+        fixed.extend_from_slice(&bytes[i..i + 1 + conts]);
+        if conts == len - 1 {
+            i += len;
+        } else if matches!(loss, Loss::SoftHyphen) && len >= 3 && conts == len - 2 {
+            fixed.push(0xAD);
+            i += 1 + conts;
+        } else {
+            return None;
+        }
+    }
+    String::from_utf8(fixed).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repairs_windows_1252_and_mac_roman_runs() {
+        assert_eq!(repair_mojibake("ðŸ¤– AI BOT ðŸ¤–"), "🤖 AI BOT 🤖");
+        assert_eq!(repair_mojibake("ü§ñ AI CYBORG ü§ñ"), "🤖 AI CYBORG 🤖");
+        assert_eq!(
+            repair_mojibake("„Å≤„Çç„ÇÜ„Åç, Ê∞∏‰∫ïÂùá"),
+            "ひろゆき, 永井均"
+        );
+        assert_eq!(repair_mojibake("OnFoeNem ðŸ‡ðŸ‡¹"), "OnFoeNem 🇭🇹");
+        assert_eq!(repair_mojibake("cafÃ©"), "café");
+    }
+
+    #[test]
+    fn leaves_correct_text_alone() {
+        for s in [
+            "Ünïcödé ßtraße Ωμέγα",
+            "永井均 ひろゆき",
+            "🤖 AI BOT 🤖 🇭🇹",
+            "naïve café",
+            "Ü",
+            "plain",
+        ] {
+            assert_eq!(repair_mojibake(s), s);
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Model cards: the three seed cards the product was specified from, and a hostile one.
+
+use botcard::card::{parse_card, Card};
+
+fn card(path: &str) -> Card {
+    let root = env!("CARGO_MANIFEST_DIR");
+    parse_card(&std::fs::read(format!("{root}/{path}")).unwrap())
+}
+
+fn seed(name: &str) -> Card {
+    card(&format!("www/models/huggingtweets/{name}/README.md"))
+}
+
+fn no_mojibake(c: &Card) {
+    let all = format!("{c:?}");
+    for bad in ["ðŸ", "ü§ñ", "„Å", "Ê∞"] {
+        assert!(!all.contains(bad), "{bad} left in {all}");
+    }
+}
+
+#[test]
+fn seed_000_cyborg_with_three_users_and_a_repaired_flag() {
+    let c = seed("barackobama-karlousm-uofofn");
+    assert_eq!(c.badge.as_deref(), Some("🤖 AI CYBORG 🤖"));
+    assert_eq!(
+        c.title.as_deref(),
+        Some("University of OnFoeNem 🇭🇹 & Karlous & Barack Obama")
+    );
+    assert_eq!(c.handle.as_deref(), Some("@barackobama-karlousm-uofofn"));
+    assert_eq!(c.widget_text.as_deref(), Some("My dream is"));
+    let names: Vec<&str> = c.users.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["University of OnFoeNem 🇭🇹", "Karlous", "Barack Obama"]
+    );
+    assert!(c.users.iter().all(|u| u
+        .avatar
+        .as_deref()
+        .unwrap()
+        .starts_with("https://pbs.twimg.com/")));
+    let kept: Vec<Option<u64>> = c.stats.iter().map(|s| s.kept).collect();
+    assert_eq!(kept, [Some(2120), Some(1296), Some(2872)]);
+    assert_eq!(c.stats[1].retweets, Some(1736));
+    no_mojibake(&c);
+}
+
+#[test]
+fn seed_001_mac_roman_names_are_repaired() {
+    let c = seed("elonmusk-hirox246-hitoshinagai1");
+    assert_eq!(c.badge.as_deref(), Some("🤖 AI CYBORG 🤖"));
+    let names: Vec<&str> = c.users.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["Elon Musk", "ひろゆき, Hiroyuki Nishimura", "永井均"]
+    );
+    assert_eq!(c.stats[2].short_tweets, Some(3056));
+    assert!(c.body_html.contains("永井均"));
+    no_mojibake(&c);
+}
+
+#[test]
+fn seed_002_hidden_avatar_slots_are_not_users() {
+    let c = seed("joebiden");
+    assert_eq!(c.badge.as_deref(), Some("🤖 AI BOT 🤖"));
+    assert_eq!(c.users.len(), 1);
+    assert_eq!(c.users[0].name, "Joe Biden");
+    assert_eq!(c.stats[0].downloaded, Some(3250));
+    assert!(c.body_html.contains("<table>") && c.body_html.contains("Tweets kept"));
+    assert!(c
+        .body_html
+        .contains(r#"rel="noopener noreferrer nofollow""#));
+    no_mojibake(&c);
+}
+
+#[test]
+fn hostile_card_keeps_no_script_handler_javascript_url_or_style() {
+    let c = card("tests/fixtures/cards/hostile/README.md");
+    let body = c.body_html.to_ascii_lowercase();
+    for bad in [
+        "<script",
+        "onerror",
+        "onmouseover",
+        "ontoggle",
+        "javascript:",
+        "<iframe",
+        "<form",
+        "<input",
+        "<svg",
+        "<math",
+        "<style",
+        "style=",
+        "<object",
+        "<embed",
+        "<meta",
+        "<base",
+        "__pwned",
+    ] {
+        assert!(!body.contains(bad), "{bad} survived: {}", c.body_html);
+    }
+    assert!(
+        body.contains("click me") && body.contains("overlay"),
+        "harmless text stays"
+    );
+    assert_eq!(c.thumbnail, None);
+    assert_eq!(c.users[0].avatar, None, "javascript: avatar dropped");
+    assert_eq!(
+        c.users[1].avatar.as_deref(),
+        Some("https://example.invalid/a.png")
+    );
+    assert_eq!(c.badge.as_deref(), Some("🤖 AI BOT 🤖"));
+    // The header's text is text: tags in it never become markup.
+    assert!(c.title.as_deref().unwrap().contains("Evil <b>Name"));
+    assert_eq!(c.stats[0].kept, Some(7));
+}
+
+#[test]
+fn cards_without_front_matter_or_header_still_render() {
+    let c = parse_card(b"# Just a title\n\nSome *text*.");
+    assert!(c.body_html.contains("<h1>Just a title</h1>") && c.body_html.contains("<em>text</em>"));
+    assert!(c.users.is_empty() && c.badge.is_none() && c.widget_text.is_none());
+    let c = parse_card(b"---\nwidget: [unclosed\n---\nbody");
+    assert!(c.body_html.contains("body"));
+    let c = parse_card(&[0xff, 0xfe, b'h', b'i']);
+    assert!(c.body_html.contains("hi"));
+}
