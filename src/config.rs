@@ -212,7 +212,7 @@ impl Config {
 
 /// Generation defaults a model ships with, in HF's names and meanings (`max_length` and
 /// `min_length` count the prompt; the `*_new_tokens` forms do not).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct GenerationDefaults {
     pub do_sample: bool,
     pub temperature: f32,

@@ -100,8 +100,48 @@ impl GenerateParams {
     }
 }
 
+/// Caller overrides of the model's defaults, with the HF / URL-parameter names. Every field is
+/// optional; `use_prefix: false` drops the model's prefix.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ParamOverrides {
+    pub do_sample: Option<bool>,
+    pub temperature: Option<f32>,
+    pub top_k: Option<usize>,
+    pub top_p: Option<f64>,
+    pub repetition_penalty: Option<f32>,
+    pub no_repeat_ngram_size: Option<usize>,
+    pub min_new_tokens: Option<usize>,
+    pub max_new_tokens: Option<usize>,
+    pub num_return_sequences: Option<usize>,
+    pub seed: Option<u64>,
+    pub use_prefix: Option<bool>,
+    pub stop_at_newline: Option<bool>,
+}
+
+impl ParamOverrides {
+    /// `base` with every set field replaced.
+    pub fn apply(&self, mut p: GenerateParams) -> GenerateParams {
+        p.do_sample = self.do_sample.unwrap_or(p.do_sample);
+        p.temperature = self.temperature.unwrap_or(p.temperature);
+        p.top_k = self.top_k.unwrap_or(p.top_k);
+        p.top_p = self.top_p.unwrap_or(p.top_p);
+        p.repetition_penalty = self.repetition_penalty.unwrap_or(p.repetition_penalty);
+        p.no_repeat_ngram_size = self.no_repeat_ngram_size.unwrap_or(p.no_repeat_ngram_size);
+        p.min_new_tokens = self.min_new_tokens.or(p.min_new_tokens);
+        p.max_new_tokens = self.max_new_tokens.or(p.max_new_tokens);
+        p.num_return_sequences = self.num_return_sequences.unwrap_or(p.num_return_sequences);
+        p.seed = self.seed.unwrap_or(p.seed);
+        p.stop_at_newline = self.stop_at_newline.unwrap_or(p.stop_at_newline);
+        if self.use_prefix == Some(false) {
+            p.prefix = None;
+        }
+        p
+    }
+}
+
 /// One token produced by a step, and the text it completed.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct StepToken {
     /// Which sequence (0-based).
     pub sequence: usize,

@@ -13,10 +13,12 @@ mod pickle;
 pub mod sampling;
 pub mod tokenizer;
 pub mod weights;
+#[cfg(target_arch = "wasm32")]
+mod wasm;
 
 pub use config::{Config, GenerationDefaults};
 pub use error::{Error, Result};
-pub use generate::{generate, GenerateParams, Sequence, Session, StepToken};
+pub use generate::{generate, GenerateParams, ParamOverrides, Sequence, Session, StepToken};
 pub use model::Gpt2;
 pub use tokenizer::{TextStream, Tokenizer};
 pub use weights::Weights;

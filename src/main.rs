@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use botcard::{Bot, ModelFiles};
+use botcard::{Bot, ModelFiles, ParamOverrides};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
@@ -160,26 +160,21 @@ fn load(dir: &Path) -> Result<Bot> {
 
 fn generate(a: GenerateArgs) -> Result<()> {
     let bot = load(&a.model.model)?;
-    let mut p = bot.default_params();
-    if a.greedy {
-        p.do_sample = false;
-    }
-    if a.sample {
-        p.do_sample = true;
-    }
-    p.max_new_tokens = a.max_new_tokens.or(p.max_new_tokens);
-    p.min_new_tokens = a.min_new_tokens.or(p.min_new_tokens);
-    p.temperature = a.temperature.unwrap_or(p.temperature);
-    p.top_k = a.top_k.unwrap_or(p.top_k);
-    p.top_p = a.top_p.unwrap_or(p.top_p);
-    p.repetition_penalty = a.repetition_penalty.unwrap_or(p.repetition_penalty);
-    p.no_repeat_ngram_size = a.no_repeat_ngram_size.unwrap_or(p.no_repeat_ngram_size);
-    p.num_return_sequences = a.num_return_sequences.unwrap_or(p.num_return_sequences);
-    p.seed = a.seed;
-    p.stop_at_newline = a.stop_at_newline;
-    if a.no_prefix {
-        p.prefix = None;
-    }
+    let overrides = ParamOverrides {
+        do_sample: if a.greedy { Some(false) } else if a.sample { Some(true) } else { None },
+        temperature: a.temperature,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        repetition_penalty: a.repetition_penalty,
+        no_repeat_ngram_size: a.no_repeat_ngram_size,
+        min_new_tokens: a.min_new_tokens,
+        max_new_tokens: a.max_new_tokens,
+        num_return_sequences: a.num_return_sequences,
+        seed: Some(a.seed),
+        use_prefix: Some(!a.no_prefix),
+        stop_at_newline: Some(a.stop_at_newline),
+    };
+    let p = overrides.apply(bot.default_params());
     let start = Instant::now();
     let mut session = bot.session(&a.prompt, p)?;
     let prefill = start.elapsed().as_secs_f64();

@@ -1,0 +1,96 @@
+// Shared pieces of the browser tests: a plain static server for www/, a mock hub laid out like
+// huggingface.co serving the fixture models, and headless Debian Chromium via playwright-core.
+import { createServer } from 'node:http';
+import { readFile, mkdir } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { extname, join, normalize, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const SHOTS = join(ROOT, 'target', 'e2e');
+
+const TYPES = {
+  '.html': 'text/html; charset=utf-8', '.js': 'text/javascript', '.mjs': 'text/javascript', '.css': 'text/css',
+  '.wasm': 'application/wasm', '.json': 'application/json', '.md': 'text/markdown; charset=utf-8',
+};
+
+function listen(handler) {
+  const server = createServer(async (req, res) => {
+    try { await handler(req, res); } catch (e) { res.writeHead(500).end(String(e)); }
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => {
+    resolve({ server, url: `http://127.0.0.1:${server.address().port}`, close: () => new Promise((r) => { server.closeAllConnections(); server.close(r); }) });
+  }));
+}
+
+async function sendFile(res, path, extraHeaders = {}) {
+  if (!existsSync(path)) { res.writeHead(404, extraHeaders).end('not found'); return; }
+  const body = await readFile(path);
+  res.writeHead(200, { 'content-type': TYPES[extname(path)] || 'application/octet-stream', 'content-length': body.length, ...extraHeaders });
+  res.end(body);
+}
+
+/** Serves www/ like any static host would (no special headers). */
+export function staticServer() {
+  const www = join(ROOT, 'www');
+  return listen(async (req, res) => {
+    let path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
+    if (path.endsWith('/')) path += 'index.html';
+    const file = normalize(join(www, path));
+    if (!file.startsWith(www)) { res.writeHead(403).end(); return; }
+    await sendFile(res, file);
+  });
+}
+
+/** Which fixture folder answers for which hub repo. */
+const HUB = {
+  'botcard/tiny-2021': 'tests/fixtures/models/tiny-2021',
+  'botcard/tiny-st': 'tests/fixtures/models/tiny-st',
+  'botcard/relu-st': 'tests/fixtures/models/relu-st',
+  'evil/hostile': 'tests/fixtures/cards/hostile',
+  'huggingtweets/joebiden': 'tests/fixtures/models/tiny-2021',
+};
+
+/** A local hub: {hub}/{owner}/{name}/resolve/main/{file}, CORS open like huggingface.co. */
+export function mockHub({ extraPages = {} } = {}) {
+  const cors = { 'access-control-allow-origin': '*' };
+  const requests = [];
+  return listen(async (req, res) => {
+    const path = new URL(req.url, 'http://x').pathname;
+    requests.push(path);
+    if (extraPages[path]) { res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(extraPages[path]()); return; }
+    const m = path.match(/^\/([\w.-]+\/[\w.-]+)\/resolve\/main\/([\w.-]+)$/);
+    if (!m || !HUB[m[1]]) { res.writeHead(404, cors).end('Repository not found'); return; }
+    await sendFile(res, join(ROOT, HUB[m[1]], m[2]), cors);
+  }).then((s) => Object.assign(s, { requests }));
+}
+
+export const CHROMIUM_ARGS = [
+  '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync',
+];
+
+export async function browser() {
+  return chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: CHROMIUM_ARGS });
+}
+
+/** A fresh context whose requests to the internet fail at once (the tests run offline). */
+export async function page(b, origins) {
+  const context = await b.newContext();
+  await context.route(/^https?:\/\/(?!127\.0\.0\.1)/, (r) => r.abort('internetdisconnected'));
+  const p = await context.newPage();
+  p.errors = [];
+  p.on('pageerror', (e) => p.errors.push(String(e)));
+  return p;
+}
+
+export async function shot(p, name) {
+  await mkdir(SHOTS, { recursive: true });
+  await p.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+}
+
+/** Waits until the widget says its model is ready. */
+export async function ready(target, timeout = 60000) {
+  await target.locator('.bot-widget .status').filter({ hasText: /is ready/ }).waitFor({ timeout });
+}

@@ -1,0 +1,167 @@
+// The static page end to end in headless Chromium: cards, the widget, the mock hub, offline,
+// embedding, hostile input. Screenshots: target/e2e/*.png.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { ROOT, browser, mockHub, page, ready, shot, staticServer } from './helpers.mjs';
+
+let site, hub, b;
+
+before(async () => {
+  site = await staticServer();
+  hub = await mockHub({
+    extraPages: {
+      // A page on another origin (the hub's) that embeds the widget in an iframe.
+      '/embed-host.html': () => `<!doctype html><title>host</title><h1>Someone else's page</h1>
+        <iframe title="bot" width="600" height="500"
+          src="${site.url}/embed.html?model=botcard/tiny-st&hub=${encodeURIComponent(hub.url)}&prompt=Hello%20there&do_sample=false&max_new_tokens=8"></iframe>`,
+    },
+  });
+  b = await browser();
+});
+
+after(async () => {
+  await b?.close();
+  await site?.close();
+  await hub?.close();
+});
+
+const SEEDS = [
+  {
+    model: 'huggingtweets/barackobama-karlousm-uofofn',
+    badge: '🤖 AI CYBORG 🤖',
+    names: ['University of OnFoeNem 🇭🇹', 'Karlous', 'Barack Obama'],
+    numbers: ['3153', '1736', '2872'],
+  },
+  {
+    model: 'huggingtweets/elonmusk-hirox246-hitoshinagai1',
+    badge: '🤖 AI CYBORG 🤖',
+    names: ['Elon Musk', 'ひろゆき, Hiroyuki Nishimura', '永井均'],
+    numbers: ['2022', '3056', '136'],
+  },
+  { model: 'huggingtweets/joebiden', badge: '🤖 AI BOT 🤖', names: ['Joe Biden'], numbers: ['3250', '476', '2738'] },
+];
+
+for (const seed of SEEDS) {
+  test(`seed card ${seed.model} renders names, badge, table and avatar fallbacks without mojibake`, async () => {
+    const p = await page(b);
+    await p.goto(`${site.url}/?model=${seed.model}&hub=${encodeURIComponent(hub.url)}`);
+    const card = p.locator('#card');
+    await card.locator('.badge').waitFor();
+    assert.equal(await card.locator('.badge').textContent(), seed.badge);
+    assert.equal(await card.locator('.handle').textContent(), '@' + seed.model.split('/')[1]);
+    // Offline, every twimg picture fails: each avatar becomes a named fallback, never a broken icon.
+    for (const name of seed.names) {
+      await card.getByRole('img', { name, exact: true }).waitFor();
+    }
+    await p.waitForFunction(() => document.querySelectorAll('#card img.avatar').length === 0);
+    assert.equal(await card.locator('.avatar').count(), seed.names.length);
+    const text = await card.textContent();
+    for (const n of seed.numbers) assert.ok(text.includes(n), `table number ${n}`);
+    for (const bad of ['ðŸ', 'ü§ñ', '„Å', 'Ê∞']) assert.ok(!text.includes(bad), `mojibake ${bad}`);
+    assert.equal(await p.getByRole('textbox', { name: 'Prompt' }).inputValue(), 'My dream is');
+    await shot(p, `card-${seed.model.split('/')[1]}`);
+    assert.deepEqual(p.errors, []);
+    await p.context().close();
+  });
+}
+
+test('Compute streams samples from the default bot', async () => {
+  const p = await page(b);
+  await p.goto(`${site.url}/?max_new_tokens=40&num_return_sequences=2`);
+  await ready(p);
+  await p.getByRole('button', { name: 'Compute' }).click();
+  const samples = p.getByRole('list', { name: 'Generated samples' }).locator('li');
+  // Streaming: a sample grows while the generation is still running.
+  await p.waitForFunction(() => {
+    const li = document.querySelector('ol[aria-label="Generated samples"] li');
+    return li && li.textContent.length > 'My dream is'.length && !document.querySelector('.bot-widget .compute').disabled === false;
+  });
+  await p.locator('.bot-widget .status').filter({ hasText: /tokens\/s/ }).waitFor({ timeout: 60000 });
+  assert.equal(await samples.count(), 2);
+  for (const li of await samples.all()) assert.ok((await li.textContent()).startsWith('My dream is'));
+  await shot(p, 'default-bot-samples');
+  assert.deepEqual(p.errors, []);
+  await p.context().close();
+});
+
+test('greedy in the browser equals the CLI for a 2021-layout model from the hub', async () => {
+  const cli = JSON.parse(execFileSync(join(ROOT, 'target/release/botcard'), [
+    'generate', '--model', join(ROOT, 'tests/fixtures/models/tiny-2021'), '--prompt', 'My dream is',
+    '--greedy', '--max-new-tokens', '24', '--min-new-tokens', '24', '--json',
+  ]).toString());
+  const p = await page(b);
+  const q = new URLSearchParams({ model: 'botcard/tiny-2021', hub: hub.url, do_sample: 'false', max_new_tokens: '24', min_new_tokens: '24', prompt: 'My dream is' });
+  await p.goto(`${site.url}/?${q}`);
+  await ready(p);
+  await p.getByRole('button', { name: 'Compute' }).click();
+  await p.locator('.bot-widget .status').filter({ hasText: /tokens\/s/ }).waitFor({ timeout: 60000 });
+  const samples = p.getByRole('list', { name: 'Generated samples' }).locator('li');
+  assert.equal(await samples.count(), 1);
+  assert.equal(await samples.first().textContent(), 'My dream is' + cli.sequences[0].text);
+  // It really was the .bin + vocab.json + merges.txt layout that loaded.
+  for (const f of ['pytorch_model.bin', 'vocab.json', 'merges.txt']) {
+    assert.ok(hub.requests.includes(`/botcard/tiny-2021/resolve/main/${f}`), f);
+  }
+  await shot(p, 'greedy-equals-cli');
+  await p.context().close();
+});
+
+test('a hostile card runs nothing', async () => {
+  const p = await page(b);
+  const dialogs = [];
+  p.on('dialog', (d) => { dialogs.push(d.message()); d.dismiss(); });
+  await p.goto(`${site.url}/?model=evil/hostile&hub=${encodeURIComponent(hub.url)}`);
+  await p.locator('#card .badge').waitFor();
+  for (const a of await p.locator('#card a, #card .avatar, #card img').all()) await a.hover({ timeout: 500 }).catch(() => {});
+  await p.locator('#card').getByText('click me').click({ timeout: 1000 }).catch(() => {});
+  await p.waitForTimeout(300);
+  assert.equal(await p.evaluate(() => window.__pwned), undefined);
+  assert.equal(await p.locator('#card script, #card iframe, #card form, #card svg, #card math, #card object, #card embed, #card .card-body [style], #card [onerror]').count(), 0);
+  assert.deepEqual(dialogs, []);
+  // The prompt is text, never markup.
+  assert.equal(await p.getByRole('textbox', { name: 'Prompt' }).inputValue(), '<img src=x onerror=alert(1)>');
+  await shot(p, 'hostile-card');
+  await p.context().close();
+});
+
+test('a missing model says so in one sentence and offers the default bot', async () => {
+  const p = await page(b);
+  await p.goto(`${site.url}/?model=nobody/missing&hub=${encodeURIComponent(hub.url)}`);
+  await p.locator('.bot-widget .status').filter({ hasText: 'The model has no config.json.' }).waitFor();
+  await p.getByRole('button', { name: 'Use the default bot' }).click();
+  await ready(p);
+  await shot(p, 'missing-model');
+  await p.context().close();
+});
+
+test('offline, a reload renders the page and Compute generates', async () => {
+  const p = await page(b);
+  await p.goto(`${site.url}/`);
+  await ready(p);
+  await p.waitForFunction(async () => (await navigator.serviceWorker.ready) && navigator.serviceWorker.controller !== null, null, { timeout: 30000 })
+    .catch(async () => { await p.reload(); await p.waitForFunction(() => navigator.serviceWorker.controller !== null); });
+  await p.context().setOffline(true);
+  await p.reload();
+  await p.locator('#card .badge').waitFor();
+  await ready(p);
+  await p.getByRole('button', { name: 'Compute' }).click();
+  await p.locator('.bot-widget .status').filter({ hasText: /tokens\/s/ }).waitFor({ timeout: 60000 });
+  assert.ok((await p.locator('ol[aria-label="Generated samples"] li').first().textContent()).length > 'My dream is'.length);
+  await shot(p, 'offline-reload');
+  await p.context().close();
+});
+
+test('the embed works in an iframe on another origin', async () => {
+  const p = await page(b);
+  await p.goto(`${hub.url}/embed-host.html`);
+  const frame = p.frameLocator('iframe[title=bot]');
+  await ready(frame);
+  await frame.getByRole('button', { name: 'Compute' }).click();
+  await frame.locator('.bot-widget .status').filter({ hasText: /tokens\/s/ }).waitFor({ timeout: 60000 });
+  const text = await frame.locator('ol[aria-label="Generated samples"] li').first().textContent();
+  assert.ok(text.startsWith('Hello there') && text.length > 'Hello there'.length, text);
+  await shot(p, 'embed-cross-origin');
+  await p.context().close();
+});

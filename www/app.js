@@ -1,0 +1,52 @@
+// The card page: ?model=owner/name (default: the bundled bot), ?hub=URL, ?prompt=…, and the
+// generation settings by their HF names (?do_sample=false&max_new_tokens=24…).
+import { renderCard } from './card-view.js';
+import { BUNDLED_CARDS, DEFAULT_MODEL, cardUrl, hubUrl } from './models.js';
+import { sharedWorker, widgetFromUrl } from './widget.js';
+
+const params = new URLSearchParams(location.search);
+const model = params.get('model') || DEFAULT_MODEL;
+const cardRoot = document.getElementById('card');
+
+function nav() {
+  const links = [[DEFAULT_MODEL, 'Default bot'], ...BUNDLED_CARDS.map((m) => [m, m.split('/')[1]])];
+  const list = document.createElement('ul');
+  for (const [m, label] of links) {
+    const a = document.createElement('a');
+    a.href = m === DEFAULT_MODEL ? './' : `?model=${encodeURIComponent(m)}`;
+    a.textContent = label;
+    if (m === model) a.setAttribute('aria-current', 'page');
+    const li = document.createElement('li');
+    li.append(a);
+    list.append(li);
+  }
+  document.getElementById('bundled').append(list);
+}
+
+async function showCard(widget) {
+  try {
+    const url = cardUrl(model, hubUrl(params.get('hub')));
+    const res = await fetch(url);
+    if (!res.ok) throw new Error(`No model card for ${model} (HTTP ${res.status}).`);
+    const card = await sharedWorker().renderCard(await res.arrayBuffer());
+    renderCard(cardRoot, card);
+    document.title = `${card.title || model} · botcard`;
+    if (!params.has('prompt') && card.widget_text) widget.setAttribute('prompt', card.widget_text);
+  } catch (e) {
+    const p = document.createElement('p');
+    p.className = 'status';
+    p.textContent = e instanceof TypeError ? `The card of ${model} could not be downloaded (offline?).` : e.message;
+    cardRoot.replaceChildren(p);
+    cardRoot.removeAttribute('aria-busy');
+  }
+}
+
+nav();
+const widget = widgetFromUrl(params);
+if (!params.has('prompt')) widget.setAttribute('prompt', 'My dream is');
+document.getElementById('try').append(widget);
+showCard(widget);
+
+if ('serviceWorker' in navigator) {
+  navigator.serviceWorker.register('sw.js').catch(() => { /* offline support is a bonus */ });
+}

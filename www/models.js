@@ -1,0 +1,37 @@
+// Where a model's files live: the bundled default bot, the bundled seed cards, or a hub laid out
+// like huggingface.co ({hub}/{owner}/{name}/resolve/main/{file}).
+
+export const DEFAULT_MODEL = 'default';
+export const DEFAULT_HUB = 'https://huggingface.co';
+
+/** Cards shipped with the page (their weights still come from the hub). */
+export const BUNDLED_CARDS = [
+  'huggingtweets/barackobama-karlousm-uofofn',
+  'huggingtweets/elonmusk-hirox246-hitoshinagai1',
+  'huggingtweets/joebiden',
+];
+
+const here = new URL('.', import.meta.url);
+
+/** A hub base URL from ?hub=, or the default; only http(s) is accepted. */
+export function hubUrl(value) {
+  if (!value) return DEFAULT_HUB;
+  const u = new URL(value, location.href);
+  if (u.protocol !== 'https:' && u.protocol !== 'http:') throw new Error(`The hub address "${value}" is not a web address.`);
+  return u.href.replace(/\/+$/, '');
+}
+
+/** The folder URL that holds a model's files. */
+export function modelBase(model, hub = DEFAULT_HUB) {
+  if (!model || model === DEFAULT_MODEL) return new URL('models/default/', here).href;
+  if (!/^[\w.-]+\/[\w.-]+$/.test(model) || model.includes('..')) {
+    throw new Error(`"${model}" is not a model name like owner/name.`);
+  }
+  return `${hub}/${model}/resolve/main/`;
+}
+
+/** Where a model's card (README.md) is read from: the bundled copy when there is one. */
+export function cardUrl(model, hub = DEFAULT_HUB) {
+  if (BUNDLED_CARDS.includes(model)) return new URL(`models/${model}/README.md`, here).href;
+  return modelBase(model, hub) + 'README.md';
+}
