@@ -21,8 +21,8 @@ build() {
   if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$want" ]; then
     cargo install wasm-bindgen-cli --version "$want"
   fi
-  # simd128 gives candle's matmul its wasm SIMD kernels; every current browser has it.
-  RUSTFLAGS="-C target-feature=+simd128" cargo build --lib --release --target wasm32-unknown-unknown
+  # .cargo/config.toml turns on simd128 for this target.
+  cargo build --lib --release --target wasm32-unknown-unknown
   wasm-bindgen --target web --no-typescript --out-dir www/pkg \
     target/wasm32-unknown-unknown/release/botcard.wasm
 
@@ -42,7 +42,10 @@ run_tests() {
   step "cargo tests"
   cargo test --release
 
-  step "browser tests"
+  step "wasm API tests in headless Chromium (wasm-bindgen-test)"
+  CHROMEDRIVER=${CHROMEDRIVER:-/usr/bin/chromedriver} cargo test --target wasm32-unknown-unknown --test wasm
+
+  step "page tests in headless Chromium"
   [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund
   node --test tests/e2e/
 }

@@ -12,9 +12,9 @@ pub mod model;
 mod pickle;
 pub mod sampling;
 pub mod tokenizer;
-pub mod weights;
 #[cfg(target_arch = "wasm32")]
-mod wasm;
+pub mod wasm;
+pub mod weights;
 
 pub use config::{Config, GenerationDefaults};
 pub use error::{Error, Result};

@@ -161,7 +161,13 @@ fn load(dir: &Path) -> Result<Bot> {
 fn generate(a: GenerateArgs) -> Result<()> {
     let bot = load(&a.model.model)?;
     let overrides = ParamOverrides {
-        do_sample: if a.greedy { Some(false) } else if a.sample { Some(true) } else { None },
+        do_sample: if a.greedy {
+            Some(false)
+        } else if a.sample {
+            Some(true)
+        } else {
+            None
+        },
         temperature: a.temperature,
         top_k: a.top_k,
         top_p: a.top_p,

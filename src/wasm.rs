@@ -10,7 +10,8 @@ fn js_err(e: impl std::fmt::Display) -> JsError {
 }
 
 fn to_js<T: serde::Serialize>(v: &T) -> Result<JsValue, JsError> {
-    v.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).map_err(js_err)
+    v.serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .map_err(js_err)
 }
 
 #[wasm_bindgen(start)]
@@ -39,12 +40,18 @@ impl WasmBot {
     pub fn new(files: &js_sys::Object) -> Result<WasmBot, JsError> {
         let mut bytes: Vec<(&str, Vec<u8>)> = Vec::new();
         for name in ModelFiles::NAMES {
-            let v = js_sys::Reflect::get(files, &JsValue::from_str(name)).map_err(|_| js_err("bad files object"))?;
+            let v = js_sys::Reflect::get(files, &JsValue::from_str(name))
+                .map_err(|_| js_err("bad files object"))?;
             if let Some(arr) = v.dyn_ref::<js_sys::Uint8Array>() {
                 bytes.push((name, arr.to_vec()));
             }
         }
-        let get = |n: &str| bytes.iter().find(|(k, _)| *k == n).map(|(_, b)| b.as_slice());
+        let get = |n: &str| {
+            bytes
+                .iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, b)| b.as_slice())
+        };
         let files = ModelFiles {
             config_json: get("config.json"),
             generation_config_json: get("generation_config.json"),
@@ -71,7 +78,10 @@ impl WasmBot {
         } else {
             serde_wasm_bindgen::from_value(overrides).map_err(js_err)?
         };
-        let session = self.bot.session(prompt, o.apply(self.bot.default_params())).map_err(js_err)?;
+        let session = self
+            .bot
+            .session(prompt, o.apply(self.bot.default_params()))
+            .map_err(js_err)?;
         let n = session.sequences().len();
         self.session = Some(session);
         Ok(n)
@@ -79,7 +89,9 @@ impl WasmBot {
 
     /// One token per unfinished sequence: `[{sequence, token_id, text}]`; empty when done.
     pub fn step(&mut self) -> Result<JsValue, JsError> {
-        let Some(session) = self.session.as_mut() else { return to_js(&Vec::<u8>::new()) };
+        let Some(session) = self.session.as_mut() else {
+            return to_js(&Vec::<u8>::new());
+        };
         let tokens = self.bot.step(session).map_err(js_err)?;
         to_js(&tokens)
     }
@@ -92,7 +104,13 @@ impl WasmBot {
 
     /// `[{text, token_ids}]` of the current generation.
     pub fn sequences(&self) -> Result<JsValue, JsError> {
-        to_js(&self.session.as_ref().map(Session::sequences).unwrap_or_default())
+        to_js(
+            &self
+                .session
+                .as_ref()
+                .map(Session::sequences)
+                .unwrap_or_default(),
+        )
     }
 
     /// Drops the current generation (the Stop button).

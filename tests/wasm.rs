@@ -1,0 +1,133 @@
+//! The wasm API as the worker uses it, in headless Chromium:
+//! `cargo test --target wasm32-unknown-unknown --test wasm` (runner: wasm-bindgen-test-runner).
+#![cfg(target_arch = "wasm32")]
+
+use botcard::wasm::{render_card, WasmBot};
+use js_sys::{Object, Reflect, Uint8Array};
+use wasm_bindgen::JsValue;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+const REFERENCE: &str = include_str!("fixtures/reference.json");
+
+fn tiny_st() -> Object {
+    let files = Object::new();
+    let add = |name: &str, bytes: &[u8]| {
+        Reflect::set(&files, &name.into(), &Uint8Array::from(bytes).into()).unwrap();
+    };
+    add(
+        "config.json",
+        include_bytes!("fixtures/models/tiny-st/config.json"),
+    );
+    add(
+        "generation_config.json",
+        include_bytes!("fixtures/models/tiny-st/generation_config.json"),
+    );
+    add(
+        "model.safetensors",
+        include_bytes!("fixtures/models/tiny-st/model.safetensors"),
+    );
+    add(
+        "tokenizer.json",
+        include_bytes!("fixtures/models/tiny-st/tokenizer.json"),
+    );
+    files
+}
+
+fn get(v: &JsValue, key: &str) -> JsValue {
+    Reflect::get(v, &key.into()).unwrap()
+}
+
+#[wasm_bindgen_test]
+fn greedy_generation_in_the_browser_matches_transformers() {
+    let reference: serde_json::Value = serde_json::from_str(REFERENCE).unwrap();
+    let case = &reference["models"]["tiny-st"]["greedy"][0];
+    let expected: Vec<u32> = case["new_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let mut bot = WasmBot::new(&tiny_st()).map_err(JsValue::from).unwrap();
+    let overrides = Object::new();
+    for (k, v) in [
+        ("do_sample", JsValue::FALSE),
+        ("max_new_tokens", 20.into()),
+        ("min_new_tokens", 20.into()),
+    ] {
+        Reflect::set(&overrides, &k.into(), &v).unwrap();
+    }
+    assert_eq!(
+        bot.start("My dream is", overrides.into())
+            .map_err(JsValue::from)
+            .unwrap(),
+        1
+    );
+    let mut streamed = String::new();
+    while !bot.is_done() {
+        let step = bot.step().map_err(JsValue::from).unwrap();
+        let step = js_sys::Array::from(&step);
+        assert_eq!(step.length(), 1);
+        streamed.push_str(&get(&step.get(0), "text").as_string().unwrap());
+    }
+    let seqs = js_sys::Array::from(&bot.sequences().map_err(JsValue::from).unwrap());
+    let ids: Vec<u32> = js_sys::Array::from(&get(&seqs.get(0), "token_ids"))
+        .iter()
+        .map(|v| v.as_f64().unwrap() as u32)
+        .collect();
+    assert_eq!(ids, expected);
+    assert_eq!(streamed, case["text"].as_str().unwrap());
+}
+
+#[wasm_bindgen_test]
+fn same_seed_samples_the_same_text_in_the_browser() {
+    let mut bot = WasmBot::new(&tiny_st()).map_err(JsValue::from).unwrap();
+    let run = |bot: &mut WasmBot| {
+        let o = Object::new();
+        Reflect::set(&o, &"seed".into(), &42.into()).unwrap();
+        Reflect::set(&o, &"max_new_tokens".into(), &12.into()).unwrap();
+        bot.start("My dream is", o.into())
+            .map_err(JsValue::from)
+            .unwrap();
+        while !bot.is_done() {
+            bot.step().map_err(JsValue::from).unwrap();
+        }
+        js_sys::JSON::stringify(&bot.sequences().map_err(JsValue::from).unwrap())
+            .unwrap()
+            .as_string()
+            .unwrap()
+    };
+    assert_eq!(run(&mut bot), run(&mut bot));
+}
+
+#[wasm_bindgen_test]
+fn bad_input_is_a_js_error_with_a_sentence() {
+    let files = tiny_st();
+    Reflect::set(
+        &files,
+        &"model.safetensors".into(),
+        &Uint8Array::from(&b"garbage"[..]).into(),
+    )
+    .unwrap();
+    let err = JsValue::from(WasmBot::new(&files).err().unwrap());
+    let msg = get(&err, "message").as_string().unwrap();
+    assert!(msg.starts_with("model.safetensors:"), "{msg}");
+
+    let mut bot = WasmBot::new(&tiny_st()).map_err(JsValue::from).unwrap();
+    let o = Object::new();
+    Reflect::set(&o, &"top_p".into(), &5.into()).unwrap();
+    let err = JsValue::from(bot.start("x", o.into()).err().unwrap());
+    assert!(get(&err, "message").as_string().unwrap().contains("top_p"));
+}
+
+#[wasm_bindgen_test]
+fn cards_render_in_the_browser() {
+    let card = render_card(include_bytes!(
+        "../www/models/huggingtweets/joebiden/README.md"
+    ))
+    .map_err(JsValue::from)
+    .unwrap();
+    assert_eq!(get(&card, "badge").as_string().unwrap(), "🤖 AI BOT 🤖");
+    assert_eq!(js_sys::Array::from(&get(&card, "users")).length(), 1);
+}
