@@ -53,7 +53,8 @@ const HUB = {
 };
 
 /** A local hub: {hub}/{owner}/{name}/resolve/main/{file}, CORS open like huggingface.co. */
-export function mockHub({ extraPages = {} } = {}) {
+export function mockHub({ extraPages = {}, repos = {} } = {}) {
+  const map = { ...HUB, ...repos };
   const cors = { 'access-control-allow-origin': '*' };
   const requests = [];
   return listen(async (req, res) => {
@@ -61,8 +62,8 @@ export function mockHub({ extraPages = {} } = {}) {
     requests.push(path);
     if (extraPages[path]) { res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(extraPages[path]()); return; }
     const m = path.match(/^\/([\w.-]+\/[\w.-]+)\/resolve\/main\/([\w.-]+)$/);
-    if (!m || !HUB[m[1]]) { res.writeHead(404, cors).end('Repository not found'); return; }
-    await sendFile(res, join(ROOT, HUB[m[1]], m[2]), cors);
+    if (!m || !map[m[1]]) { res.writeHead(404, cors).end('Repository not found'); return; }
+    await sendFile(res, join(ROOT, map[m[1]], m[2]), cors);
   }).then((s) => Object.assign(s, { requests }));
 }
 

@@ -165,3 +165,36 @@ test('the embed works in an iframe on another origin', async () => {
   await shot(p, 'embed-cross-origin');
   await p.context().close();
 });
+
+test('the same seed samples the same text in the browser as the CLI', async () => {
+  const cli = JSON.parse(execFileSync(join(ROOT, 'target/release/botcard'), [
+    'generate', '--model', join(ROOT, 'tests/fixtures/models/tiny-2021'), '--prompt', 'My dream is',
+    '--seed', '42', '--max-new-tokens', '30', '--num-return-sequences', '2', '--json',
+  ]).toString());
+  const p = await page(b);
+  const q = new URLSearchParams({ model: 'botcard/tiny-2021', hub: hub.url, seed: '42', max_new_tokens: '30', num_return_sequences: '2' });
+  await p.goto(`${site.url}/?${q}`);
+  await ready(p);
+  await p.getByRole('textbox', { name: 'Prompt' }).press('Control+Enter');
+  await p.locator('.bot-widget .status').filter({ hasText: /tokens\/s/ }).waitFor({ timeout: 60000 });
+  const texts = await p.locator('ol[aria-label="Generated samples"] li').allTextContents();
+  assert.deepEqual(texts, cli.sequences.map((s) => 'My dream is' + s.text));
+  await p.context().close();
+});
+
+test('"Use local files" loads a model folder from disk', async () => {
+  const p = await page(b);
+  await p.goto(`${site.url}/?do_sample=false&max_new_tokens=10`);
+  await ready(p);
+  await p.locator('bot-widget input[type=file]').setInputFiles(join(ROOT, 'tests/fixtures/models/relu-st'));
+  await p.locator('.bot-widget .status').filter({ hasText: 'The local model is ready' }).waitFor({ timeout: 60000 });
+  await p.getByRole('button', { name: 'Compute' }).click();
+  await p.locator('.bot-widget .status').filter({ hasText: /tokens\/s/ }).waitFor({ timeout: 60000 });
+  const cli = JSON.parse(execFileSync(join(ROOT, 'target/release/botcard'), [
+    'generate', '--model', join(ROOT, 'tests/fixtures/models/relu-st'), '--prompt', 'My dream is',
+    '--greedy', '--max-new-tokens', '10', '--json',
+  ]).toString());
+  assert.equal(await p.locator('ol[aria-label="Generated samples"] li').first().textContent(), 'My dream is' + cli.sequences[0].text);
+  await shot(p, 'local-files');
+  await p.context().close();
+});
