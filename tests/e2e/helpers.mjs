@@ -3,7 +3,7 @@
 import { createServer } from 'node:http';
 import { readFile, mkdir } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
-import { extname, join, normalize, dirname } from 'node:path';
+import { extname, join, normalize, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
@@ -63,7 +63,7 @@ export function mockHub({ extraPages = {}, repos = {} } = {}) {
     if (extraPages[path]) { res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(extraPages[path]()); return; }
     const m = path.match(/^\/([\w.-]+\/[\w.-]+)\/resolve\/main\/([\w.-]+)$/);
     if (!m || !map[m[1]]) { res.writeHead(404, cors).end('Repository not found'); return; }
-    await sendFile(res, join(ROOT, map[m[1]], m[2]), cors);
+    await sendFile(res, join(resolve(ROOT, map[m[1]]), m[2]), cors);
   }).then((s) => Object.assign(s, { requests }));
 }
 

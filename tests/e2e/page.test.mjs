@@ -198,3 +198,37 @@ test('"Use local files" loads a model folder from disk', async () => {
   await shot(p, 'local-files');
   await p.context().close();
 });
+
+test('a second visit reads the model from the Cache API instead of the hub', async () => {
+  const p = await page(b);
+  const q = new URLSearchParams({ model: 'botcard/relu-st', hub: hub.url });
+  const weights = '/botcard/relu-st/resolve/main/model.safetensors';
+  const before = hub.requests.filter((r) => r === weights).length;
+  await p.goto(`${site.url}/?${q}`);
+  await ready(p);
+  assert.equal(hub.requests.filter((r) => r === weights).length, before + 1);
+  await p.reload();
+  await ready(p);
+  assert.equal(hub.requests.filter((r) => r === weights).length, before + 1, 'no second download');
+  await p.context().close();
+});
+
+test('Stop ends a running generation early', async () => {
+  const p = await page(b);
+  await p.goto(`${site.url}/?num_return_sequences=64&max_new_tokens=50&min_new_tokens=50`);
+  await ready(p);
+  // Press Stop the moment the first token shows.
+  await p.evaluate(() => {
+    const list = document.querySelector('ol[aria-label="Generated samples"]');
+    new MutationObserver((_, obs) => {
+      if (list.textContent.length > 64 * 'My dream is'.length) { obs.disconnect(); document.querySelector('.bot-widget .stop').click(); }
+    }).observe(list, { subtree: true, childList: true, characterData: true });
+  });
+  await p.getByRole('button', { name: 'Compute' }).click();
+  const status = p.locator('.bot-widget .status').filter({ hasText: /^Stopped: \d+ tokens/ });
+  await status.waitFor({ timeout: 60000 });
+  const tokens = Number((await status.textContent()).match(/(\d+) tokens/)[1]);
+  assert.ok(tokens < 64 * 50, `${tokens} tokens`);
+  assert.ok(await p.getByRole('button', { name: 'Compute' }).isEnabled());
+  await p.context().close();
+});
