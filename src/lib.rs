@@ -47,6 +47,19 @@ impl<'a> ModelFiles<'a> {
         "merges.txt",
     ];
 
+    /// Builds the set from a lookup by file name (a folder, a JS object, a test's map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<&'a [u8]>) -> Self {
+        Self {
+            config_json: get("config.json"),
+            generation_config_json: get("generation_config.json"),
+            model_safetensors: get("model.safetensors"),
+            pytorch_model_bin: get("pytorch_model.bin"),
+            tokenizer_json: get("tokenizer.json"),
+            vocab_json: get("vocab.json"),
+            merges_txt: get("merges.txt"),
+        }
+    }
+
     /// The checkpoint tensors: `model.safetensors` if present, else `pytorch_model.bin`.
     pub fn weights(&self) -> Result<Weights<'a>> {
         match (self.model_safetensors, self.pytorch_model_bin) {

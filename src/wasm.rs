@@ -46,21 +46,12 @@ impl WasmBot {
                 bytes.push((name, arr.to_vec()));
             }
         }
-        let get = |n: &str| {
+        let files = ModelFiles::from_lookup(|n| {
             bytes
                 .iter()
                 .find(|(k, _)| *k == n)
                 .map(|(_, b)| b.as_slice())
-        };
-        let files = ModelFiles {
-            config_json: get("config.json"),
-            generation_config_json: get("generation_config.json"),
-            model_safetensors: get("model.safetensors"),
-            pytorch_model_bin: get("pytorch_model.bin"),
-            tokenizer_json: get("tokenizer.json"),
-            vocab_json: get("vocab.json"),
-            merges_txt: get("merges.txt"),
-        };
+        });
         let bot = Bot::load(&files).map_err(js_err)?;
         Ok(WasmBot { bot, session: None })
     }

@@ -56,15 +56,7 @@ impl Files {
     }
 
     pub fn model_files(&self) -> ModelFiles<'_> {
-        ModelFiles {
-            config_json: self.get("config.json"),
-            generation_config_json: self.get("generation_config.json"),
-            model_safetensors: self.get("model.safetensors"),
-            pytorch_model_bin: self.get("pytorch_model.bin"),
-            tokenizer_json: self.get("tokenizer.json"),
-            vocab_json: self.get("vocab.json"),
-            merges_txt: self.get("merges.txt"),
-        }
+        ModelFiles::from_lookup(|name| self.get(name))
     }
 
     pub fn load(&self) -> botcard::Result<Bot> {
