@@ -94,6 +94,7 @@ async function filesFromDrop(items) {
   for (const item of items) {
     const entry = item.webkitGetAsEntry?.();
     if (entry) await walk(entry);
+    else if (item.kind === 'file') out.push(item.getAsFile());
   }
   return out;
 }

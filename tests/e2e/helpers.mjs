@@ -53,13 +53,14 @@ const HUB = {
 };
 
 /** A local hub: {hub}/{owner}/{name}/resolve/main/{file}, CORS open like huggingface.co. */
-export function mockHub({ extraPages = {}, repos = {} } = {}) {
+export function mockHub({ extraPages = {}, repos = {}, handlers = {} } = {}) {
   const map = { ...HUB, ...repos };
   const cors = { 'access-control-allow-origin': '*' };
   const requests = [];
   return listen(async (req, res) => {
     const path = new URL(req.url, 'http://x').pathname;
     requests.push(path);
+    if (handlers[path]) { handlers[path](req, res, cors); return; }
     if (extraPages[path]) { res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(extraPages[path]()); return; }
     const m = path.match(/^\/([\w.-]+\/[\w.-]+)\/resolve\/main\/([\w.-]+)$/);
     if (!m || !map[m[1]]) { res.writeHead(404, cors).end('Repository not found'); return; }

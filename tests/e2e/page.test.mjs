@@ -3,6 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT, browser, mockHub, page, ready, shot, staticServer } from './helpers.mjs';
 
@@ -11,6 +12,7 @@ let site, hub, b;
 before(async () => {
   site = await staticServer();
   hub = await mockHub({
+    handlers: brokenHandlers(),
     extraPages: {
       // A page on another origin (the hub's) that embeds the widget in an iframe.
       '/embed-host.html': () => `<!doctype html><title>host</title><h1>Someone else's page</h1>
@@ -20,6 +22,27 @@ before(async () => {
   });
   b = await browser();
 });
+
+// Files of broken repos on the mock hub.
+const BROKEN = {
+  '/broken/weights/resolve/main/config.json': 'tests/fixtures/models/tiny-st/config.json',
+  '/broken/weights/resolve/main/tokenizer.json': 'tests/fixtures/models/tiny-st/tokenizer.json',
+  '/huge/model/resolve/main/config.json': 'tests/fixtures/models/tiny-st/config.json',
+};
+function brokenHandlers() {
+  const h = {};
+  for (const [path, file] of Object.entries(BROKEN)) {
+    h[path] = (req, res, cors) => res.writeHead(200, cors).end(readFileSync(join(ROOT, file)));
+  }
+  h['/broken/weights/resolve/main/model.safetensors'] = (req, res, cors) => res.writeHead(200, cors).end('\x08\x00\x00\x00\x00\x00\x00\x00{garbage');
+  // Declares 3 GB and sends nothing more: the worker must refuse from the header alone.
+  h['/huge/model/resolve/main/model.safetensors'] = (req, res, cors) => {
+    res.writeHead(200, { ...cors, 'content-length': String(3e9) });
+    res.write('x');
+    setTimeout(() => res.destroy(), 2000);
+  };
+  return h;
+}
 
 after(async () => {
   await b?.close();
@@ -93,8 +116,18 @@ test('greedy in the browser equals the CLI for a 2021-layout model from the hub'
   ]).toString());
   const p = await page(b);
   const q = new URLSearchParams({ model: 'botcard/tiny-2021', hub: hub.url, do_sample: 'false', max_new_tokens: '24', min_new_tokens: '24', prompt: 'My dream is' });
+  // Every status line the widget shows, to see the download progress go by.
+  await p.addInitScript(() => {
+    window.__statuses = [];
+    new MutationObserver(() => {
+      const s = document.querySelector('.bot-widget .status')?.textContent;
+      if (s && window.__statuses.at(-1) !== s) window.__statuses.push(s);
+    }).observe(document, { subtree: true, childList: true, characterData: true });
+  });
   await p.goto(`${site.url}/?${q}`);
   await ready(p);
+  const statuses = await p.evaluate(() => window.__statuses);
+  assert.ok(statuses.some((t) => /^Downloading pytorch_model\.bin: [\d.]+ of 6\.5 MB$/.test(t)), statuses.join(' | '));
   await p.getByRole('button', { name: 'Compute' }).click();
   await p.locator('.bot-widget .status').filter({ hasText: /tokens\/s/ }).waitFor({ timeout: 60000 });
   const samples = p.getByRole('list', { name: 'Generated samples' }).locator('li');
@@ -230,5 +263,44 @@ test('Stop ends a running generation early', async () => {
   const tokens = Number((await status.textContent()).match(/(\d+) tokens/)[1]);
   assert.ok(tokens < 64 * 50, `${tokens} tokens`);
   assert.ok(await p.getByRole('button', { name: 'Compute' }).isEnabled());
+  await p.context().close();
+});
+
+for (const [model, sentence] of [
+  ['broken/weights', /^model\.safetensors: not a valid safetensors file/],
+  ['huge/model', /^model\.safetensors is 3\.0 GB, too big to run in a browser tab\.$/],
+]) {
+  test(`a model that cannot be had (${model}) is one sentence with ways out`, async () => {
+    const p = await page(b);
+    await p.goto(`${site.url}/?model=${model}&hub=${encodeURIComponent(hub.url)}`);
+    await p.locator('.bot-widget .status').filter({ hasText: sentence }).waitFor({ timeout: 30000 });
+    assert.ok(await p.getByRole('button', { name: 'Use the default bot' }).isVisible());
+    assert.ok(await p.locator('.bot-widget .recover').getByRole('button', { name: 'Use local files' }).isVisible());
+    assert.ok(await p.locator('.bot-widget .progress').isHidden(), 'no endless progress bar');
+    await shot(p, `unavailable-${model.replace('/', '-')}`);
+    await p.context().close();
+  });
+}
+
+test('dropping model files on the widget loads them', async () => {
+  const p = await page(b);
+  await p.goto(`${site.url}/?do_sample=false&max_new_tokens=6`);
+  await ready(p);
+  const names = ['config.json', 'pytorch_model.bin', 'vocab.json', 'merges.txt'];
+  const files = names.map((n) => ({ n, b64: readFileSync(join(ROOT, 'tests/fixtures/models/tiny-2021', n)).toString('base64') }));
+  const dt = await p.evaluateHandle((files) => {
+    const dt = new DataTransfer();
+    for (const { n, b64 } of files) dt.items.add(new File([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))], n));
+    return dt;
+  }, files);
+  await p.dispatchEvent('bot-widget', 'drop', { dataTransfer: dt });
+  await p.locator('.bot-widget .status').filter({ hasText: 'The local model is ready' }).waitFor({ timeout: 60000 });
+  await p.getByRole('button', { name: 'Compute' }).click();
+  await p.locator('.bot-widget .status').filter({ hasText: /tokens\/s/ }).waitFor({ timeout: 60000 });
+  const cli = JSON.parse(execFileSync(join(ROOT, 'target/release/botcard'), [
+    'generate', '--model', join(ROOT, 'tests/fixtures/models/tiny-2021'), '--prompt', 'My dream is',
+    '--greedy', '--max-new-tokens', '6', '--json',
+  ]).toString());
+  assert.equal(await p.locator('ol[aria-label="Generated samples"] li').first().textContent(), 'My dream is' + cli.sequences[0].text);
   await p.context().close();
 });
