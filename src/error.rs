@@ -33,6 +33,10 @@ pub enum Error {
     #[error("{file}: {reason}")]
     Tokenizer { file: &'static str, reason: String },
 
+    /// Training data that cannot be read or is too small.
+    #[error("{0}")]
+    Dataset(String),
+
     /// A generation parameter is outside what it can mean.
     #[error("invalid generation parameter: {0}")]
     Parameter(String),

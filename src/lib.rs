@@ -6,6 +6,7 @@
 
 pub mod card;
 pub mod config;
+pub mod dataset;
 pub mod error;
 pub mod generate;
 pub mod model;

@@ -5,6 +5,7 @@ mod util;
 mod bad_input;
 mod card;
 mod cli;
+mod dataset;
 mod generation;
 mod parity;
 mod sampling;

@@ -1,0 +1,162 @@
+//! Training text from a person's posts, cleaned and counted exactly as huggingtweets did, so a
+//! card's "Tweets downloaded / Retweets / Short tweets / Tweets kept" table means the same thing.
+//!
+//! Inputs: an X data archive's `tweets.js` (`window.YTD.tweets.part0 = [{"tweet": {...}}, …]`),
+//! JSON Lines (one object with `full_text` or `text` per line, or a JSON string), or plain text
+//! with one post per line.
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// Training text shorter than this makes a bot that only repeats itself.
+pub const MIN_TRAINING_CHARS: usize = 6000;
+
+/// The separator between posts in the training text (GPT-2's end of text).
+pub const SEPARATOR: &str = "<|endoftext|>";
+
+/// One account's posts after cleaning, with the counts a card shows.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct UserPosts {
+    pub name: String,
+    /// All posts read.
+    pub downloaded: usize,
+    /// Posts starting with `RT @`, removed.
+    pub retweets: usize,
+    /// Cleaned posts with fewer than 3 words free of `http`, `@` and `#`, removed.
+    pub short: usize,
+    /// The cleaned posts that remain.
+    pub kept: Vec<String>,
+}
+
+/// Reads the posts of one file in any supported format. `source` names the file in errors.
+pub fn read_posts(bytes: &[u8], source: &str) -> Result<Vec<String>> {
+    let bad = |reason: String| Error::Dataset(format!("{source}: {reason}"));
+    let text = std::str::from_utf8(bytes).map_err(|_| bad("not UTF-8 text".into()))?;
+    let trimmed = text.trim_start_matches('\u{feff}').trim_start();
+    if trimmed.starts_with("window.YTD.") {
+        // `window.YTD.tweets.part0 = [...]`: the JSON starts after the first '='.
+        let json = trimmed.split_once('=').map(|(_, j)| j).unwrap_or_default();
+        let items: Vec<Value> = serde_json::from_str(json)
+            .map_err(|e| bad(format!("not an X archive tweets.js ({e})")))?;
+        return items
+            .iter()
+            .map(|item| {
+                let t = item.get("tweet").unwrap_or(item);
+                post_text(t).ok_or_else(|| bad("an archive entry has no full_text".into()))
+            })
+            .collect();
+    }
+    let lines = text.lines().filter(|l| !l.trim().is_empty());
+    if trimmed.starts_with('{') || trimmed.starts_with('"') {
+        return lines
+            .enumerate()
+            .map(|(n, line)| {
+                let v: Value = serde_json::from_str(line)
+                    .map_err(|e| bad(format!("line {} is not JSON ({e})", n + 1)))?;
+                post_text(&v).ok_or_else(|| bad(format!("line {} has no full_text or text", n + 1)))
+            })
+            .collect();
+    }
+    Ok(lines.map(str::to_owned).collect())
+}
+
+fn post_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o
+            .get("full_text")
+            .or_else(|| o.get("text"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        _ => None,
+    }
+}
+
+/// huggingtweets' `clean_tweet`: drop `http:`/`https:` URLs (case-sensitive, from the scheme to
+/// the end of the word, as its regexes did), unescape the entities the API used, turn newlines
+/// and tabs into spaces, collapse spaces, trim.
+pub fn clean(post: &str) -> String {
+    // One pass in the right order: "&amp;lt;" is "&lt;", not "<".
+    let unescaped = post
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&");
+    unescaped
+        .split_whitespace()
+        .map(strip_url)
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The word up to its first `http:…` or `https:…` (a scheme followed by at least one character).
+fn strip_url(word: &str) -> &str {
+    let mut cut = word.len();
+    for scheme in ["http:", "https:"] {
+        let mut from = 0;
+        while let Some(i) = word[from..].find(scheme) {
+            let at = from + i;
+            if at + scheme.len() < word.len() {
+                cut = cut.min(at);
+                break;
+            }
+            from = at + 1;
+        }
+    }
+    &word[..cut]
+}
+
+/// huggingtweets' `boring_tweet`: fewer than 3 words that contain none of `http`, `@`, `#`.
+pub fn is_short(cleaned: &str) -> bool {
+    cleaned
+        .split_whitespace()
+        .filter(|w| {
+            let l = w.to_lowercase();
+            !(l.contains("http") || l.contains('@') || l.contains('#'))
+        })
+        .count()
+        < 3
+}
+
+/// Cleans and counts one account's posts.
+pub fn curate(name: &str, posts: &[String]) -> UserPosts {
+    let mut out = UserPosts {
+        name: name.to_owned(),
+        downloaded: posts.len(),
+        retweets: 0,
+        short: 0,
+        kept: Vec::new(),
+    };
+    for p in posts {
+        if p.starts_with("RT @") {
+            out.retweets += 1;
+            continue;
+        }
+        let c = clean(p);
+        if is_short(&c) {
+            out.short += 1;
+        } else {
+            out.kept.push(c);
+        }
+    }
+    out
+}
+
+/// The training text of several accounts: every kept post, each followed by `<|endoftext|>`.
+/// Refuses data too small to learn from.
+pub fn training_text(users: &[UserPosts]) -> Result<String> {
+    let mut text = String::new();
+    for post in users.iter().flat_map(|u| &u.kept) {
+        text.push_str(post);
+        text.push_str(SEPARATOR);
+    }
+    let chars =
+        text.chars().count() - SEPARATOR.len() * users.iter().map(|u| u.kept.len()).sum::<usize>();
+    if chars < MIN_TRAINING_CHARS {
+        return Err(Error::Dataset(format!(
+            "only {chars} characters of posts are left after cleaning; a bot needs at least {MIN_TRAINING_CHARS}"
+        )));
+    }
+    Ok(text)
+}

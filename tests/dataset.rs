@@ -1,0 +1,85 @@
+//! Cleaning and counting posts the way huggingtweets did.
+
+use botcard::dataset::{clean, curate, is_short, read_posts, training_text};
+
+/// An X archive `tweets.js` with the cases huggingtweets' pipeline sorted out.
+const TWEETS_JS: &str = r#"window.YTD.tweets.part0 = [
+  {"tweet": {"id": "1", "full_text": "RT @someone: a retweet is never kept"}},
+  {"tweet": {"id": "2", "full_text": "Loving the new park downtown, the kids had a blast https://t.co/abc123"}},
+  {"tweet": {"id": "3", "full_text": "ok"}},
+  {"tweet": {"id": "4", "full_text": "@friend @other #tag thanks"}},
+  {"tweet": {"id": "5", "full_text": "Fish &amp; chips &lt;3 with\nfriends\ton   Friday"}},
+  {"tweet": {"id": "6", "full_text": "Link only https://t.co/xyz"}},
+  {"tweet": {"id": "7", "full_text": "Three real words @someone #tag"}},
+  {"tweet": {"id": "8", "full_text": "  RT @late: not a retweet since it does not start with RT"}}
+]"#;
+
+#[test]
+fn tweets_js_counts_retweets_short_posts_and_keeps_the_rest_cleaned() {
+    let posts = read_posts(TWEETS_JS.as_bytes(), "tweets.js").unwrap();
+    assert_eq!(posts.len(), 8);
+    let u = curate("someone", &posts);
+    assert_eq!((u.downloaded, u.retweets, u.short), (8, 1, 3));
+    assert_eq!(
+        u.kept,
+        [
+            "Loving the new park downtown, the kids had a blast",
+            "Fish & chips <3 with friends on Friday",
+            "Three real words @someone #tag",
+            "RT @late: not a retweet since it does not start with RT",
+        ]
+    );
+    assert_eq!(u.downloaded, u.retweets + u.short + u.kept.len());
+}
+
+#[test]
+fn cleaning_follows_huggingtweets_regexes() {
+    assert_eq!(clean("see:https://x.co/a and http://y"), "see: and");
+    assert_eq!(
+        clean("bare http: stays, HTTPS://CAPS stays"),
+        "bare http: stays, HTTPS://CAPS stays"
+    );
+    assert_eq!(
+        clean("&amp;lt; is an escaped entity"),
+        "&lt; is an escaped entity"
+    );
+    assert_eq!(clean("\n\n  spaced\t\tout \n"), "spaced out");
+    assert!(is_short("two words"));
+    assert!(is_short("@a #b http://c one two"));
+    assert!(!is_short("one two three @a"));
+}
+
+#[test]
+fn jsonl_and_plain_text_are_read_too() {
+    let jsonl = "{\"full_text\": \"first post here\"}\n{\"text\": \"second\"}\n\"a bare string\"\n";
+    assert_eq!(
+        read_posts(jsonl.as_bytes(), "a.jsonl").unwrap(),
+        ["first post here", "second", "a bare string"]
+    );
+    let plain = "one post\n\nanother post\n";
+    assert_eq!(
+        read_posts(plain.as_bytes(), "a.txt").unwrap(),
+        ["one post", "another post"]
+    );
+    let e = read_posts(b"{\"full_text\": 1}\n", "b.jsonl")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("b.jsonl") && e.contains("line 1"), "{e}");
+    let e = read_posts(b"window.YTD.tweets.part0 = [oops", "tweets.js")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("tweets.js"), "{e}");
+}
+
+#[test]
+fn training_text_joins_posts_with_end_of_text_and_refuses_too_little() {
+    let posts: Vec<String> = (0..400)
+        .map(|i| format!("post number {i} says something new"))
+        .collect();
+    let u = curate("a", &posts);
+    let text = training_text(&[u]).unwrap();
+    assert!(text.starts_with("post number 0 says something new<|endoftext|>post number 1"));
+    let small = curate("b", &["just a few words here".to_owned()]);
+    let e = training_text(&[small]).unwrap_err().to_string();
+    assert!(e.contains("at least 6000"), "{e}");
+}
