@@ -218,7 +218,8 @@ pub struct GenerationDefaults {
     pub temperature: f32,
     /// 0 turns top-k off.
     pub top_k: usize,
-    pub top_p: f32,
+    /// Kept as f64: HF compares `1 - top_p` computed in Python floats.
+    pub top_p: f64,
     pub repetition_penalty: f32,
     pub no_repeat_ngram_size: usize,
     pub min_length: usize,
@@ -311,8 +312,8 @@ impl GenerationDefaults {
         if let Some(v) = int("top_k")? {
             self.top_k = v;
         }
-        if let Some(v) = float("top_p")? {
-            self.top_p = v;
+        if let Some(v) = m.get("top_p").filter(|v| !v.is_null()) {
+            self.top_p = v.as_f64().ok_or_else(|| bad("top_p", v))?;
         }
         if let Some(v) = float("repetition_penalty")? {
             self.repetition_penalty = v;

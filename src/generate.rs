@@ -54,7 +54,7 @@ impl GenerateParams {
             do_sample: d.do_sample,
             temperature: d.temperature,
             top_k: d.top_k,
-            top_p: f64::from(d.top_p),
+            top_p: d.top_p,
             repetition_penalty: d.repetition_penalty,
             no_repeat_ngram_size: d.no_repeat_ngram_size,
             min_length: d.min_length,

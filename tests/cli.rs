@@ -4,7 +4,10 @@ use serde_json::Value;
 
 use crate::util::{assert_close, botcard, f64s, model_dir, reference, u32s, Files};
 
-fn json(out: &str) -> Value {
+/// Runs `botcard ARGS --json`, asserting success, and parses its one JSON object.
+fn botcard_json(args: &[&str]) -> Value {
+    let (ok, out, err) = botcard(&[args, &["--json"]].concat());
+    assert!(ok, "{err}");
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
@@ -14,7 +17,7 @@ fn generate_json_greedy_matches_transformers() {
     let case = &r["models"]["tiny-2021"]["greedy"][0];
     let n = u32s(&case["new_ids"]).len().to_string();
     let dir = model_dir("tiny-2021");
-    let (ok, out, err) = botcard(&[
+    let v = botcard_json(&[
         "generate",
         "--model",
         dir.to_str().unwrap(),
@@ -25,10 +28,7 @@ fn generate_json_greedy_matches_transformers() {
         &n,
         "--min-new-tokens",
         &n,
-        "--json",
     ]);
-    assert!(ok, "{err}");
-    let v = json(&out);
     assert_eq!(
         u32s(&v["sequences"][0]["token_ids"]),
         u32s(&case["new_ids"])
@@ -84,16 +84,13 @@ fn score_json_matches_transformers_and_reports_perplexity() {
     let r = reference();
     let case = &r["models"]["relu-st"]["score"][0];
     let dir = model_dir("relu-st");
-    let (ok, out, err) = botcard(&[
+    let v = botcard_json(&[
         "score",
         "--model",
         dir.to_str().unwrap(),
         "--text",
         case["text"].as_str().unwrap(),
-        "--json",
     ]);
-    assert!(ok, "{err}");
-    let v = json(&out);
     assert_eq!(u32s(&v["token_ids"]), u32s(&case["ids"]));
     let lp: Vec<f32> = f64s(&v["logprobs"]).iter().map(|&x| x as f32).collect();
     assert_close("score", &lp, &f64s(&case["logprobs"]), 1e-4);
@@ -106,16 +103,13 @@ fn tokenize_json_matches_transformers() {
     let r = reference();
     let case = &r["tokenizer"][3];
     let dir = model_dir("tiny-2021");
-    let (ok, out, err) = botcard(&[
+    let v = botcard_json(&[
         "tokenize",
         "--model",
         dir.to_str().unwrap(),
         "--text",
         case["text"].as_str().unwrap(),
-        "--json",
     ]);
-    assert!(ok, "{err}");
-    let v = json(&out);
     assert_eq!(v["token_ids"], case["ids"]);
     assert_eq!(v["tokens"], case["tokens"]);
 }

@@ -22,7 +22,7 @@ fn huggingtweets_defaults_come_from_task_specific_params() {
     let p = b.default_params();
     assert!(p.do_sample);
     assert_eq!((p.min_length, p.max_length), (10, 160));
-    assert_eq!(p.top_p, f64::from(0.95f32));
+    assert_eq!(p.top_p, 0.95);
     assert_eq!(
         p.top_k, 50,
         "HF's default top_k applies when the model sets none"
