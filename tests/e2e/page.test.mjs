@@ -29,6 +29,13 @@ const BROKEN = {
   '/broken/weights/resolve/main/tokenizer.json': 'tests/fixtures/models/tiny-st/tokenizer.json',
   '/huge/model/resolve/main/config.json': 'tests/fixtures/models/tiny-st/config.json',
 };
+/** `botcard generate --json` on a fixture model, prompt "My dream is". */
+function cliGenerate(model, args) {
+  const bin = join(ROOT, 'target/release/botcard');
+  const dir = join(ROOT, 'tests/fixtures/models', model);
+  return JSON.parse(execFileSync(bin, ['generate', '--model', dir, '--prompt', 'My dream is', ...args, '--json']).toString());
+}
+
 function brokenHandlers() {
   const h = {};
   for (const [path, file] of Object.entries(BROKEN)) {
@@ -110,10 +117,7 @@ test('Compute streams samples from the default bot', async () => {
 });
 
 test('greedy in the browser equals the CLI for a 2021-layout model from the hub', async () => {
-  const cli = JSON.parse(execFileSync(join(ROOT, 'target/release/botcard'), [
-    'generate', '--model', join(ROOT, 'tests/fixtures/models/tiny-2021'), '--prompt', 'My dream is',
-    '--greedy', '--max-new-tokens', '24', '--min-new-tokens', '24', '--json',
-  ]).toString());
+  const cli = cliGenerate('tiny-2021', ['--greedy', '--max-new-tokens', '24', '--min-new-tokens', '24']);
   const p = await page(b);
   const q = new URLSearchParams({ model: 'botcard/tiny-2021', hub: hub.url, do_sample: 'false', max_new_tokens: '24', min_new_tokens: '24', prompt: 'My dream is' });
   // Every status line the widget shows, to see the download progress go by.
@@ -200,10 +204,7 @@ test('the embed works in an iframe on another origin', async () => {
 });
 
 test('the same seed samples the same text in the browser as the CLI', async () => {
-  const cli = JSON.parse(execFileSync(join(ROOT, 'target/release/botcard'), [
-    'generate', '--model', join(ROOT, 'tests/fixtures/models/tiny-2021'), '--prompt', 'My dream is',
-    '--seed', '42', '--max-new-tokens', '30', '--num-return-sequences', '2', '--json',
-  ]).toString());
+  const cli = cliGenerate('tiny-2021', ['--seed', '42', '--max-new-tokens', '30', '--num-return-sequences', '2']);
   const p = await page(b);
   const q = new URLSearchParams({ model: 'botcard/tiny-2021', hub: hub.url, seed: '42', max_new_tokens: '30', num_return_sequences: '2' });
   await p.goto(`${site.url}/?${q}`);
@@ -223,10 +224,7 @@ test('"Use local files" loads a model folder from disk', async () => {
   await p.locator('.bot-widget .status').filter({ hasText: 'The local model is ready' }).waitFor({ timeout: 60000 });
   await p.getByRole('button', { name: 'Compute' }).click();
   await p.locator('.bot-widget .status').filter({ hasText: /tokens\/s/ }).waitFor({ timeout: 60000 });
-  const cli = JSON.parse(execFileSync(join(ROOT, 'target/release/botcard'), [
-    'generate', '--model', join(ROOT, 'tests/fixtures/models/relu-st'), '--prompt', 'My dream is',
-    '--greedy', '--max-new-tokens', '10', '--json',
-  ]).toString());
+  const cli = cliGenerate('relu-st', ['--greedy', '--max-new-tokens', '10']);
   assert.equal(await p.locator('ol[aria-label="Generated samples"] li').first().textContent(), 'My dream is' + cli.sequences[0].text);
   await shot(p, 'local-files');
   await p.context().close();
@@ -297,10 +295,7 @@ test('dropping model files on the widget loads them', async () => {
   await p.locator('.bot-widget .status').filter({ hasText: 'The local model is ready' }).waitFor({ timeout: 60000 });
   await p.getByRole('button', { name: 'Compute' }).click();
   await p.locator('.bot-widget .status').filter({ hasText: /tokens\/s/ }).waitFor({ timeout: 60000 });
-  const cli = JSON.parse(execFileSync(join(ROOT, 'target/release/botcard'), [
-    'generate', '--model', join(ROOT, 'tests/fixtures/models/tiny-2021'), '--prompt', 'My dream is',
-    '--greedy', '--max-new-tokens', '6', '--json',
-  ]).toString());
+  const cli = cliGenerate('tiny-2021', ['--greedy', '--max-new-tokens', '6']);
   assert.equal(await p.locator('ol[aria-label="Generated samples"] li').first().textContent(), 'My dream is' + cli.sequences[0].text);
   await p.context().close();
 });
