@@ -15,20 +15,56 @@ use crate::config::{Activation, Config};
 use crate::error::{Error, Result};
 use crate::weights::Weights;
 
-/// A Conv1D of the checkpoint as a Linear: weight [in, out] transposed to [out, in].
-fn conv1d(w: &Weights, name: &str, n_in: usize, n_out: usize, dev: &Device) -> Result<Linear> {
-    let weight = w
-        .get(&format!("{name}.weight"), &[n_in, n_out], dev)?
-        .t()?
-        .contiguous()?;
-    let bias = w.get(&format!("{name}.bias"), &[n_out], dev)?;
+/// Where a model's tensors come from: a checkpoint ([`Weights`]) or training variables.
+pub trait TensorSource {
+    /// The tensor `name` (HF key without `transformer.`), checked to have `shape`.
+    fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor>;
+
+    /// A Conv1D weight as the model uses it, [n_out, n_in]; HF stores [n_in, n_out].
+    fn linear_weight(&self, name: &str, n_in: usize, n_out: usize) -> Result<Tensor> {
+        Ok(self.tensor(name, &[n_in, n_out])?.t()?.contiguous()?)
+    }
+}
+
+impl TensorSource for Weights<'_> {
+    fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        self.get(name, shape, &Device::Cpu)
+    }
+}
+
+fn conv1d(w: &dyn TensorSource, name: &str, n_in: usize, n_out: usize) -> Result<Linear> {
+    let weight = w.linear_weight(&format!("{name}.weight"), n_in, n_out)?;
+    let bias = w.tensor(&format!("{name}.bias"), &[n_out])?;
     Ok(Linear::new(weight, Some(bias)))
 }
 
-fn layer_norm(w: &Weights, name: &str, cfg: &Config, dev: &Device) -> Result<LayerNorm> {
-    let weight = w.get(&format!("{name}.weight"), &[cfg.n_embd], dev)?;
-    let bias = w.get(&format!("{name}.bias"), &[cfg.n_embd], dev)?;
-    Ok(LayerNorm::new(weight, bias, cfg.layer_norm_epsilon))
+/// Layer norm: candle's fused kernel for inference, plain (differentiable) ops for training.
+struct Norm {
+    ln: LayerNorm,
+    eps: f64,
+}
+
+impl Norm {
+    fn load(w: &dyn TensorSource, name: &str, cfg: &Config) -> Result<Self> {
+        let weight = w.tensor(&format!("{name}.weight"), &[cfg.n_embd])?;
+        let bias = w.tensor(&format!("{name}.bias"), &[cfg.n_embd])?;
+        Ok(Self {
+            ln: LayerNorm::new(weight, bias, cfg.layer_norm_epsilon),
+            eps: cfg.layer_norm_epsilon,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if !train {
+            return Ok(self.ln.forward(x)?);
+        }
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let xc = x.broadcast_sub(&mean)?;
+        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+        let y = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        let bias = self.ln.bias().expect("GPT-2 layer norms have a bias");
+        Ok(y.broadcast_mul(self.ln.weight())?.broadcast_add(bias)?)
+    }
 }
 
 struct Attention {
@@ -40,7 +76,7 @@ struct Attention {
 }
 
 impl Attention {
-    fn load(w: &Weights, layer: usize, cfg: &Config, dev: &Device) -> Result<Self> {
+    fn load(w: &dyn TensorSource, layer: usize, cfg: &Config) -> Result<Self> {
         let p = format!("h.{layer}.attn");
         let e = cfg.n_embd;
         let mut scale = 1.0;
@@ -51,15 +87,21 @@ impl Attention {
             scale /= (layer + 1) as f64;
         }
         Ok(Self {
-            c_attn: conv1d(w, &format!("{p}.c_attn"), e, 3 * e, dev)?,
-            c_proj: conv1d(w, &format!("{p}.c_proj"), e, e, dev)?,
+            c_attn: conv1d(w, &format!("{p}.c_attn"), e, 3 * e)?,
+            c_proj: conv1d(w, &format!("{p}.c_proj"), e, e)?,
             n_head: cfg.n_head,
             scale,
         })
     }
 
     /// x: (B, T, C); `mask`: (T, S) with -inf where a query may not look, None when T = 1.
-    fn forward(&self, x: &Tensor, cache: &mut KvCache, mask: Option<&Tensor>) -> Result<Tensor> {
+    /// Without a cache this is the training pass: differentiable ops only.
+    fn forward(
+        &self,
+        x: &Tensor,
+        cache: Option<&mut KvCache>,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let (b, t, c) = x.dims3()?;
         let hs = c / self.n_head;
         let qkv = self.c_attn.forward(x)?; // (B, T, 3C)
@@ -70,13 +112,21 @@ impl Attention {
                 .contiguous()
         };
         let (q, k, v) = (split(0)?, split(1)?, split(2)?);
-        let (k, v) = cache.append(&k, &v)?; // (B, nh, S, hs)
+        let train = cache.is_none();
+        let (k, v) = match cache {
+            Some(cache) => cache.append(&k, &v)?, // (B, nh, S, hs)
+            None => (k, v),
+        };
         let att = (q.matmul(&k.t()?.contiguous()?)? * self.scale)?; // (B, nh, T, S)
         let att = match mask {
             Some(m) => att.broadcast_add(m)?,
             None => att,
         };
-        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        let att = if train {
+            candle_nn::ops::softmax(&att, D::Minus1)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&att)?
+        };
         let y = att.matmul(&v.contiguous()?)?; // (B, nh, T, hs)
         let y = y.transpose(1, 2)?.reshape((b, t, c))?; // (B, T, C)
         Ok(self.c_proj.forward(&y)?)
@@ -90,11 +140,11 @@ struct Mlp {
 }
 
 impl Mlp {
-    fn load(w: &Weights, layer: usize, cfg: &Config, dev: &Device) -> Result<Self> {
+    fn load(w: &dyn TensorSource, layer: usize, cfg: &Config) -> Result<Self> {
         let p = format!("h.{layer}.mlp");
         Ok(Self {
-            c_fc: conv1d(w, &format!("{p}.c_fc"), cfg.n_embd, cfg.n_inner, dev)?,
-            c_proj: conv1d(w, &format!("{p}.c_proj"), cfg.n_inner, cfg.n_embd, dev)?,
+            c_fc: conv1d(w, &format!("{p}.c_fc"), cfg.n_embd, cfg.n_inner)?,
+            c_proj: conv1d(w, &format!("{p}.c_proj"), cfg.n_inner, cfg.n_embd)?,
             act: cfg.activation,
         })
     }
@@ -116,25 +166,33 @@ impl Mlp {
 }
 
 struct Block {
-    ln_1: LayerNorm,
+    ln_1: Norm,
     attn: Attention,
-    ln_2: LayerNorm,
+    ln_2: Norm,
     mlp: Mlp,
 }
 
 impl Block {
-    fn load(w: &Weights, layer: usize, cfg: &Config, dev: &Device) -> Result<Self> {
+    fn load(w: &dyn TensorSource, layer: usize, cfg: &Config) -> Result<Self> {
         Ok(Self {
-            ln_1: layer_norm(w, &format!("h.{layer}.ln_1"), cfg, dev)?,
-            attn: Attention::load(w, layer, cfg, dev)?,
-            ln_2: layer_norm(w, &format!("h.{layer}.ln_2"), cfg, dev)?,
-            mlp: Mlp::load(w, layer, cfg, dev)?,
+            ln_1: Norm::load(w, &format!("h.{layer}.ln_1"), cfg)?,
+            attn: Attention::load(w, layer, cfg)?,
+            ln_2: Norm::load(w, &format!("h.{layer}.ln_2"), cfg)?,
+            mlp: Mlp::load(w, layer, cfg)?,
         })
     }
 
-    fn forward(&self, x: &Tensor, cache: &mut KvCache, mask: Option<&Tensor>) -> Result<Tensor> {
-        let x = (x + self.attn.forward(&self.ln_1.forward(x)?, cache, mask)?)?;
-        Ok((&x + self.mlp.forward(&self.ln_2.forward(&x)?)?)?)
+    fn forward(
+        &self,
+        x: &Tensor,
+        cache: Option<&mut KvCache>,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let train = cache.is_none();
+        let x = (x + self
+            .attn
+            .forward(&self.ln_1.forward(x, train)?, cache, mask)?)?;
+        Ok((&x + self.mlp.forward(&self.ln_2.forward(&x, train)?)?)?)
     }
 }
 
@@ -157,7 +215,7 @@ pub struct Gpt2 {
     wte: Tensor,
     wpe: Tensor,
     h: Vec<Block>,
-    ln_f: LayerNorm,
+    ln_f: Norm,
     /// (V, C); the same tensor as `wte` when tied.
     lm_head: Linear,
     cfg: Config,
@@ -167,18 +225,23 @@ pub struct Gpt2 {
 impl Gpt2 {
     /// Builds the model from checkpoint tensors, checking every shape against `cfg`.
     pub fn load(cfg: &Config, w: &Weights) -> Result<Self> {
-        let dev = Device::Cpu;
-        let wte = w.get("wte.weight", &[cfg.vocab_size, cfg.n_embd], &dev)?;
-        let wpe = w.get("wpe.weight", &[cfg.n_positions, cfg.n_embd], &dev)?;
+        Self::from_source(cfg, w)
+    }
+
+    /// Builds the model from any tensor source: a checkpoint, or training variables (the
+    /// model then computes with the variables themselves, so optimizer steps show at once).
+    pub fn from_source(cfg: &Config, w: &dyn TensorSource) -> Result<Self> {
+        let wte = w.tensor("wte.weight", &[cfg.vocab_size, cfg.n_embd])?;
+        let wpe = w.tensor("wpe.weight", &[cfg.n_positions, cfg.n_embd])?;
         let h = (0..cfg.n_layer)
-            .map(|l| Block::load(w, l, cfg, &dev))
+            .map(|l| Block::load(w, l, cfg))
             .collect::<Result<_>>()?;
-        let ln_f = layer_norm(w, "ln_f", cfg, &dev)?;
+        let ln_f = Norm::load(w, "ln_f", cfg)?;
         // A stored lm_head.weight in a tied model is a copy of wte: use wte, as HF does.
         let lm_head = if cfg.tie_word_embeddings {
             wte.clone()
         } else {
-            w.get("lm_head.weight", &[cfg.vocab_size, cfg.n_embd], &dev)?
+            w.tensor("lm_head.weight", &[cfg.vocab_size, cfg.n_embd])?
         };
         Ok(Self {
             wte,
@@ -187,7 +250,7 @@ impl Gpt2 {
             ln_f,
             lm_head: Linear::new(lm_head, None),
             cfg: cfg.clone(),
-            device: dev,
+            device: Device::Cpu,
         })
     }
 
@@ -233,24 +296,45 @@ impl Gpt2 {
                 "token id {bad} is outside the model's vocabulary"
             )));
         }
-        let flat: Vec<u32> = ids.concat();
-        let tok = self
-            .wte
-            .index_select(&Tensor::new(flat, &self.device)?, 0)?
-            .reshape((b, t, self.cfg.n_embd))?;
-        let positions = Tensor::arange(cache.pos as u32, (cache.pos + t) as u32, &self.device)?;
+        let ids = Tensor::new(ids.concat(), &self.device)?.reshape((b, t))?;
+        let hidden = self.hidden(&ids, cache.pos, Some(&mut cache.layers))?;
+        cache.pos += t;
+        Ok(hidden)
+    }
+
+    /// The training pass: logits (B, T, V) for ids (B, T) from position 0, through
+    /// differentiable ops only and without a cache.
+    pub fn forward_train(&self, ids: &Tensor) -> Result<Tensor> {
+        let hidden = self.hidden(ids, 0, None)?;
+        self.logits(&hidden)
+    }
+
+    /// Final hidden states (B, T, C) of ids (B, T) at positions past..past+T.
+    fn hidden(
+        &self,
+        ids: &Tensor,
+        past: usize,
+        mut caches: Option<&mut [KvCache]>,
+    ) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let tok =
+            self.wte
+                .index_select(&ids.flatten_all()?, 0)?
+                .reshape((b, t, self.cfg.n_embd))?;
+        let positions = Tensor::arange(past as u32, (past + t) as u32, &self.device)?;
         let pos = self.wpe.index_select(&positions, 0)?; // (T, C)
         let mut x = tok.broadcast_add(&pos)?;
         let mask = if t > 1 {
-            Some(self.causal_mask(cache.pos, t)?)
+            Some(self.causal_mask(past, t)?)
         } else {
             None
         };
-        for (block, kv) in self.h.iter().zip(cache.layers.iter_mut()) {
+        let train = caches.is_none();
+        for (i, block) in self.h.iter().enumerate() {
+            let kv = caches.as_deref_mut().map(|c| &mut c[i]);
             x = block.forward(&x, kv, mask.as_ref())?;
         }
-        cache.pos += t;
-        Ok(self.ln_f.forward(&x)?)
+        self.ln_f.forward(&x, train)
     }
 
     /// Logits over the vocabulary for hidden states (…, C) -> (…, V).
