@@ -190,6 +190,47 @@ impl Config {
         Ok(cfg)
     }
 
+    /// `config.json` for this architecture as HF's `GPT2Config.save_pretrained` writes it, with
+    /// `task_specific_params` added when given.
+    pub fn to_hf_json(&self, task_specific_params: Option<Value>) -> Value {
+        let act = match self.activation {
+            Activation::GeluTanh => "gelu_new",
+            Activation::GeluErf => "gelu",
+            Activation::QuickGelu => "quick_gelu",
+            Activation::Relu => "relu",
+            Activation::Silu => "silu",
+            Activation::Tanh => "tanh",
+            Activation::Sigmoid => "sigmoid",
+            Activation::Identity => "linear",
+        };
+        let mut v = serde_json::json!({
+            "architectures": ["GPT2LMHeadModel"],
+            "model_type": "gpt2",
+            "vocab_size": self.vocab_size,
+            "n_positions": self.n_positions,
+            "n_ctx": self.n_positions,
+            "n_embd": self.n_embd,
+            "n_layer": self.n_layer,
+            "n_head": self.n_head,
+            "n_inner": if self.n_inner == 4 * self.n_embd { Value::Null } else { self.n_inner.into() },
+            "activation_function": act,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "scale_attn_weights": self.scale_attn_weights,
+            "scale_attn_by_inverse_layer_idx": self.scale_attn_by_inverse_layer_idx,
+            "reorder_and_upcast_attn": self.reorder_and_upcast_attn,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "bos_token_id": self.bos_token_id,
+            "eos_token_id": self.eos_token_id,
+            "attn_pdrop": 0.1, "embd_pdrop": 0.1, "resid_pdrop": 0.1,
+            "initializer_range": 0.02,
+            "use_cache": true,
+        });
+        if let Some(t) = task_specific_params {
+            v["task_specific_params"] = t;
+        }
+        v
+    }
+
     /// Width of one attention head.
     pub fn head_dim(&self) -> usize {
         self.n_embd / self.n_head

@@ -13,6 +13,7 @@ pub mod model;
 mod pickle;
 pub mod sampling;
 pub mod tokenizer;
+pub mod train;
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;
 pub mod weights;

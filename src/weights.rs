@@ -305,35 +305,40 @@ pub fn expected_tensors(cfg: &Config) -> Vec<(String, Vec<usize>)> {
 /// Writes every tensor of the model as f32 `model.safetensors` bytes with the key names
 /// `GPT2LMHeadModel.save_pretrained` uses, so HF transformers loads the result.
 pub fn to_safetensors(cfg: &Config, weights: &Weights) -> Result<Vec<u8>> {
-    let device = Device::Cpu;
-    let mut tensors = Vec::new();
-    for (name, shape) in expected_tensors(cfg) {
-        let t = weights.get(&name, &shape, &device)?;
-        let key = if name.starts_with("lm_head.") {
-            name
-        } else {
-            format!("transformer.{name}")
-        };
-        tensors.push((key, t));
-    }
-    let metadata = Some(HashMap::from([("format".to_owned(), "pt".to_owned())]));
-    let data: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+    let tensors = expected_tensors(cfg)
         .into_iter()
-        .map(|(k, t)| {
-            let shape = t.dims().to_vec();
-            let v: Vec<f32> = t.flatten_all()?.to_vec1()?;
-            Ok((k, v.iter().flat_map(|x| x.to_le_bytes()).collect(), shape))
-        })
-        .collect::<Result<_>>()?;
-    let views: Vec<(String, safetensors::tensor::TensorView)> = data
+        .map(|(name, shape)| Ok((name.clone(), weights.get(&name, &shape, &Device::Cpu)?)))
+        .collect::<Result<Vec<_>>>()?;
+    serialize(&tensors)
+}
+
+/// `model.safetensors` bytes (f32) from tensors named as in [`expected_tensors`], in HF's layout:
+/// keys get `GPT2LMHeadModel`'s `transformer.` prefix (not `lm_head.weight`), and the metadata
+/// says `format: pt`, which transformers requires.
+pub fn serialize(tensors: &[(String, Tensor)]) -> Result<Vec<u8>> {
+    let data = tensors
         .iter()
-        .map(|(k, bytes, shape)| {
-            let view =
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
-                    .expect("f32 data of its own shape");
-            (k.clone(), view)
+        .map(|(name, t)| {
+            let key = if name.starts_with("lm_head.") {
+                name.clone()
+            } else {
+                format!("transformer.{name}")
+            };
+            let v: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+            Ok((
+                key,
+                v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>(),
+                t.dims().to_vec(),
+            ))
         })
-        .collect();
+        .collect::<Result<Vec<_>>>()?;
+    let views = data.iter().map(|(k, bytes, shape)| {
+        let view =
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                .expect("f32 data of its own shape");
+        (k.clone(), view)
+    });
+    let metadata = Some(HashMap::from([("format".to_owned(), "pt".to_owned())]));
     safetensors::serialize(views, metadata).map_err(|e| Error::Weights {
         file: SAFETENSORS,
         reason: e.to_string(),

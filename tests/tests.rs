@@ -10,3 +10,4 @@ mod generation;
 mod parity;
 mod sampling;
 mod tokenizer;
+mod train;

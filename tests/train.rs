@@ -1,0 +1,116 @@
+//! Training: loss goes down, runs repeat with a seed, and the result is an HF GPT-2 folder.
+
+use botcard::train::{Size, TrainOptions, Trainer};
+use botcard::{Bot, Config, ModelFiles, Weights};
+
+use crate::util::Files;
+
+/// A small repetitive corpus: easy to learn a little of in a few steps.
+fn corpus_tokens() -> (Vec<u32>, Vec<u8>) {
+    let files = Files::of("tiny-st");
+    let tokenizer_json = files.get("tokenizer.json").unwrap().to_vec();
+    let tok = botcard::Tokenizer::from_tokenizer_json(&tokenizer_json).unwrap();
+    let mut text = String::new();
+    for i in 0..120 {
+        text.push_str(&format!(
+            "My dream is to see the sea with my friends number {}.<|endoftext|>The weather today is sunny and warm.<|endoftext|>",
+            i % 7
+        ));
+    }
+    (tok.encode(&text).unwrap(), tokenizer_json)
+}
+
+fn options(steps: usize) -> TrainOptions {
+    TrainOptions {
+        steps,
+        batch_size: 4,
+        block_size: 32,
+        learning_rate: 3e-3,
+        warmup_steps: 5,
+        seed: 3,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_few_seconds_of_training_lowers_heldout_loss() {
+    let (tokens, _) = corpus_tokens();
+    let cfg = Size::Tiny.config(50257, 50256);
+    let mut t = Trainer::new(cfg, None, tokens, options(40)).unwrap();
+    let before = t.heldout_loss(8).unwrap();
+    assert!(
+        (before - (50257f64).ln()).abs() < 0.5,
+        "an untrained model is near uniform: {before}"
+    );
+    let mut last = f64::INFINITY;
+    for _ in 0..40 {
+        last = t.step().unwrap().loss;
+    }
+    let after = t.heldout_loss(8).unwrap();
+    eprintln!("held-out loss {before:.3} -> {after:.3} (last train loss {last:.3})");
+    assert!(after < before - 3.0, "held-out loss {before} -> {after}");
+}
+
+#[test]
+fn the_same_seed_trains_the_same_weights() {
+    let (tokens, _) = corpus_tokens();
+    let run = || {
+        let mut t = Trainer::new(
+            Size::Tiny.config(50257, 50256),
+            None,
+            tokens.clone(),
+            options(3),
+        )
+        .unwrap();
+        for _ in 0..3 {
+            t.step().unwrap();
+        }
+        t.to_safetensors().unwrap()
+    };
+    assert!(run() == run());
+}
+
+#[test]
+fn the_trained_folder_loads_in_the_engine_with_hf_names_and_shapes() {
+    let (tokens, tokenizer_json) = corpus_tokens();
+    let cfg = Size::Tiny.config(50257, 50256);
+    let mut t = Trainer::new(cfg.clone(), None, tokens.clone(), options(2)).unwrap();
+    t.step().unwrap();
+    let st = t.to_safetensors().unwrap();
+    let names = safetensors::SafeTensors::deserialize(&st).unwrap();
+    let mut keys: Vec<String> = names.names().into_iter().map(str::to_owned).collect();
+    keys.sort();
+    assert!(keys.contains(&"transformer.h.1.attn.c_attn.weight".to_owned()));
+    assert_eq!(
+        names
+            .tensor("transformer.h.0.mlp.c_fc.weight")
+            .unwrap()
+            .shape(),
+        [64, 256],
+        "Conv1D is [in, out]"
+    );
+    assert!(
+        !keys.iter().any(|k| k.starts_with("lm_head")),
+        "tied lm_head is not stored"
+    );
+    let config = serde_json::to_vec(&cfg.to_hf_json(None)).unwrap();
+    assert_eq!(Config::from_json(&config).unwrap(), cfg);
+    let bot = Bot::load(&ModelFiles {
+        config_json: Some(&config),
+        model_safetensors: Some(&st),
+        tokenizer_json: Some(&tokenizer_json),
+        ..Default::default()
+    })
+    .unwrap();
+    // The loaded copy computes what the trainer's own model computes.
+    let ids = &tokens[..20];
+    let a = bot.model.logprobs(ids).unwrap();
+    let b = t.model().logprobs(ids).unwrap();
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() < 1e-4, "{x} vs {y}");
+    }
+    // Fine-tuning starts from a checkpoint of the same config.
+    let w = Weights::from_safetensors(&st).unwrap();
+    let t2 = Trainer::new(cfg, Some(&w), tokens, options(1)).unwrap();
+    assert_eq!(t2.to_safetensors().unwrap(), st);
+}
