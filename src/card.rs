@@ -483,3 +483,95 @@ mod tests {
         }
     }
 }
+
+/// Training figures a generated card reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainingFigures {
+    pub base: String,
+    pub steps: usize,
+    pub final_loss: f64,
+    pub heldout_loss: f64,
+    pub seconds: f64,
+    pub train_tokens: usize,
+    pub heldout_tokens: usize,
+}
+
+/// A model card in the huggingtweets layout for a bot trained by `botcard train`: front matter
+/// with the "My dream is" widget, the avatar/name/@handle header (no pictures: the page draws
+/// initials), the data table with one column per user, training figures, and how to use it.
+pub fn huggingtweets_card(
+    users: &[crate::dataset::UserPosts],
+    handle: &str,
+    t: &TrainingFigures,
+) -> String {
+    let names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
+    let joined = names.join(" & ");
+    let badge = if users.len() > 1 {
+        "🤖 AI CYBORG 🤖"
+    } else {
+        "🤖 AI BOT 🤖"
+    };
+    let avatar = "        <div\n            style=\"display:inherit; margin-left: 4px; margin-right: 4px; width: 92px; height:92px; border-radius: 50%; background-size: cover; background-image: url('')\">\n        </div>\n";
+    let row = |label: &str, f: &dyn Fn(&crate::dataset::UserPosts) -> usize| {
+        let cells: Vec<String> = users.iter().map(|u| f(u).to_string()).collect();
+        format!("| {label} | {} |\n", cells.join(" | "))
+    };
+    let perplexity = t.heldout_loss.exp();
+    let mut s = String::new();
+    s.push_str("---\nlanguage: en\ntags:\n- huggingtweets\n- botcard\nwidget:\n- text: \"My dream is\"\n---\n\n");
+    s.push_str("<div class=\"inline-flex flex-col\" style=\"line-height: 1.5;\">\n    <div class=\"flex\">\n");
+    for _ in users {
+        s.push_str(avatar);
+    }
+    s.push_str("    </div>\n");
+    s.push_str(&format!("    <div style=\"text-align: center; margin-top: 3px; font-size: 16px; font-weight: 800\">{badge}</div>\n"));
+    s.push_str(&format!(
+        "    <div style=\"text-align: center; font-size: 16px; font-weight: 800\">{}</div>\n",
+        escape(&joined)
+    ));
+    s.push_str(&format!(
+        "    <div style=\"text-align: center; font-size: 14px;\">@{}</div>\n</div>\n\n",
+        escape(handle)
+    ));
+    s.push_str("I was made with botcard (`botcard train`), the huggingtweets pipeline rebuilt for X data archives.\n\n");
+    s.push_str(&format!(
+        "## Training data\n\nThe model was trained on posts from {joined}.\n\n"
+    ));
+    s.push_str(&format!(
+        "| Data | {} |\n|{}\n",
+        names.join(" | "),
+        " --- |".repeat(names.len() + 1)
+    ));
+    s.push_str(&row("Tweets downloaded", &|u| u.downloaded));
+    s.push_str(&row("Retweets", &|u| u.retweets));
+    s.push_str(&row("Short tweets", &|u| u.short));
+    s.push_str(&row("Tweets kept", &|u| u.kept.len()));
+    s.push_str(&format!(
+        "\n## Training procedure\n\nThe model is {}, trained with candle on @{handle}'s posts.\n\n\
+         | Figure | Value |\n| --- | --- |\n| Steps | {} |\n| Final training loss | {:.3} |\n\
+         | Held-out loss | {:.3} |\n| Held-out perplexity | {:.1} |\n| Training tokens | {} |\n\
+         | Held-out tokens | {} |\n| Training time | {:.0} s |\n",
+        t.base,
+        t.steps,
+        t.final_loss,
+        t.heldout_loss,
+        perplexity,
+        t.train_tokens,
+        t.heldout_tokens,
+        t.seconds
+    ));
+    s.push_str(&format!(
+        "\n## How to use\n\nOpen botcard's page with this folder as the model (\"Use local files\", or \
+         `?model=<owner>/<name>` once it is on a hub) and press **Compute**. From the command line:\n\n\
+         ```bash\nbotcard generate --model <this folder> --prompt \"My dream is\"\n```\n\n\
+         ## Limitations and bias\n\nThe model writes like the posts it was trained on, including their \
+         limitations and biases.\n"
+    ));
+    s
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}

@@ -44,6 +44,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Train a bot on posts (X archive tweets.js, JSONL or text; one file per user) and write
+    /// a model folder with its huggingtweets card.
+    Train(TrainArgs),
     /// Write model.safetensors + tokenizer.json (and the configs) from any supported layout.
     Convert {
         #[command(flatten)]
@@ -103,6 +106,50 @@ struct GenerateArgs {
     /// Print one JSON object with the sequences, their token ids and timings.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Posts of one user per file: tweets.js from an X archive, .jsonl, or text with one post per line.
+    #[arg(long, required = true, num_args = 1..)]
+    data: Vec<PathBuf>,
+    /// Output folder (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+    /// Fine-tune this HF GPT-2 folder instead of starting from scratch.
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// Folder with the tokenizer for training from scratch (tokenizer.json or vocab.json + merges.txt).
+    #[arg(long, conflicts_with = "init")]
+    tokenizer: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "tiny")]
+    size: SizeArg,
+    #[arg(long, conflicts_with = "epochs")]
+    steps: Option<usize>,
+    /// Passes over the training tokens (converted to steps).
+    #[arg(long)]
+    epochs: Option<f64>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 128)]
+    block_size: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Display names, one per data file (default: the file's name, or its folder's for tweets.js).
+    #[arg(long)]
+    name: Vec<String>,
+    /// The bot's @handle (default: the names joined with '-').
+    #[arg(long)]
+    handle: Option<String>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SizeArg {
+    Tiny,
+    Small,
+    Base,
 }
 
 /// Reads the files of a model folder that exist; a missing optional file is simply absent.
@@ -295,12 +342,172 @@ fn convert(dir: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A user's name from their data file: `alice.jsonl` -> alice, `archive/alice/tweets.js` -> alice.
+fn user_name(path: &Path) -> String {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if stem == "tweets" || stem.starts_with("tweets-part") {
+        let dir = path
+            .parent()
+            .and_then(Path::file_name)
+            .map(|s| s.to_string_lossy().into_owned());
+        if let Some(d) = dir.filter(|d| d != "data") {
+            return d;
+        }
+    }
+    stem
+}
+
+fn train(a: TrainArgs) -> Result<()> {
+    use botcard::dataset;
+    use botcard::train::{Size, TrainOptions, Trainer};
+    let start = Instant::now();
+    if !a.name.is_empty() && a.name.len() != a.data.len() {
+        bail!(
+            "--name was given {} times for {} data files",
+            a.name.len(),
+            a.data.len()
+        );
+    }
+    let mut users = Vec::new();
+    for (i, path) in a.data.iter().enumerate() {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("{}: cannot be read", path.display()))?;
+        let posts = dataset::read_posts(&bytes, &path.display().to_string())?;
+        let name = a.name.get(i).cloned().unwrap_or_else(|| user_name(path));
+        users.push(dataset::curate(&name, &posts));
+    }
+    for u in &users {
+        eprintln!(
+            "{}: {} downloaded, {} retweets, {} short, {} kept",
+            u.name,
+            u.downloaded,
+            u.retweets,
+            u.short,
+            u.kept.len()
+        );
+    }
+    let text = dataset::training_text(&users)?;
+    let (folder, init_files) = match (&a.init, &a.tokenizer) {
+        (Some(dir), _) => (Folder::read(dir)?, true),
+        (None, Some(dir)) => (Folder::read(dir)?, false),
+        (None, None) => {
+            bail!("give --init DIR to fine-tune, or --tokenizer DIR to train from scratch")
+        }
+    };
+    let files = folder.model_files();
+    let tokenizer = files.tokenizer()?;
+    let tokens = tokenizer.encode(&text)?;
+    let eos = tokenizer
+        .token_to_id("<|endoftext|>")
+        .context("the tokenizer has no <|endoftext|>")?;
+    let (cfg, weights) = if init_files {
+        (
+            botcard::Config::from_json(files.config()?)?,
+            Some(files.weights()?),
+        )
+    } else {
+        let size = match a.size {
+            SizeArg::Tiny => Size::Tiny,
+            SizeArg::Small => Size::Small,
+            SizeArg::Base => Size::Base,
+        };
+        (size.config(tokenizer.vocab_size(), eos), None)
+    };
+    let block = a.block_size.min(cfg.n_positions);
+    let steps = match (a.steps, a.epochs) {
+        (Some(s), _) => s,
+        (None, Some(e)) => ((e * tokens.len() as f64) / (a.batch_size * block) as f64)
+            .ceil()
+            .max(1.0) as usize,
+        (None, None) => 1000,
+    };
+    let opts = TrainOptions {
+        steps,
+        batch_size: a.batch_size,
+        block_size: block,
+        learning_rate: a.lr,
+        warmup_steps: (steps / 20).max(1),
+        seed: a.seed,
+        ..Default::default()
+    };
+    let mut trainer = Trainer::new(cfg.clone(), weights.as_ref(), tokens, opts)?;
+    let (train_tokens, heldout_tokens) = trainer.token_counts();
+    eprintln!("{train_tokens} training tokens, {heldout_tokens} held out; {steps} steps");
+    let bar = indicatif::ProgressBar::new(steps as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  ETA {eta}")
+            .expect("valid template"),
+    );
+    let train_start = Instant::now();
+    let (mut seen, mut loss) = (0usize, f64::NAN);
+    for _ in 0..steps {
+        let r = trainer.step()?;
+        seen += r.tokens;
+        loss = r.loss;
+        let rate = seen as f64 / train_start.elapsed().as_secs_f64();
+        bar.set_message(format!("loss {loss:.3}  {rate:.0} tok/s"));
+        bar.inc(1);
+    }
+    bar.finish();
+    let heldout = trainer.heldout_loss(64)?;
+    eprintln!(
+        "held-out loss {heldout:.3}, perplexity {:.1}",
+        heldout.exp()
+    );
+    let figures = botcard::card::TrainingFigures {
+        base: match &a.init {
+            Some(d) => format!("fine-tuned from {}", d.display()),
+            None => format!(
+                "a GPT-2 trained from scratch ({} layers, {} wide, {} positions, {} tokens)",
+                cfg.n_layer, cfg.n_embd, cfg.n_positions, cfg.vocab_size
+            ),
+        },
+        steps,
+        final_loss: loss,
+        heldout_loss: heldout,
+        seconds: start.elapsed().as_secs_f64(),
+        train_tokens,
+        heldout_tokens,
+    };
+    let handle = a.handle.clone().unwrap_or_else(|| {
+        users
+            .iter()
+            .map(|u| u.name.to_lowercase().replace(' ', ""))
+            .collect::<Vec<_>>()
+            .join("-")
+    });
+    let task = json!({"text-generation": {"do_sample": true, "min_length": 10, "max_length": 160,
+        "temperature": 1.0, "top_p": 0.95, "prefix": "<|endoftext|>"}});
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("{}: cannot create", a.out.display()))?;
+    let write = |name: &str, bytes: &[u8]| -> Result<()> {
+        let path = a.out.join(name);
+        std::fs::write(&path, bytes).with_context(|| format!("{}: cannot write", path.display()))
+    };
+    write(
+        "config.json",
+        serde_json::to_string_pretty(&cfg.to_hf_json(Some(task)))?.as_bytes(),
+    )?;
+    write("model.safetensors", &trainer.to_safetensors()?)?;
+    write("tokenizer.json", tokenizer.to_json()?.as_bytes())?;
+    write(
+        "README.md",
+        botcard::card::huggingtweets_card(&users, &handle, &figures).as_bytes(),
+    )?;
+    eprintln!("wrote {}", a.out.display());
+    Ok(())
+}
+
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(a) => generate(a),
         Command::Score { model, text, json } => score(&model.model, &text, json),
         Command::Tokenize { model, text, json } => tokenize(&model.model, &text, json),
+        Command::Train(a) => train(a),
         Command::Convert { model, out } => convert(&model.model, &out),
     };
     if let Err(e) = result {

@@ -188,3 +188,120 @@ fn errors_are_one_line_on_stderr_with_a_failing_exit() {
     ]);
     assert!(!ok && err.contains("top_p"), "{err}");
 }
+
+/// A user's posts as an X archive tweets.js: `n` posts, every 10th a retweet, every 7th short.
+fn write_tweets_js(path: &std::path::Path, n: usize) {
+    let posts: Vec<Value> = (0..n)
+        .map(|i| {
+            let text = if i % 10 == 0 {
+                format!("RT @other: shared post {i}")
+            } else if i % 7 == 0 {
+                "ok thanks".to_owned()
+            } else {
+                format!("Today I walked to the harbour and watched boat number {i} sail out https://t.co/x{i}")
+            };
+            serde_json::json!({"tweet": {"id": i.to_string(), "full_text": text}})
+        })
+        .collect();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(
+        path,
+        format!("window.YTD.tweets.part0 = {}", Value::Array(posts)),
+    )
+    .unwrap();
+}
+
+#[test]
+fn train_writes_a_model_folder_with_a_huggingtweets_card() {
+    let tmp = tempfile::tempdir().unwrap();
+    let alice = tmp.path().join("alice/tweets.js");
+    write_tweets_js(&alice, 200);
+    let bob = tmp.path().join("bob.jsonl");
+    let lines: Vec<String> = (0..150)
+        .map(|i| {
+            serde_json::json!({"text": format!("Bob thinks the bridge {i} looks lovely at night")})
+                .to_string()
+        })
+        .collect();
+    std::fs::write(&bob, lines.join("\n")).unwrap();
+    let out = tmp.path().join("bot");
+    let tokenizer = model_dir("tiny-st");
+    let (ok, _, err) = botcard(&[
+        "train",
+        "--data",
+        alice.to_str().unwrap(),
+        bob.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--tokenizer",
+        tokenizer.to_str().unwrap(),
+        "--size",
+        "tiny",
+        "--steps",
+        "4",
+        "--block-size",
+        "32",
+        "--batch-size",
+        "2",
+        "--seed",
+        "1",
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("alice: 200 downloaded, 20 retweets, 26 short, 154 kept"),
+        "{err}"
+    );
+    let card = botcard::card::parse_card(&std::fs::read(out.join("README.md")).unwrap());
+    assert_eq!(card.badge.as_deref(), Some("🤖 AI CYBORG 🤖"));
+    assert_eq!(card.handle.as_deref(), Some("@alice-bob"));
+    assert_eq!(card.widget_text.as_deref(), Some("My dream is"));
+    let names: Vec<&str> = card.users.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, ["alice", "bob"]);
+    assert_eq!(
+        (card.stats[0].downloaded, card.stats[0].retweets),
+        (Some(200), Some(20))
+    );
+    assert_eq!(
+        (card.stats[0].short_tweets, card.stats[0].kept),
+        (Some(26), Some(154))
+    );
+    assert_eq!(card.stats[1].kept, Some(150));
+    assert!(card.body_html.contains("Held-out perplexity"));
+    let bot = Files::read(&out).load().unwrap();
+    assert_eq!(
+        bot.default_params().prefix.as_deref(),
+        Some("<|endoftext|>")
+    );
+    let v = botcard_json(&[
+        "generate",
+        "--model",
+        out.to_str().unwrap(),
+        "--prompt",
+        "My dream is",
+        "--max-new-tokens",
+        "5",
+    ]);
+    assert_eq!(v["sequences"][0]["token_ids"].as_array().unwrap().len(), 5);
+}
+
+#[test]
+fn train_refuses_too_little_text_in_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("tiny.txt");
+    std::fs::write(&data, "just one short post here\n").unwrap();
+    let tokenizer = model_dir("tiny-st");
+    let (ok, _, err) = botcard(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        tmp.path().join("o").to_str().unwrap(),
+        "--tokenizer",
+        tokenizer.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("at least 6000") && err.trim().lines().count() == 2,
+        "{err}"
+    );
+}
