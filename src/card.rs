@@ -560,13 +560,13 @@ pub fn huggingtweets_card(
         t.heldout_tokens,
         t.seconds
     ));
-    s.push_str(&format!(
+    s.push_str(
         "\n## How to use\n\nOpen botcard's page with this folder as the model (\"Use local files\", or \
          `?model=<owner>/<name>` once it is on a hub) and press **Compute**. From the command line:\n\n\
          ```bash\nbotcard generate --model <this folder> --prompt \"My dream is\"\n```\n\n\
          ## Limitations and bias\n\nThe model writes like the posts it was trained on, including their \
          limitations and biases.\n"
-    ));
+    );
     s
 }
 
