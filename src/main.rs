@@ -122,6 +122,10 @@ struct TrainArgs {
     /// Folder with the tokenizer for training from scratch (tokenizer.json or vocab.json + merges.txt).
     #[arg(long, conflicts_with = "init")]
     tokenizer: Option<PathBuf>,
+    /// Learn a byte-level BPE of this many tokens from the posts instead of using --tokenizer
+    /// (a small vocabulary keeps a small bot small).
+    #[arg(long, conflicts_with_all = ["init", "tokenizer"])]
+    vocab_size: Option<usize>,
     #[arg(long, value_enum, default_value = "tiny")]
     size: SizeArg,
     #[arg(long, conflicts_with = "epochs")]
@@ -390,31 +394,35 @@ fn train(a: TrainArgs) -> Result<()> {
         );
     }
     let text = dataset::training_text(&users)?;
-    let (folder, init_files) = match (&a.init, &a.tokenizer) {
-        (Some(dir), _) => (Folder::read(dir)?, true),
-        (None, Some(dir)) => (Folder::read(dir)?, false),
+    let folder = match a.init.as_ref().or(a.tokenizer.as_ref()) {
+        Some(dir) => Some(Folder::read(dir)?),
+        None => None,
+    };
+    let files = folder.as_ref().map(Folder::model_files);
+    let tokenizer = match (&files, a.vocab_size) {
+        (Some(f), _) => f.tokenizer()?,
+        (None, Some(n)) => {
+            let posts: Vec<String> = users.iter().flat_map(|u| u.kept.iter().cloned()).collect();
+            botcard::Tokenizer::train_byte_level_bpe(&posts, n)?
+        }
         (None, None) => {
-            bail!("give --init DIR to fine-tune, or --tokenizer DIR to train from scratch")
+            bail!("give --init DIR to fine-tune, or --tokenizer DIR or --vocab-size N to train from scratch")
         }
     };
-    let files = folder.model_files();
-    let tokenizer = files.tokenizer()?;
     let tokens = tokenizer.encode(&text)?;
     let eos = tokenizer
         .token_to_id("<|endoftext|>")
         .context("the tokenizer has no <|endoftext|>")?;
-    let (cfg, weights) = if init_files {
-        (
-            botcard::Config::from_json(files.config()?)?,
-            Some(files.weights()?),
-        )
-    } else {
-        let size = match a.size {
-            SizeArg::Tiny => Size::Tiny,
-            SizeArg::Small => Size::Small,
-            SizeArg::Base => Size::Base,
-        };
-        (size.config(tokenizer.vocab_size(), eos), None)
+    let (cfg, weights) = match (&a.init, &files) {
+        (Some(_), Some(f)) => (botcard::Config::from_json(f.config()?)?, Some(f.weights()?)),
+        _ => {
+            let size = match a.size {
+                SizeArg::Tiny => Size::Tiny,
+                SizeArg::Small => Size::Small,
+                SizeArg::Base => Size::Base,
+            };
+            (size.config(tokenizer.vocab_size(), eos), None)
+        }
     };
     let block = a.block_size.min(cfg.n_positions);
     let steps = match (a.steps, a.epochs) {

@@ -80,29 +80,45 @@ impl Tokenizer {
                 }
             }
         }
-        let eos = "<|endoftext|>";
-        let added = match vocab.get(eos).and_then(Value::as_u64) {
-            Some(id) => json!([{"id": id, "content": eos, "single_word": false, "lstrip": false,
-                                "rstrip": false, "normalized": true, "special": true}]),
-            None => json!([]),
-        };
-        // Exactly the tokenizer.json that transformers' GPT2 converter writes.
-        let spec = json!({
-            "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
-            "normalizer": null,
-            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
-            "post_processor": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true},
-            "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
-            "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": "",
-                      "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false,
-                      "ignore_merges": false, "vocab": vocab, "merges": pairs},
-        });
+        let spec = byte_level_bpe_spec(vocab, pairs);
         let inner =
             tokenizers::Tokenizer::from_bytes(spec.to_string()).map_err(|e| Error::Tokenizer {
                 file: "merges.txt",
                 reason: format!("vocab.json and merges.txt do not make a BPE ({e})"),
             })?;
         Self::from_inner(inner, "vocab.json")
+    }
+
+    /// Learns a GPT-2-style byte-level BPE of at most `vocab_size` tokens (`<|endoftext|>`
+    /// included, as a special token) from `texts` — a small vocabulary keeps a small bot small.
+    pub fn train_byte_level_bpe(texts: &[String], vocab_size: usize) -> Result<Self> {
+        let bad = |reason: String| Error::Tokenizer {
+            file: "trained tokenizer",
+            reason,
+        };
+        if vocab_size < 257 {
+            return Err(bad(format!(
+                "a byte-level vocabulary needs at least 257 tokens, not {vocab_size}"
+            )));
+        }
+        let spec = byte_level_bpe_spec(Map::new(), Vec::new());
+        let mut inner =
+            tokenizers::Tokenizer::from_bytes(spec.to_string()).map_err(|e| bad(e.to_string()))?;
+        let alphabet = tokenizers::pre_tokenizers::byte_level::ByteLevel::alphabet()
+            .into_iter()
+            .collect();
+        let trainer = tokenizers::models::bpe::BpeTrainer::builder()
+            .vocab_size(vocab_size)
+            .min_frequency(2)
+            .show_progress(false)
+            .special_tokens(vec![tokenizers::AddedToken::from("<|endoftext|>", true)])
+            .initial_alphabet(alphabet)
+            .build();
+        let mut trainer = tokenizers::models::TrainerWrapper::BpeTrainer(trainer);
+        inner
+            .train(&mut trainer, texts.iter())
+            .map_err(|e| bad(format!("training failed ({e})")))?;
+        Self::from_inner(inner, "trained tokenizer")
     }
 
     fn from_inner(inner: tokenizers::Tokenizer, file: &'static str) -> Result<Self> {
@@ -194,6 +210,27 @@ impl Tokenizer {
             .map(Vec::as_slice)
             .unwrap_or_default()
     }
+}
+
+/// The tokenizer.json of a GPT-2 byte-level BPE, exactly as transformers' GPT2 converter writes
+/// it; `<|endoftext|>` is a special token when the vocabulary has it.
+fn byte_level_bpe_spec(vocab: Map<String, Value>, merges: Vec<Value>) -> Value {
+    let eos = "<|endoftext|>";
+    let added = match vocab.get(eos).and_then(Value::as_u64) {
+        Some(id) => json!([{"id": id, "content": eos, "single_word": false, "lstrip": false,
+                            "rstrip": false, "normalized": true, "special": true}]),
+        None => json!([]),
+    };
+    json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+        "post_processor": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true},
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": "",
+                  "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false,
+                  "ignore_merges": false, "vocab": vocab, "merges": merges},
+    })
 }
 
 /// Turns a stream of token ids into text without ever splitting a UTF-8 character: an emoji

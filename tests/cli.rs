@@ -305,3 +305,50 @@ fn train_refuses_too_little_text_in_one_line() {
         "{err}"
     );
 }
+
+#[test]
+fn train_with_its_own_small_vocabulary_writes_a_matching_tokenizer_and_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("carol.txt");
+    let lines: Vec<String> = (0..300)
+        .map(|i| format!("Carol bakes bread loaf {i} every morning before sunrise"))
+        .collect();
+    std::fs::write(&data, lines.join("\n")).unwrap();
+    let out = tmp.path().join("bot");
+    let (ok, _, err) = botcard(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--vocab-size",
+        "320",
+        "--steps",
+        "2",
+        "--block-size",
+        "32",
+        "--batch-size",
+        "2",
+    ]);
+    assert!(ok, "{err}");
+    let bot = Files::read(&out).load().unwrap();
+    assert_eq!(bot.config.vocab_size, bot.tokenizer.vocab_size());
+    assert!(bot.config.vocab_size <= 320);
+    let size = std::fs::metadata(out.join("model.safetensors"))
+        .unwrap()
+        .len();
+    assert!(
+        size < 1_000_000,
+        "a 320-token tiny bot is small: {size} bytes"
+    );
+    let v = botcard_json(&[
+        "generate",
+        "--model",
+        out.to_str().unwrap(),
+        "--prompt",
+        "Carol",
+        "--max-new-tokens",
+        "3",
+    ]);
+    assert_eq!(v["sequences"][0]["token_ids"].as_array().unwrap().len(), 3);
+}

@@ -91,3 +91,41 @@ fn unfinished_character_at_the_end_becomes_one_replacement() {
     assert_eq!(ids.len(), 3);
     assert_eq!(tok.decode(&ids[..2]), "\u{FFFD}");
 }
+
+#[test]
+fn a_trained_byte_level_bpe_is_small_round_trips_and_keeps_end_of_text_special() {
+    let texts: Vec<String> = (0..300)
+        .map(|i| {
+            format!("My dream is to sail the sea, day {i}. The weather today is sunny and warm!")
+        })
+        .collect();
+    let tok = Tokenizer::train_byte_level_bpe(&texts, 400).unwrap();
+    assert!(
+        tok.vocab_size() <= 400 && tok.vocab_size() > 257,
+        "{}",
+        tok.vocab_size()
+    );
+    let eos = tok.token_to_id("<|endoftext|>").unwrap();
+    // Learned merges make common words one token; anything else still encodes byte by byte.
+    assert!(tok.encode(" dream").unwrap().len() <= 2);
+    for text in [
+        "My dream is to sail",
+        "emoji 🤖 and 永井均 never seen",
+        "<|endoftext|>hi",
+    ] {
+        let ids = tok.encode(text).unwrap();
+        assert_eq!(
+            tok.decode(&ids),
+            text.replace("<|endoftext|>", ""),
+            "{text}"
+        );
+    }
+    assert_eq!(tok.encode("<|endoftext|>hi").unwrap()[0], eos);
+    // It survives a round trip through tokenizer.json.
+    let again = Tokenizer::from_tokenizer_json(tok.to_json().unwrap().as_bytes()).unwrap();
+    assert_eq!(
+        again.encode("My dream is").unwrap(),
+        tok.encode("My dream is").unwrap()
+    );
+    assert!(Tokenizer::train_byte_level_bpe(&texts, 100).is_err());
+}
