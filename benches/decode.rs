@@ -2,6 +2,7 @@
 //! speed work. `cargo bench --bench decode`; compare ratios within one run, not absolute times.
 
 use botcard::{Bot, ModelFiles};
+use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 /// GPT-2 124M: 12 layers, 12 heads, 768 wide, 1024 positions, 50257 tokens.
@@ -11,28 +12,22 @@ const CONFIG: &str = r#"{"model_type": "gpt2", "vocab_size": 50257, "n_positions
 /// model.safetensors bytes with small pseudo-random values (a fixed LCG: fast and repeatable).
 fn random_weights(cfg: &botcard::Config) -> Vec<u8> {
     let mut state = 0x2545_f491_4f6c_dd1du64;
-    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = botcard::weights::expected_tensors(cfg)
+    let tensors: Vec<(String, Tensor)> = botcard::weights::expected_tensors(cfg)
         .into_iter()
         .map(|(name, shape)| {
             let n: usize = shape.iter().product();
-            let mut bytes = Vec::with_capacity(4 * n);
-            for _ in 0..n {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                let x = ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.04;
-                bytes.extend_from_slice(&x.to_le_bytes());
-            }
-            (name, shape, bytes)
+            let values: Vec<f32> = (0..n)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.04
+                })
+                .collect();
+            (name, Tensor::from_vec(values, shape, &Device::Cpu).unwrap())
         })
         .collect();
-    let views = tensors.iter().map(|(n, s, b)| {
-        (
-            n.clone(),
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap(),
-        )
-    });
-    safetensors::serialize(views, None).unwrap()
+    botcard::weights::serialize(&tensors).unwrap()
 }
 
 fn bench(c: &mut Criterion) {

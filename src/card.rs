@@ -255,10 +255,10 @@ impl Header {
         let divs = Selector::parse("div").expect("valid selector");
         let mut h = Self::default();
         for div in doc.select(&divs) {
-            let style = div.value().attr("style").unwrap_or("").to_ascii_lowercase();
+            let raw_style = div.value().attr("style").unwrap_or("");
+            let style = raw_style.to_ascii_lowercase();
             if style.contains("background-image") {
                 let hidden = style.replace(' ', "").contains("display:none");
-                let raw_style = div.value().attr("style").unwrap_or("");
                 h.avatars
                     .push((css_url(raw_style).filter(|u| is_web_url(u)), !hidden));
                 continue;

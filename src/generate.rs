@@ -257,6 +257,11 @@ impl Session {
         &self.rows[0].context[..self.prompt_tokens]
     }
 
+    /// How many sequences this session writes (1 for greedy decoding).
+    pub fn sequence_count(&self) -> usize {
+        self.rows.len()
+    }
+
     /// True when every sequence has finished.
     pub fn is_done(&self) -> bool {
         self.rows.iter().all(|r| r.finished)

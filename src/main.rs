@@ -227,7 +227,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
     let start = Instant::now();
     let mut session = bot.session(&a.prompt, p)?;
     let prefill = start.elapsed().as_secs_f64();
-    let one = session.sequences().len() == 1;
+    let one = session.sequence_count() == 1;
     let mut stdout = std::io::stdout().lock();
     if one && !a.json {
         write!(stdout, "{}", a.prompt)?;

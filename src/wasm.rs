@@ -73,7 +73,7 @@ impl WasmBot {
             .bot
             .session(prompt, o.apply(self.bot.default_params()))
             .map_err(js_err)?;
-        let n = session.sequences().len();
+        let n = session.sequence_count();
         self.session = Some(session);
         Ok(n)
     }

@@ -43,7 +43,6 @@ async function showCard(widget) {
 
 nav();
 const widget = widgetFromUrl(params);
-if (!params.has('prompt')) widget.setAttribute('prompt', 'My dream is');
 document.getElementById('try').append(widget);
 showCard(widget);
 

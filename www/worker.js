@@ -81,7 +81,6 @@ async function fetchModel(base, id) {
 
 async function handle(msg) {
   const { type, id } = msg;
-  if (type === 'stop') { stopped = true; return; }
   await ready;
   if (type === 'card') {
     post({ type: 'card', id, card: renderCard(new Uint8Array(msg.bytes)) });
