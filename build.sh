@@ -3,6 +3,8 @@
 #   ./build.sh          build the CLI and the web page (www/pkg/, www/models/default/)
 #   ./build.sh serve    build, then serve www/ on http://127.0.0.1:8080
 #   ./build.sh test     build, then run every test: cargo tests and the browser tests
+#   ./build.sh default-bot   retrain the bundled bot (www/models/default/) from Debian's
+#                            fortunes, seeded; about 40 minutes on 2 CPU cores
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -25,12 +27,36 @@ build() {
   cargo build --lib --release --target wasm32-unknown-unknown
   wasm-bindgen --target web --no-typescript --out-dir www/pkg \
     target/wasm32-unknown-unknown/release/botcard.wasm
+}
 
-  step "default bot"
-  # Until the trained default bot lands (issue 4), the page opens on the tiny fixture model.
-  for f in config.json generation_config.json model.safetensors tokenizer.json; do
-    cp tests/fixtures/models/tiny-st/$f www/models/default/$f
+# The posts: every fortune in Debian 12's fortunes + fortunes-min except drawings (ascii-art)
+# and dated stereotype jokes (ethnic, men-women). Versions are pinned so a rerun sees the same text.
+FORTUNES_VERSION=1:1.99.1-7.3
+FORTUNES_SKIPPED="ascii-art ethnic men-women"
+
+default_bot() {
+  cargo build --release --bin botcard
+  step "Debian fortunes $FORTUNES_VERSION"
+  local work=target/default-bot
+  rm -rf "$work" && mkdir -p "$work"
+  (cd "$work" && apt-get download "fortunes=$FORTUNES_VERSION" "fortunes-min=$FORTUNES_VERSION")
+  for deb in "$work"/*.deb; do dpkg-deb -x "$deb" "$work/root"; done
+  local dir="$work/root/usr/share/games/fortunes" files=()
+  for f in "$dir"/*; do
+    local name=${f##*/}
+    case "$name" in *.dat | *.u8) continue ;; esac
+    [[ " $FORTUNES_SKIPPED " == *" $name "* ]] || files+=("$f")
   done
+  step "training on ${#files[@]} fortune files"
+  target/release/botcard train --data "${files[@]}" --out "$work/bot" \
+    --name "Fortune Cookie" --handle fortune \
+    --about "The posts are the fortunes of Debian 12's \`fortunes\` and \`fortunes-min\` packages \
+(fortune-mod 1.99.1, Debian $FORTUNES_VERSION; BSD license, see the packages' \`copyright\` file), \
+one post per fortune, from every file except \`ascii-art\` (drawings), \`ethnic\` and \`men-women\` \
+(dated stereotype jokes). Rebuild it with \`./build.sh default-bot\`." \
+    --vocab-size 8192 --size small --epochs 4 --batch-size 16 --block-size 128 --lr 1.5e-3 \
+    --seed 0 --dtype f16
+  rm -rf www/models/default && mv "$work/bot" www/models/default
 }
 
 serve() {
@@ -54,5 +80,6 @@ case "${1:-build}" in
   build) build ;;
   serve) build; serve ;;
   test) build; run_tests ;;
-  *) echo "usage: ./build.sh [build|serve|test]" >&2; exit 2 ;;
+  default-bot) default_bot ;;
+  *) echo "usage: ./build.sh [build|serve|test|default-bot]" >&2; exit 2 ;;
 esac

@@ -27,7 +27,7 @@ fn random_weights(cfg: &botcard::Config) -> Vec<u8> {
             (name, Tensor::from_vec(values, shape, &Device::Cpu).unwrap())
         })
         .collect();
-    botcard::weights::serialize(&tensors).unwrap()
+    botcard::weights::serialize(&tensors, botcard::weights::Precision::F32).unwrap()
 }
 
 fn bench(c: &mut Criterion) {

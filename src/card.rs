@@ -484,6 +484,15 @@ mod tests {
     }
 }
 
+/// What a generated card says besides the counts and figures.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CardNotes {
+    /// Where the posts come from and under which license (markdown), for the data section.
+    pub data_source: Option<String>,
+    /// Texts the bot wrote for the card's widget prompt, shown as quotes.
+    pub samples: Vec<String>,
+}
+
 /// Training figures a generated card reports.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainingFigures {
@@ -491,6 +500,8 @@ pub struct TrainingFigures {
     pub steps: usize,
     pub final_loss: f64,
     pub heldout_loss: f64,
+    /// Held-out loss of a unigram model of the training tokens, the no-context baseline.
+    pub unigram_loss: f64,
     pub seconds: f64,
     pub train_tokens: usize,
     pub heldout_tokens: usize,
@@ -503,6 +514,7 @@ pub fn huggingtweets_card(
     users: &[crate::dataset::UserPosts],
     handle: &str,
     t: &TrainingFigures,
+    notes: &CardNotes,
 ) -> String {
     let names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
     let joined = names.join(" & ");
@@ -537,6 +549,9 @@ pub fn huggingtweets_card(
     s.push_str(&format!(
         "## Training data\n\nThe model was trained on posts from {joined}.\n\n"
     ));
+    if let Some(source) = &notes.data_source {
+        s.push_str(&format!("{}\n\n", source.trim()));
+    }
     s.push_str(&format!(
         "| Data | {} |\n|{}\n",
         names.join(" | "),
@@ -549,17 +564,29 @@ pub fn huggingtweets_card(
     s.push_str(&format!(
         "\n## Training procedure\n\nThe model is {}, trained with candle on @{handle}'s posts.\n\n\
          | Figure | Value |\n| --- | --- |\n| Steps | {} |\n| Final training loss | {:.3} |\n\
-         | Held-out loss | {:.3} |\n| Held-out perplexity | {:.1} |\n| Training tokens | {} |\n\
+         | Held-out loss | {:.3} |\n| Held-out perplexity | {:.1} |\n\
+         | Unigram baseline perplexity | {:.1} |\n| Training tokens | {} |\n\
          | Held-out tokens | {} |\n| Training time | {:.0} s |\n",
         t.base,
         t.steps,
         t.final_loss,
         t.heldout_loss,
         perplexity,
+        t.unigram_loss.exp(),
         t.train_tokens,
         t.heldout_tokens,
         t.seconds
     ));
+    s.push_str(
+        "\nPerplexities are per token on the held-out posts; the unigram baseline knows each token's \
+         frequency in the training posts and nothing of context.\n",
+    );
+    if !notes.samples.is_empty() {
+        s.push_str("\n## Samples\n\nWritten by the bot after training, with the card's sampling settings:\n\n");
+        for sample in &notes.samples {
+            s.push_str(&format!("> {}\n\n", markdown_text(sample)));
+        }
+    }
     s.push_str(
         "\n## How to use\n\nOpen botcard's page with this folder as the model (\"Use local files\", or \
          `?model=<owner>/<name>` once it is on a hub) and press **Compute**. From the command line:\n\n\
@@ -568,6 +595,24 @@ pub fn huggingtweets_card(
          limitations and biases.\n"
     );
     s
+}
+
+/// `s` as literal markdown text on one line: the characters that open inline markup
+/// backslash-escaped, whitespace runs (newlines included) made single spaces.
+fn markdown_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for word in s.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        for c in word.chars() {
+            if "\\`*_[]<>#|~&".contains(c) {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn escape(s: &str) -> String {

@@ -2,8 +2,9 @@
 //! card's "Tweets downloaded / Retweets / Short tweets / Tweets kept" table means the same thing.
 //!
 //! Inputs: an X data archive's `tweets.js` (`window.YTD.tweets.part0 = [{"tweet": {...}}, …]`),
-//! JSON Lines (one object with `full_text` or `text` per line, or a JSON string), or plain text
-//! with one post per line.
+//! JSON Lines (one object with `full_text` or `text` per line, or a JSON string), a fortune(6)
+//! file (posts between lines holding only `%`, as `strfile` reads them), or plain text with one
+//! post per line.
 
 use serde_json::Value;
 
@@ -47,6 +48,9 @@ pub fn read_posts(bytes: &[u8], source: &str) -> Result<Vec<String>> {
             })
             .collect();
     }
+    if text.lines().any(|l| l == "%") {
+        return Ok(fortunes(text));
+    }
     let lines = text.lines().filter(|l| !l.trim().is_empty());
     if trimmed.starts_with('{') || trimmed.starts_with('"') {
         return lines
@@ -59,6 +63,31 @@ pub fn read_posts(bytes: &[u8], source: &str) -> Result<Vec<String>> {
             .collect();
     }
     Ok(lines.map(str::to_owned).collect())
+}
+
+/// The entries of a fortune file, with terminal overstriking (`_\u{8}x` underlines, `x\u{8}x`
+/// bold) resolved to the character that shows.
+fn fortunes(text: &str) -> Vec<String> {
+    let mut posts = Vec::new();
+    let mut entry = String::new();
+    for line in text.lines().chain(std::iter::once("%")) {
+        if line == "%" {
+            if !entry.trim().is_empty() {
+                posts.push(entry.trim().to_owned());
+            }
+            entry.clear();
+            continue;
+        }
+        for c in line.chars() {
+            if c == '\u{8}' {
+                entry.pop();
+            } else {
+                entry.push(c);
+            }
+        }
+        entry.push('\n');
+    }
+    posts
 }
 
 fn post_text(v: &Value) -> Option<String> {
@@ -143,20 +172,27 @@ pub fn curate(name: &str, posts: &[String]) -> UserPosts {
     out
 }
 
-/// The training text of several accounts: every kept post, each followed by `<|endoftext|>`.
-/// Refuses data too small to learn from.
-pub fn training_text(users: &[UserPosts]) -> Result<String> {
-    let mut text = String::new();
-    for post in users.iter().flat_map(|u| &u.kept) {
-        text.push_str(post);
-        text.push_str(SEPARATOR);
-    }
-    let chars =
-        text.chars().count() - SEPARATOR.len() * users.iter().map(|u| u.kept.len()).sum::<usize>();
+/// The training text of several accounts: every kept post, each followed by `<|endoftext|>`, in
+/// an order shuffled by `seed`, so that the tail a trainer holds out samples every account and
+/// topic rather than the last file. Refuses data too small to learn from.
+pub fn training_text(users: &[UserPosts], seed: u64) -> Result<String> {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let mut posts: Vec<&str> = users
+        .iter()
+        .flat_map(|u| u.kept.iter().map(String::as_str))
+        .collect();
+    let chars: usize = posts.iter().map(|p| p.chars().count()).sum();
     if chars < MIN_TRAINING_CHARS {
         return Err(Error::Dataset(format!(
             "only {chars} characters of posts are left after cleaning; a bot needs at least {MIN_TRAINING_CHARS}"
         )));
+    }
+    posts.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+    let mut text = String::with_capacity(chars + posts.len() * SEPARATOR.len());
+    for post in posts {
+        text.push_str(post);
+        text.push_str(SEPARATOR);
     }
     Ok(text)
 }

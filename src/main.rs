@@ -10,6 +10,10 @@ use botcard::{Bot, ModelFiles, ParamOverrides};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
+#[cfg(not(target_arch = "wasm32"))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "botcard",
@@ -54,6 +58,9 @@ enum Command {
         /// Output folder (created if missing).
         #[arg(long)]
         out: PathBuf,
+        /// How model.safetensors stores the weights.
+        #[arg(long, value_enum, default_value = "f32")]
+        dtype: DtypeArg,
     },
 }
 
@@ -141,12 +148,34 @@ struct TrainArgs {
     block_size: usize,
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
-    /// Display names, one per data file (default: the file's name, or its folder's for tweets.js).
+    /// Display names, one per data file or one for all (default: the file's name, or its folder's
+    /// for tweets.js). Files with the same name are one user's posts.
     #[arg(long)]
     name: Vec<String>,
     /// The bot's @handle (default: the names joined with '-').
     #[arg(long)]
     handle: Option<String>,
+    /// Where the posts come from and their license (markdown), for the card's data section.
+    #[arg(long)]
+    about: Option<String>,
+    /// How model.safetensors stores the weights (f16 halves the file).
+    #[arg(long, value_enum, default_value = "f32")]
+    dtype: DtypeArg,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DtypeArg {
+    F32,
+    F16,
+}
+
+impl From<DtypeArg> for botcard::weights::Precision {
+    fn from(d: DtypeArg) -> Self {
+        match d {
+            DtypeArg::F32 => Self::F32,
+            DtypeArg::F16 => Self::F16,
+        }
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -315,14 +344,15 @@ fn tokenize(dir: &Path, text: &str, as_json: bool) -> Result<()> {
     Ok(())
 }
 
-fn convert(dir: &Path, out: &Path) -> Result<()> {
+fn convert(dir: &Path, out: &Path, dtype: DtypeArg) -> Result<()> {
     let folder = Folder::read(dir)?;
     let files = folder.model_files();
     let ctx = || format!("{}", dir.display());
     let config = botcard::Config::from_json(files.config().with_context(ctx)?).with_context(ctx)?;
     let weights = files.weights().with_context(ctx)?;
     let tokenizer = files.tokenizer().with_context(ctx)?;
-    let safetensors = botcard::weights::to_safetensors(&config, &weights).with_context(ctx)?;
+    let safetensors =
+        botcard::weights::to_safetensors(&config, &weights, dtype.into()).with_context(ctx)?;
     std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create", out.display()))?;
     let write = |name: &str, bytes: &[u8]| -> Result<()> {
         let path = out.join(name);
@@ -368,21 +398,32 @@ fn train(a: TrainArgs) -> Result<()> {
     use botcard::dataset;
     use botcard::train::{Size, TrainOptions, Trainer};
     let start = Instant::now();
-    if !a.name.is_empty() && a.name.len() != a.data.len() {
+    if a.name.len() > 1 && a.name.len() != a.data.len() {
         bail!(
-            "--name was given {} times for {} data files",
+            "--name was given {} times for {} data files (give it once per file, or once for all)",
             a.name.len(),
             a.data.len()
         );
     }
-    let mut users = Vec::new();
+    // Files with the same name are one user's (an archive split into tweets-part1.js, …).
+    let mut by_name: Vec<(String, Vec<String>)> = Vec::new();
     for (i, path) in a.data.iter().enumerate() {
         let bytes =
             std::fs::read(path).with_context(|| format!("{}: cannot be read", path.display()))?;
         let posts = dataset::read_posts(&bytes, &path.display().to_string())?;
-        let name = a.name.get(i).cloned().unwrap_or_else(|| user_name(path));
-        users.push(dataset::curate(&name, &posts));
+        let name = match a.name.as_slice() {
+            [one] => one.clone(),
+            names => names.get(i).cloned().unwrap_or_else(|| user_name(path)),
+        };
+        match by_name.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, all)) => all.extend(posts),
+            None => by_name.push((name, posts)),
+        }
     }
+    let users: Vec<_> = by_name
+        .iter()
+        .map(|(name, posts)| dataset::curate(name, posts))
+        .collect();
     for u in &users {
         eprintln!(
             "{}: {} downloaded, {} retweets, {} short, {} kept",
@@ -393,7 +434,7 @@ fn train(a: TrainArgs) -> Result<()> {
             u.kept.len()
         );
     }
-    let text = dataset::training_text(&users)?;
+    let text = dataset::training_text(&users, a.seed)?;
     let folder = match a.init.as_ref().or(a.tokenizer.as_ref()) {
         Some(dir) => Some(Folder::read(dir)?),
         None => None,
@@ -427,9 +468,16 @@ fn train(a: TrainArgs) -> Result<()> {
     let block = a.block_size.min(cfg.n_positions);
     let steps = match (a.steps, a.epochs) {
         (Some(s), _) => s,
-        (None, Some(e)) => ((e * tokens.len() as f64) / (a.batch_size * block) as f64)
-            .ceil()
-            .max(1.0) as usize,
+        (None, Some(e)) => {
+            let train_tokens = botcard::train::training_split(
+                tokens.len(),
+                block,
+                TrainOptions::default().heldout_fraction,
+            );
+            ((e * train_tokens as f64) / (a.batch_size * block) as f64)
+                .ceil()
+                .max(1.0) as usize
+        }
         (None, None) => 1000,
     };
     let opts = TrainOptions {
@@ -458,12 +506,23 @@ fn train(a: TrainArgs) -> Result<()> {
         let rate = seen as f64 / train_start.elapsed().as_secs_f64();
         bar.set_message(format!("loss {loss:.3}  {rate:.0} tok/s"));
         bar.inc(1);
+        // Without a terminal (CI, nohup) the bar is hidden: a line every 5 % instead.
+        if bar.is_hidden() && (r.step % (steps / 20).max(1) == 0 || r.step == steps) {
+            let left =
+                train_start.elapsed().as_secs_f64() / r.step as f64 * (steps - r.step) as f64;
+            eprintln!(
+                "step {}/{steps}  loss {loss:.3}  {rate:.0} tok/s  ETA {:.0} s",
+                r.step, left
+            );
+        }
     }
     bar.finish();
-    let heldout = trainer.heldout_loss(64)?;
+    let heldout = trainer.heldout_loss()?;
+    let unigram = trainer.unigram_heldout_loss();
     eprintln!(
-        "held-out loss {heldout:.3}, perplexity {:.1}",
-        heldout.exp()
+        "held-out loss {heldout:.3}, perplexity {:.1} (unigram baseline {:.1})",
+        heldout.exp(),
+        unigram.exp()
     );
     let figures = botcard::card::TrainingFigures {
         base: match &a.init {
@@ -476,6 +535,7 @@ fn train(a: TrainArgs) -> Result<()> {
         steps,
         final_loss: loss,
         heldout_loss: heldout,
+        unigram_loss: unigram,
         seconds: start.elapsed().as_secs_f64(),
         train_tokens,
         heldout_tokens,
@@ -499,11 +559,30 @@ fn train(a: TrainArgs) -> Result<()> {
         "config.json",
         serde_json::to_string_pretty(&cfg.to_hf_json(Some(task)))?.as_bytes(),
     )?;
-    write("model.safetensors", &trainer.to_safetensors()?)?;
+    write(
+        "model.safetensors",
+        &trainer.to_safetensors(a.dtype.into())?,
+    )?;
     write("tokenizer.json", tokenizer.to_json()?.as_bytes())?;
+    // Samples come from the folder as written, so they show what its users will get.
+    let bot = load(&a.out)?;
+    let params = ParamOverrides {
+        num_return_sequences: Some(3),
+        seed: Some(a.seed),
+        ..Default::default()
+    }
+    .apply(bot.default_params());
+    let samples = botcard::generate(&bot.model, &bot.tokenizer, "My dream is", params, |_| {})?
+        .into_iter()
+        .map(|s| format!("My dream is{}", s.text))
+        .collect();
+    let notes = botcard::card::CardNotes {
+        data_source: a.about.clone(),
+        samples,
+    };
     write(
         "README.md",
-        botcard::card::huggingtweets_card(&users, &handle, &figures).as_bytes(),
+        botcard::card::huggingtweets_card(&users, &handle, &figures, &notes).as_bytes(),
     )?;
     eprintln!("wrote {}", a.out.display());
     Ok(())
@@ -516,7 +595,7 @@ fn main() {
         Command::Score { model, text, json } => score(&model.model, &text, json),
         Command::Tokenize { model, text, json } => tokenize(&model.model, &text, json),
         Command::Train(a) => train(a),
-        Command::Convert { model, out } => convert(&model.model, &out),
+        Command::Convert { model, out, dtype } => convert(&model.model, &out, dtype),
     };
     if let Err(e) = result {
         // One line: the chain of contexts, outermost first ("DIR: model.safetensors: ...").

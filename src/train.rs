@@ -132,6 +132,13 @@ fn normal(rng: &mut ChaCha8Rng, n: usize, std: f64) -> Vec<f32> {
         .collect()
 }
 
+/// How many of `n` tokens are trained on; the rest, at least one window of `block + 1`, is held
+/// out.
+pub fn training_split(n: usize, block: usize, heldout_fraction: f64) -> usize {
+    let heldout = ((n as f64 * heldout_fraction) as usize).max(block + 1);
+    n.saturating_sub(heldout)
+}
+
 /// A model being trained, its optimizer and its data.
 pub struct Trainer {
     cfg: Config,
@@ -162,14 +169,13 @@ impl Trainer {
             )));
         }
         let block = opts.block_size.min(cfg.n_positions);
-        let heldout_len = ((tokens.len() as f64 * opts.heldout_fraction) as usize).max(block + 1);
-        if tokens.len() < heldout_len + block + 1 {
+        let split = training_split(tokens.len(), block, opts.heldout_fraction);
+        if split < block + 1 {
             return Err(Error::Dataset(format!(
                 "{} tokens are too few to train with windows of {block} and a held-out part",
                 tokens.len()
             )));
         }
-        let split = tokens.len() - heldout_len;
         let mut vars = Vec::new();
         for (name, hf_shape) in expected_tensors(&cfg) {
             let conv = is_conv1d_weight(&name);
@@ -295,14 +301,17 @@ impl Trainer {
         })
     }
 
-    /// Mean next-token loss on the held-out tokens (consecutive windows, at most `max_windows`).
-    pub fn heldout_loss(&self, max_windows: usize) -> Result<f64> {
+    /// The held-out tokens as consecutive windows of `block + 1`, each predicting `block` targets.
+    fn heldout_windows(&self) -> Vec<&[u32]> {
         let block = self.opts.block_size;
+        self.heldout.windows(block + 1).step_by(block).collect()
+    }
+
+    /// Mean next-token loss (nats) of the model on every held-out window.
+    pub fn heldout_loss(&self) -> Result<f64> {
         let windows: Vec<Vec<u32>> = self
-            .heldout
-            .windows(block + 1)
-            .step_by(block)
-            .take(max_windows)
+            .heldout_windows()
+            .into_iter()
             .map(<[u32]>::to_vec)
             .collect();
         let mut total = 0.0;
@@ -310,6 +319,26 @@ impl Trainer {
             total += f64::from(self.loss(chunk)?.to_scalar::<f32>()?) * chunk.len() as f64;
         }
         Ok(total / windows.len() as f64)
+    }
+
+    /// The same measure for a unigram model of the training tokens (add-one smoothed counts):
+    /// what a model reaches that knows how often each token occurs but nothing of context.
+    pub fn unigram_heldout_loss(&self) -> f64 {
+        let mut counts = vec![1.0f64; self.cfg.vocab_size];
+        for &t in &self.train {
+            counts[t as usize] += 1.0;
+        }
+        let total: f64 = counts.iter().sum();
+        let targets: Vec<u32> = self
+            .heldout_windows()
+            .iter()
+            .flat_map(|w| w[1..].iter().copied())
+            .collect();
+        let nll: f64 = targets
+            .iter()
+            .map(|&t| -(counts[t as usize] / total).ln())
+            .sum();
+        nll / targets.len() as f64
     }
 
     /// The architecture being trained.
@@ -323,7 +352,7 @@ impl Trainer {
     }
 
     /// `model.safetensors` bytes in HF's layout and key names.
-    pub fn to_safetensors(&self) -> Result<Vec<u8>> {
+    pub fn to_safetensors(&self, precision: crate::weights::Precision) -> Result<Vec<u8>> {
         let tensors = self
             .vars
             .0
@@ -338,6 +367,6 @@ impl Trainer {
                 Ok((name.clone(), t))
             })
             .collect::<Result<Vec<_>>>()?;
-        crate::weights::serialize(&tensors)
+        crate::weights::serialize(&tensors, precision)
     }
 }

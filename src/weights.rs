@@ -302,20 +302,29 @@ pub fn expected_tensors(cfg: &Config) -> Vec<(String, Vec<usize>)> {
     out
 }
 
-/// Writes every tensor of the model as f32 `model.safetensors` bytes with the key names
+/// How `model.safetensors` stores its numbers: f16 halves the file (a trained bot to bundle);
+/// the engine computes in f32 either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    #[default]
+    F32,
+    F16,
+}
+
+/// Writes every tensor of the model as `model.safetensors` bytes with the key names
 /// `GPT2LMHeadModel.save_pretrained` uses, so HF transformers loads the result.
-pub fn to_safetensors(cfg: &Config, weights: &Weights) -> Result<Vec<u8>> {
+pub fn to_safetensors(cfg: &Config, weights: &Weights, precision: Precision) -> Result<Vec<u8>> {
     let tensors = expected_tensors(cfg)
         .into_iter()
         .map(|(name, shape)| Ok((name.clone(), weights.get(&name, &shape, &Device::Cpu)?)))
         .collect::<Result<Vec<_>>>()?;
-    serialize(&tensors)
+    serialize(&tensors, precision)
 }
 
-/// `model.safetensors` bytes (f32) from tensors named as in [`expected_tensors`], in HF's layout:
+/// `model.safetensors` bytes from tensors named as in [`expected_tensors`], in HF's layout:
 /// keys get `GPT2LMHeadModel`'s `transformer.` prefix (not `lm_head.weight`), and the metadata
 /// says `format: pt`, which transformers requires.
-pub fn serialize(tensors: &[(String, Tensor)]) -> Result<Vec<u8>> {
+pub fn serialize(tensors: &[(String, Tensor)], precision: Precision) -> Result<Vec<u8>> {
     let data = tensors
         .iter()
         .map(|(name, t)| {
@@ -324,18 +333,31 @@ pub fn serialize(tensors: &[(String, Tensor)]) -> Result<Vec<u8>> {
             } else {
                 format!("transformer.{name}")
             };
-            let v: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-            Ok((
-                key,
-                v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>(),
-                t.dims().to_vec(),
-            ))
+            let flat = t.flatten_all()?;
+            let bytes: Vec<u8> = match precision {
+                Precision::F32 => flat
+                    .to_dtype(DType::F32)?
+                    .to_vec1::<f32>()?
+                    .iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect(),
+                Precision::F16 => flat
+                    .to_dtype(DType::F16)?
+                    .to_vec1::<half::f16>()?
+                    .iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect(),
+            };
+            Ok((key, bytes, t.dims().to_vec()))
         })
         .collect::<Result<Vec<_>>>()?;
+    let dtype = match precision {
+        Precision::F32 => safetensors::Dtype::F32,
+        Precision::F16 => safetensors::Dtype::F16,
+    };
     let views = data.iter().map(|(k, bytes, shape)| {
-        let view =
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
-                .expect("f32 data of its own shape");
+        let view = safetensors::tensor::TensorView::new(dtype, shape.clone(), bytes)
+            .expect("data of its own shape and dtype");
         (k.clone(), view)
     });
     let metadata = Some(HashMap::from([("format".to_owned(), "pt".to_owned())]));

@@ -307,18 +307,27 @@ fn train_refuses_too_little_text_in_one_line() {
 }
 
 #[test]
-fn train_with_its_own_small_vocabulary_writes_a_matching_tokenizer_and_config() {
+fn train_merges_files_under_one_name_and_writes_its_own_small_f16_vocabulary() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("carol.txt");
-    let lines: Vec<String> = (0..300)
+    let lines = tmp.path().join("carol.txt");
+    let posts: Vec<String> = (0..300)
         .map(|i| format!("Carol bakes bread loaf {i} every morning before sunrise"))
         .collect();
-    std::fs::write(&data, lines.join("\n")).unwrap();
+    std::fs::write(&lines, posts.join("\n")).unwrap();
+    // The same person's fortune(6) file: multi-line entries between `%` lines.
+    let fortunes = tmp.path().join("more");
+    let entries: Vec<String> = (0..20)
+        .map(|i| format!("Bread number {i} rises\nslowly in the oven.\n\t\t-- Carol"))
+        .collect();
+    std::fs::write(&fortunes, entries.join("\n%\n") + "\n%\n").unwrap();
     let out = tmp.path().join("bot");
     let (ok, _, err) = botcard(&[
         "train",
         "--data",
-        data.to_str().unwrap(),
+        lines.to_str().unwrap(),
+        fortunes.to_str().unwrap(),
+        "--name",
+        "Carol",
         "--out",
         out.to_str().unwrap(),
         "--vocab-size",
@@ -329,8 +338,32 @@ fn train_with_its_own_small_vocabulary_writes_a_matching_tokenizer_and_config() 
         "32",
         "--batch-size",
         "2",
+        "--dtype",
+        "f16",
+        "--about",
+        "Posts written for *this test*.",
     ]);
     assert!(ok, "{err}");
+    assert!(
+        err.contains("Carol: 320 downloaded, 0 retweets, 0 short, 320 kept"),
+        "{err}"
+    );
+    let card = botcard::card::parse_card(&std::fs::read(out.join("README.md")).unwrap());
+    assert_eq!(card.badge.as_deref(), Some("🤖 AI BOT 🤖"));
+    assert_eq!(card.handle.as_deref(), Some("@carol"));
+    assert_eq!(card.stats.len(), 1);
+    assert!(card
+        .body_html
+        .contains("Posts written for <em>this test</em>."));
+    assert!(card.body_html.contains("Unigram baseline perplexity"));
+    assert_eq!(
+        card.body_html
+            .matches("<blockquote>\n<p>My dream is")
+            .count(),
+        3,
+        "three samples: {}",
+        card.body_html
+    );
     let bot = Files::read(&out).load().unwrap();
     assert_eq!(bot.config.vocab_size, bot.tokenizer.vocab_size());
     assert!(bot.config.vocab_size <= 320);
@@ -338,8 +371,8 @@ fn train_with_its_own_small_vocabulary_writes_a_matching_tokenizer_and_config() 
         .unwrap()
         .len();
     assert!(
-        size < 1_000_000,
-        "a 320-token tiny bot is small: {size} bytes"
+        size < 500_000,
+        "a 320-token tiny bot in f16 is small: {size} bytes"
     );
     let v = botcard_json(&[
         "generate",
@@ -351,4 +384,29 @@ fn train_with_its_own_small_vocabulary_writes_a_matching_tokenizer_and_config() 
         "3",
     ]);
     assert_eq!(v["sequences"][0]["token_ids"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn train_refuses_a_name_count_that_matches_neither_one_nor_the_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ok, _, err) = botcard(&[
+        "train",
+        "--data",
+        "a.txt",
+        "b.txt",
+        "c.txt",
+        "--name",
+        "A",
+        "--name",
+        "B",
+        "--out",
+        tmp.path().to_str().unwrap(),
+        "--vocab-size",
+        "300",
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("--name was given 2 times for 3 data files"),
+        "{err}"
+    );
 }

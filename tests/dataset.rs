@@ -72,14 +72,48 @@ fn jsonl_and_plain_text_are_read_too() {
 }
 
 #[test]
-fn training_text_joins_posts_with_end_of_text_and_refuses_too_little() {
-    let posts: Vec<String> = (0..400)
-        .map(|i| format!("post number {i} says something new"))
-        .collect();
-    let u = curate("a", &posts);
-    let text = training_text(&[u]).unwrap();
-    assert!(text.starts_with("post number 0 says something new<|endoftext|>post number 1"));
+fn training_text_joins_shuffled_posts_with_end_of_text_and_refuses_too_little() {
+    let posts = |user: &str| -> Vec<String> {
+        (0..200)
+            .map(|i| format!("{user} post number {i} says something new"))
+            .collect()
+    };
+    let users = [curate("a", &posts("a")), curate("b", &posts("b"))];
+    let text = training_text(&users, 7).unwrap();
+    assert_eq!(text, training_text(&users, 7).unwrap(), "seeded");
+    assert_ne!(text, training_text(&users, 8).unwrap());
+    let mut joined: Vec<&str> = text.split("<|endoftext|>").collect();
+    assert_eq!(joined.pop(), Some(""), "every post ends with <|endoftext|>");
+    let tail = &joined[joined.len() - 40..];
+    assert!(
+        tail.iter().any(|p| p.starts_with("a ")) && tail.iter().any(|p| p.starts_with("b ")),
+        "the held-out tail samples both users: {tail:?}"
+    );
+    joined.sort_unstable();
+    let mut all: Vec<String> = posts("a").into_iter().chain(posts("b")).collect();
+    all.sort_unstable();
+    assert_eq!(joined, all);
     let small = curate("b", &["just a few words here".to_owned()]);
-    let e = training_text(&[small]).unwrap_err().to_string();
+    let e = training_text(&[small], 0).unwrap_err().to_string();
     assert!(e.contains("at least 6000"), "{e}");
+}
+
+#[test]
+fn fortune_files_give_one_post_per_entry_with_overstriking_resolved() {
+    let fortune = "A dream will always triumph over reality.\n\t\t-- Stanislaw Lem\n%\n\
+                   %\nThe _\u{8}r_\u{8}e_\u{8}a_\u{8}l b\u{8}bo\u{8}ol\u{8}ld one\n%\nno final percent";
+    let posts = read_posts(fortune.as_bytes(), "wisdom").unwrap();
+    assert_eq!(
+        posts,
+        [
+            "A dream will always triumph over reality.\n\t\t-- Stanislaw Lem",
+            "The real bold one",
+            "no final percent",
+        ]
+    );
+    let u = curate("fortune", &posts);
+    assert_eq!(
+        u.kept[0],
+        "A dream will always triumph over reality. -- Stanislaw Lem"
+    );
 }

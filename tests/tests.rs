@@ -6,6 +6,7 @@ mod bad_input;
 mod card;
 mod cli;
 mod dataset;
+mod default_bot;
 mod generation;
 mod parity;
 mod sampling;

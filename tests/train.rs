@@ -1,6 +1,7 @@
 //! Training: loss goes down, runs repeat with a seed, and the result is an HF GPT-2 folder.
 
 use botcard::train::{Size, TrainOptions, Trainer};
+use botcard::weights::Precision;
 use botcard::{Bot, Config, ModelFiles, Weights};
 
 use crate::util::Files;
@@ -37,7 +38,7 @@ fn a_few_seconds_of_training_lowers_heldout_loss() {
     let (tokens, _) = corpus_tokens();
     let cfg = Size::Tiny.config(50257, 50256);
     let mut t = Trainer::new(cfg, None, tokens, options(40)).unwrap();
-    let before = t.heldout_loss(8).unwrap();
+    let before = t.heldout_loss().unwrap();
     assert!(
         (before - (50257f64).ln()).abs() < 0.5,
         "an untrained model is near uniform: {before}"
@@ -46,9 +47,20 @@ fn a_few_seconds_of_training_lowers_heldout_loss() {
     for _ in 0..40 {
         last = t.step().unwrap().loss;
     }
-    let after = t.heldout_loss(8).unwrap();
-    eprintln!("held-out loss {before:.3} -> {after:.3} (last train loss {last:.3})");
+    let after = t.heldout_loss().unwrap();
+    let unigram = t.unigram_heldout_loss();
+    eprintln!(
+        "held-out loss {before:.3} -> {after:.3} (last train loss {last:.3}, unigram {unigram:.3})"
+    );
     assert!(after < before - 3.0, "held-out loss {before} -> {after}");
+    assert!(
+        unigram < (50257f64).ln() - 3.0,
+        "token frequencies alone beat uniform: {unigram}"
+    );
+    assert!(
+        after < unigram,
+        "context beats frequencies: {after} vs {unigram}"
+    );
 }
 
 #[test]
@@ -65,7 +77,7 @@ fn the_same_seed_trains_the_same_weights() {
         for _ in 0..3 {
             t.step().unwrap();
         }
-        t.to_safetensors().unwrap()
+        t.to_safetensors(Precision::F32).unwrap()
     };
     assert!(run() == run());
 }
@@ -76,7 +88,7 @@ fn the_trained_folder_loads_in_the_engine_with_hf_names_and_shapes() {
     let cfg = Size::Tiny.config(50257, 50256);
     let mut t = Trainer::new(cfg.clone(), None, tokens.clone(), options(2)).unwrap();
     t.step().unwrap();
-    let st = t.to_safetensors().unwrap();
+    let st = t.to_safetensors(Precision::F32).unwrap();
     let names = safetensors::SafeTensors::deserialize(&st).unwrap();
     let mut keys: Vec<String> = names.names().into_iter().map(str::to_owned).collect();
     keys.sort();
@@ -112,5 +124,42 @@ fn the_trained_folder_loads_in_the_engine_with_hf_names_and_shapes() {
     // Fine-tuning starts from a checkpoint of the same config.
     let w = Weights::from_safetensors(&st).unwrap();
     let t2 = Trainer::new(cfg, Some(&w), tokens, options(1)).unwrap();
-    assert_eq!(t2.to_safetensors().unwrap(), st);
+    assert_eq!(t2.to_safetensors(Precision::F32).unwrap(), st);
+}
+
+#[test]
+fn f16_weights_take_half_the_bytes_and_compute_nearly_the_same() {
+    let (tokens, tokenizer_json) = corpus_tokens();
+    let cfg = Size::Tiny.config(50257, 50256);
+    let mut t = Trainer::new(cfg.clone(), None, tokens.clone(), options(3)).unwrap();
+    for _ in 0..3 {
+        t.step().unwrap();
+    }
+    let f32 = t.to_safetensors(Precision::F32).unwrap();
+    let f16 = t.to_safetensors(Precision::F16).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&f16).unwrap();
+    assert_eq!(
+        st.tensor("transformer.wte.weight").unwrap().dtype(),
+        safetensors::Dtype::F16
+    );
+    let ratio = f16.len() as f64 / f32.len() as f64;
+    assert!((0.49..0.51).contains(&ratio), "{ratio}");
+    let config = serde_json::to_vec(&cfg.to_hf_json(None)).unwrap();
+    let bot = Bot::load(&ModelFiles {
+        config_json: Some(&config),
+        model_safetensors: Some(&f16),
+        tokenizer_json: Some(&tokenizer_json),
+        ..Default::default()
+    })
+    .unwrap();
+    let ids = &tokens[..40];
+    let a = bot.model.logprobs(ids).unwrap();
+    let b = t.model().logprobs(ids).unwrap();
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    eprintln!("f16 storage: max |Δ logprob| {worst:.2e}");
+    assert!(worst < 2e-2, "{worst}");
 }

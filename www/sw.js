@@ -1,11 +1,11 @@
 // Offline support: the app shell, the wasm, the bundled cards and the default bot are cached at
 // install. Same-origin requests go to the network first (so updates show), the cache when offline.
-const CACHE = 'botcard-shell-v1';
+const CACHE = 'botcard-shell-v2';
 const SHELL = [
   './', 'index.html', 'embed.html', 'style.css', 'app.js', 'widget.js', 'card-view.js', 'models.js', 'worker.js',
   'pkg/botcard.js', 'pkg/botcard_bg.wasm',
-  'models/default/README.md', 'models/default/config.json', 'models/default/generation_config.json',
-  'models/default/model.safetensors', 'models/default/tokenizer.json',
+  'models/default/README.md', 'models/default/config.json', 'models/default/model.safetensors',
+  'models/default/tokenizer.json',
   'models/huggingtweets/barackobama-karlousm-uofofn/README.md',
   'models/huggingtweets/elonmusk-hirox246-hitoshinagai1/README.md',
   'models/huggingtweets/joebiden/README.md',

@@ -29,10 +29,10 @@ const BROKEN = {
   '/broken/weights/resolve/main/tokenizer.json': 'tests/fixtures/models/tiny-st/tokenizer.json',
   '/huge/model/resolve/main/config.json': 'tests/fixtures/models/tiny-st/config.json',
 };
-/** `botcard generate --json` on a fixture model, prompt "My dream is". */
+/** `botcard generate --json` on a fixture model (or `www/models/default`), prompt "My dream is". */
 function cliGenerate(model, args) {
   const bin = join(ROOT, 'target/release/botcard');
-  const dir = join(ROOT, 'tests/fixtures/models', model);
+  const dir = model === 'default' ? join(ROOT, 'www/models/default') : join(ROOT, 'tests/fixtures/models', model);
   return JSON.parse(execFileSync(bin, ['generate', '--model', dir, '--prompt', 'My dream is', ...args, '--json']).toString());
 }
 
@@ -97,9 +97,16 @@ for (const seed of SEEDS) {
   });
 }
 
-test('Compute streams samples from the default bot', async () => {
+test('the page opens on the default bot\'s card and Compute streams its samples', async () => {
   const p = await page(b);
   await p.goto(`${site.url}/?max_new_tokens=40&num_return_sequences=2`);
+  const card = p.locator('#card');
+  await card.locator('.badge').waitFor();
+  assert.equal(await card.locator('.badge').textContent(), '🤖 AI BOT 🤖');
+  assert.equal(await card.locator('.handle').textContent(), '@fortune');
+  await card.getByRole('img', { name: 'Fortune Cookie', exact: true }).waitFor();
+  const text = await card.textContent();
+  for (const s of ['Tweets kept', 'fortunes-min', 'Unigram baseline perplexity', 'My dream is']) assert.ok(text.includes(s), s);
   await ready(p);
   await p.getByRole('button', { name: 'Compute' }).click();
   const samples = p.getByRole('list', { name: 'Generated samples' }).locator('li');
@@ -200,6 +207,19 @@ test('the embed works in an iframe on another origin', async () => {
   const text = await frame.locator('ol[aria-label="Generated samples"] li').first().textContent();
   assert.ok(text.startsWith('Hello there') && text.length > 'Hello there'.length, text);
   await shot(p, 'embed-cross-origin');
+  await p.context().close();
+});
+
+test('the default bot samples the same text in the browser as the CLI', async () => {
+  const cli = cliGenerate('default', ['--seed', '7', '--num-return-sequences', '3']);
+  const p = await page(b);
+  await p.goto(`${site.url}/?seed=7&num_return_sequences=3`);
+  await ready(p);
+  await p.getByRole('button', { name: 'Compute' }).click();
+  await p.locator('.bot-widget .status').filter({ hasText: /tokens\/s/ }).waitFor({ timeout: 60000 });
+  const texts = await p.locator('ol[aria-label="Generated samples"] li').allTextContents();
+  assert.deepEqual(texts, cli.sequences.map((s) => 'My dream is' + s.text));
+  await shot(p, 'default-bot-equals-cli');
   await p.context().close();
 });
 
