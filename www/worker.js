@@ -24,6 +24,7 @@ async function download(url, name, id) {
   let cache = null;
   try { cache = await caches.open(CACHE); } catch { /* no Cache API (e.g. opaque origin) */ }
   const cached = cache && await cache.match(url);
+  if (cached?.status === 404) throw new MissingFile(name);
   if (cached) return new Uint8Array(await cached.arrayBuffer());
   let res;
   try {
@@ -31,7 +32,12 @@ async function download(url, name, id) {
   } catch {
     throw new Error(`Could not download ${name}: you seem to be offline or the hub cannot be reached.`);
   }
-  if (res.status === 404) throw new MissingFile(name);
+  if (res.status === 404) {
+    // Remembered, so that offline the optional files a model lacks (generation_config.json)
+    // are known to be absent instead of unreachable.
+    if (cache) await cache.put(url, new Response(null, { status: 404 })).catch(() => {});
+    throw new MissingFile(name);
+  }
   if (!res.ok) throw new Error(`Could not download ${name} (HTTP ${res.status}).`);
   const total = Number(res.headers.get('content-length')) || 0;
   if (total > MAX_BYTES) throw new Error(`${name} is ${(total / 1e9).toFixed(1)} GB, too big to run in a browser tab.`);
