@@ -107,20 +107,9 @@ fn the_trained_folder_loads_in_the_engine_with_hf_names_and_shapes() {
     );
     let config = serde_json::to_vec(&cfg.to_hf_json(None)).unwrap();
     assert_eq!(Config::from_json(&config).unwrap(), cfg);
-    let bot = Bot::load(&ModelFiles {
-        config_json: Some(&config),
-        model_safetensors: Some(&st),
-        tokenizer_json: Some(&tokenizer_json),
-        ..Default::default()
-    })
-    .unwrap();
     // The loaded copy computes what the trainer's own model computes.
-    let ids = &tokens[..20];
-    let a = bot.model.logprobs(ids).unwrap();
-    let b = t.model().logprobs(ids).unwrap();
-    for (x, y) in a.iter().zip(&b) {
-        assert!((x - y).abs() < 1e-4, "{x} vs {y}");
-    }
+    let gap = loaded_logprob_gap(&t, &st, &tokenizer_json, &tokens[..20]);
+    assert!(gap < 1e-4, "{gap}");
     // Fine-tuning starts from a checkpoint of the same config.
     let w = Weights::from_safetensors(&st).unwrap();
     let t2 = Trainer::new(cfg, Some(&w), tokens, options(1)).unwrap();
@@ -144,22 +133,26 @@ fn f16_weights_take_half_the_bytes_and_compute_nearly_the_same() {
     );
     let ratio = f16.len() as f64 / f32.len() as f64;
     assert!((0.49..0.51).contains(&ratio), "{ratio}");
-    let config = serde_json::to_vec(&cfg.to_hf_json(None)).unwrap();
+    let worst = loaded_logprob_gap(&t, &f16, &tokenizer_json, &tokens[..40]);
+    eprintln!("f16 storage: max |Δ logprob| {worst:.2e}");
+    assert!(worst < 2e-2, "{worst}");
+}
+
+/// The largest |Δ logprob| over `ids` between the trainer's own model and `safetensors` loaded
+/// by the engine with the trainer's config.
+fn loaded_logprob_gap(t: &Trainer, safetensors: &[u8], tokenizer_json: &[u8], ids: &[u32]) -> f32 {
+    let config = serde_json::to_vec(&t.config().to_hf_json(None)).unwrap();
     let bot = Bot::load(&ModelFiles {
         config_json: Some(&config),
-        model_safetensors: Some(&f16),
-        tokenizer_json: Some(&tokenizer_json),
+        model_safetensors: Some(safetensors),
+        tokenizer_json: Some(tokenizer_json),
         ..Default::default()
     })
     .unwrap();
-    let ids = &tokens[..40];
     let a = bot.model.logprobs(ids).unwrap();
     let b = t.model().logprobs(ids).unwrap();
-    let worst = a
-        .iter()
+    a.iter()
         .zip(&b)
         .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max);
-    eprintln!("f16 storage: max |Δ logprob| {worst:.2e}");
-    assert!(worst < 2e-2, "{worst}");
+        .fold(0.0, f32::max)
 }
