@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # botcard's one entry point.
-#   ./build.sh          build the CLI and the web page (www/pkg/, www/models/default/)
+#   ./build.sh          build the CLI and the web page's WebAssembly (www/pkg/)
 #   ./build.sh serve    build, then serve www/ on http://127.0.0.1:8080
 #   ./build.sh test     build, then run every test: cargo tests and the browser tests
 #   ./build.sh default-bot   retrain the bundled bot (www/models/default/) from Debian's
-#                            fortunes, seeded; about 40 minutes on 2 CPU cores
+#                            fortunes, seeded; about 35 minutes on 2 CPU cores
 set -euo pipefail
 cd "$(dirname "$0")"
 
