@@ -190,6 +190,20 @@ fn errors_are_one_line_on_stderr_with_a_failing_exit() {
 }
 
 /// A user's posts as an X archive tweets.js: `n` posts, every 10th a retweet, every 7th short.
+/// `botcard generate` on a trained folder writes exactly `n` new tokens after `prompt`.
+fn assert_generates(dir: &std::path::Path, prompt: &str, n: usize) {
+    let v = botcard_json(&[
+        "generate",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompt",
+        prompt,
+        "--max-new-tokens",
+        &n.to_string(),
+    ]);
+    assert_eq!(v["sequences"][0]["token_ids"].as_array().unwrap().len(), n);
+}
+
 fn write_tweets_js(path: &std::path::Path, n: usize) {
     let posts: Vec<Value> = (0..n)
         .map(|i| {
@@ -272,16 +286,7 @@ fn train_writes_a_model_folder_with_a_huggingtweets_card() {
         bot.default_params().prefix.as_deref(),
         Some("<|endoftext|>")
     );
-    let v = botcard_json(&[
-        "generate",
-        "--model",
-        out.to_str().unwrap(),
-        "--prompt",
-        "My dream is",
-        "--max-new-tokens",
-        "5",
-    ]);
-    assert_eq!(v["sequences"][0]["token_ids"].as_array().unwrap().len(), 5);
+    assert_generates(&out, "My dream is", 5);
 }
 
 #[test]
@@ -374,16 +379,7 @@ fn train_merges_files_under_one_name_and_writes_its_own_small_f16_vocabulary() {
         size < 500_000,
         "a 320-token tiny bot in f16 is small: {size} bytes"
     );
-    let v = botcard_json(&[
-        "generate",
-        "--model",
-        out.to_str().unwrap(),
-        "--prompt",
-        "Carol",
-        "--max-new-tokens",
-        "3",
-    ]);
-    assert_eq!(v["sequences"][0]["token_ids"].as_array().unwrap().len(), 3);
+    assert_generates(&out, "Carol", 3);
 }
 
 #[test]
