@@ -2,13 +2,50 @@
 # botcard's one entry point.
 #   ./build.sh          build the CLI and the web page's WebAssembly (www/pkg/)
 #   ./build.sh serve    build, then serve www/ on http://127.0.0.1:8080
-#   ./build.sh test     build, then run every test: cargo tests and the browser tests
+#   ./build.sh test     install what the tests lack (chromium, fonts, node packages), build,
+#                       then run every test: cargo tests and the browser tests
+#   ./build.sh lint     cargo fmt --check and clippy -D warnings, native and wasm32
 #   ./build.sh default-bot   retrain the bundled bot (www/models/default/) from Debian's
 #                            fortunes, seeded; about 35 minutes on 2 CPU cores
 set -euo pipefail
 cd "$(dirname "$0")"
 
 step() { printf '\n== %s\n' "$*"; }
+
+# Debian packages the browser tests need: Chromium and its driver, and fonts so that screenshots
+# show emoji and CJK names instead of empty boxes.
+need_test_packages() {
+  local need=()
+  [ -x /usr/bin/chromium ] || need+=(chromium)
+  [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
+  fc-list 2>/dev/null | grep -qi "Noto Color Emoji" || need+=(fonts-noto-color-emoji)
+  fc-list 2>/dev/null | grep -qi "Noto Sans CJK" || need+=(fonts-noto-cjk)
+  echo "${need[@]}"
+}
+
+setup_tests() {
+  local need
+  need=$(need_test_packages)
+  if [ -n "$need" ]; then
+    local cmd="apt-get update && apt-get install -y --no-install-recommends $need"
+    if [ "$(id -u)" = 0 ]; then
+      step "installing $need"
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update -qq
+      # shellcheck disable=SC2086
+      apt-get install -y -qq --no-install-recommends $need
+    elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+      step "installing $need (sudo)"
+      sudo DEBIAN_FRONTEND=noninteractive sh -c "$cmd"
+    else
+      echo "The browser tests need Debian packages this user cannot install. Run, as root:" >&2
+      echo "  $cmd" >&2
+      exit 1
+    fi
+  fi
+  # package-lock.json pins playwright-core and gpt-3-encoder.
+  [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund
+}
 
 build() {
   step "CLI (release)"
@@ -72,14 +109,25 @@ run_tests() {
   CHROMEDRIVER=${CHROMEDRIVER:-/usr/bin/chromedriver} cargo test --target wasm32-unknown-unknown --test wasm
 
   step "page tests in headless Chromium"
-  [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund
   node --test tests/e2e/
+}
+
+lint() {
+  rustup component add clippy rustfmt >/dev/null
+  rustup target add wasm32-unknown-unknown >/dev/null
+  step "cargo fmt --check"
+  cargo fmt --check
+  step "clippy (native)"
+  cargo clippy --release --all-targets -- -D warnings
+  step "clippy (wasm32)"
+  cargo clippy --release --all-targets --target wasm32-unknown-unknown -- -D warnings
 }
 
 case "${1:-build}" in
   build) build ;;
   serve) build; serve ;;
-  test) build; run_tests ;;
+  test) setup_tests; build; run_tests ;;
+  lint) lint ;;
   default-bot) default_bot ;;
-  *) echo "usage: ./build.sh [build|serve|test|default-bot]" >&2; exit 2 ;;
+  *) echo "usage: ./build.sh [build|serve|test|lint|default-bot]" >&2; exit 2 ;;
 esac

@@ -38,12 +38,12 @@ fn bench(c: &mut Criterion) {
         "{root}/tests/fixtures/models/tiny-st/tokenizer.json"
     ))
     .unwrap();
-    let bot = Bot::load(&ModelFiles {
-        config_json: Some(CONFIG.as_bytes()),
-        model_safetensors: Some(&weights),
-        tokenizer_json: Some(&tokenizer),
-        ..Default::default()
-    })
+    let bot = Bot::load(&ModelFiles::from_lookup(|name| match name {
+        "config.json" => Some(CONFIG.as_bytes()),
+        "model.safetensors" => Some(&weights),
+        "tokenizer.json" => Some(&tokenizer),
+        _ => None,
+    }))
     .unwrap();
     drop(weights);
     let prompt: Vec<u32> = (0..64).map(|i| 1000 + i * 37).collect();

@@ -30,6 +30,23 @@ pub struct UserPosts {
     pub kept: Vec<String>,
 }
 
+/// Whose posts a data file holds, from its path when nobody says: `alice.jsonl` -> alice,
+/// `archive/alice/tweets.js` (or `tweets-part1.js`) -> alice; `/` or `\\` separated.
+pub fn user_name(path: &str) -> String {
+    let mut parts = path.rsplit(['/', '\\']).filter(|p| !p.is_empty());
+    let file = parts.next().unwrap_or_default();
+    let stem = match file.rsplit_once('.') {
+        Some((s, _)) if !s.is_empty() => s,
+        _ => file,
+    };
+    if stem == "tweets" || stem.starts_with("tweets-part") {
+        if let Some(dir) = parts.next().filter(|d| *d != "data") {
+            return dir.to_owned();
+        }
+    }
+    stem.to_owned()
+}
+
 /// Reads the posts of one file in any supported format. `source` names the file in errors.
 pub fn read_posts(bytes: &[u8], source: &str) -> Result<Vec<String>> {
     let bad = |reason: String| Error::Dataset(format!("{source}: {reason}"));

@@ -41,6 +41,10 @@ pub enum Error {
     #[error("invalid generation parameter: {0}")]
     Parameter(String),
 
+    /// The caller asked a long job (training) to stop.
+    #[error("stopped")]
+    Cancelled,
+
     /// The tensor library failed while running the model (a bug, not bad input).
     #[error("model computation failed: {0}")]
     Compute(#[from] candle_core::Error),

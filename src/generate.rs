@@ -13,132 +13,11 @@ use candle_core::Tensor;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::config::GenerationDefaults;
 use crate::error::{Error, Result};
 use crate::model::{Cache, Gpt2};
 use crate::sampling;
+use crate::settings::GenerationSettings;
 use crate::tokenizer::{TextStream, Tokenizer};
-
-/// Most sequences one call may ask for; each costs a row in every forward pass.
-pub const MAX_RETURN_SEQUENCES: usize = 64;
-
-/// Everything that shapes one generation, in HF's names.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GenerateParams {
-    pub do_sample: bool,
-    pub temperature: f32,
-    /// 0 turns top-k off.
-    pub top_k: usize,
-    pub top_p: f64,
-    pub repetition_penalty: f32,
-    /// 0 turns it off.
-    pub no_repeat_ngram_size: usize,
-    /// Total-length bounds as HF counts them (prompt included, prefix not), used when the
-    /// `*_new_tokens` forms are not set.
-    pub min_length: usize,
-    pub max_length: usize,
-    pub min_new_tokens: Option<usize>,
-    pub max_new_tokens: Option<usize>,
-    pub num_return_sequences: usize,
-    pub seed: u64,
-    /// Text put before the prompt (the model's `prefix`); None for none.
-    pub prefix: Option<String>,
-    /// End a sequence at its first newline (the huggingtweets demo showed one tweet per line).
-    pub stop_at_newline: bool,
-}
-
-impl GenerateParams {
-    /// The parameters a model's files ask for, as the HF pipeline would use them.
-    pub fn from_defaults(d: &GenerationDefaults) -> Self {
-        Self {
-            do_sample: d.do_sample,
-            temperature: d.temperature,
-            top_k: d.top_k,
-            top_p: d.top_p,
-            repetition_penalty: d.repetition_penalty,
-            no_repeat_ngram_size: d.no_repeat_ngram_size,
-            min_length: d.min_length,
-            max_length: d.max_length,
-            min_new_tokens: d.min_new_tokens,
-            max_new_tokens: d.max_new_tokens,
-            num_return_sequences: d.num_return_sequences,
-            seed: 0,
-            prefix: d.prefix.clone(),
-            stop_at_newline: false,
-        }
-    }
-
-    /// Whether tokens are drawn at random (else greedy).
-    pub fn sampling(&self) -> bool {
-        self.do_sample && self.temperature != 0.0
-    }
-
-    fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(Error::Parameter(m));
-        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            return bad(format!(
-                "temperature must be 0 (greedy) or positive, got {}",
-                self.temperature
-            ));
-        }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return bad(format!("top_p must be in (0, 1], got {}", self.top_p));
-        }
-        if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
-            return bad(format!(
-                "repetition_penalty must be positive, got {}",
-                self.repetition_penalty
-            ));
-        }
-        if self.num_return_sequences == 0 || self.num_return_sequences > MAX_RETURN_SEQUENCES {
-            return bad(format!(
-                "num_return_sequences must be 1 to {MAX_RETURN_SEQUENCES}, got {}",
-                self.num_return_sequences
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// Caller overrides of the model's defaults, with the HF / URL-parameter names. Every field is
-/// optional; `use_prefix: false` drops the model's prefix.
-#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ParamOverrides {
-    pub do_sample: Option<bool>,
-    pub temperature: Option<f32>,
-    pub top_k: Option<usize>,
-    pub top_p: Option<f64>,
-    pub repetition_penalty: Option<f32>,
-    pub no_repeat_ngram_size: Option<usize>,
-    pub min_new_tokens: Option<usize>,
-    pub max_new_tokens: Option<usize>,
-    pub num_return_sequences: Option<usize>,
-    pub seed: Option<u64>,
-    pub use_prefix: Option<bool>,
-    pub stop_at_newline: Option<bool>,
-}
-
-impl ParamOverrides {
-    /// `base` with every set field replaced.
-    pub fn apply(&self, mut p: GenerateParams) -> GenerateParams {
-        p.do_sample = self.do_sample.unwrap_or(p.do_sample);
-        p.temperature = self.temperature.unwrap_or(p.temperature);
-        p.top_k = self.top_k.unwrap_or(p.top_k);
-        p.top_p = self.top_p.unwrap_or(p.top_p);
-        p.repetition_penalty = self.repetition_penalty.unwrap_or(p.repetition_penalty);
-        p.no_repeat_ngram_size = self.no_repeat_ngram_size.unwrap_or(p.no_repeat_ngram_size);
-        p.min_new_tokens = self.min_new_tokens.or(p.min_new_tokens);
-        p.max_new_tokens = self.max_new_tokens.or(p.max_new_tokens);
-        p.num_return_sequences = self.num_return_sequences.unwrap_or(p.num_return_sequences);
-        p.seed = self.seed.unwrap_or(p.seed);
-        p.stop_at_newline = self.stop_at_newline.unwrap_or(p.stop_at_newline);
-        if self.use_prefix == Some(false) {
-            p.prefix = None;
-        }
-        p
-    }
-}
 
 /// One token produced by a step, and the text it completed.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -170,7 +49,9 @@ struct Row {
 /// state, not the model, so a Web Worker can keep it between messages; every step must be given
 /// the model and tokenizer it was started with.
 pub struct Session {
-    params: GenerateParams,
+    params: GenerationSettings,
+    /// The seed of `rng` (drawn at random when the settings left it unset).
+    seed: u64,
     cache: Cache,
     rows: Vec<Row>,
     rng: ChaCha8Rng,
@@ -189,9 +70,16 @@ impl Session {
         model: &Gpt2,
         tokenizer: &Tokenizer,
         prompt: &str,
-        params: GenerateParams,
+        params: GenerationSettings,
     ) -> Result<Self> {
         params.validate()?;
+        let seed = match params.seed {
+            Some(s) => s,
+            // 32 bits: easy to read off the page and type back, exact in JS numbers.
+            None => u64::from(getrandom::u32().map_err(|e| {
+                Error::Parameter(format!("no seed was given and none could be drawn ({e})"))
+            })?),
+        };
         let cfg = model.config();
         let eos = cfg
             .eos_token_id
@@ -240,7 +128,8 @@ impl Session {
             })
             .collect();
         Ok(Self {
-            rng: ChaCha8Rng::seed_from_u64(params.seed),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            seed,
             params,
             cache,
             rows,
@@ -255,6 +144,11 @@ impl Session {
     /// Token ids the model was given (prefix and prompt, after the context rules).
     pub fn prompt_ids(&self) -> &[u32] {
         &self.rows[0].context[..self.prompt_tokens]
+    }
+
+    /// The seed of this session's random draws (the one given, or the one drawn).
+    pub fn seed(&self) -> u64 {
+        self.seed
     }
 
     /// How many sequences this session writes (1 for greedy decoding).
@@ -349,7 +243,7 @@ pub fn generate(
     model: &Gpt2,
     tokenizer: &Tokenizer,
     prompt: &str,
-    params: GenerateParams,
+    params: GenerationSettings,
     mut on_token: impl FnMut(&StepToken),
 ) -> Result<Vec<Sequence>> {
     let mut session = Session::new(model, tokenizer, prompt, params)?;

@@ -2,101 +2,42 @@
 //! the `botcard` CLI and as WebAssembly in the browser.
 //!
 //! The library never touches files, threads or clocks: callers hand it the bytes of a model's
-//! files ([`ModelFiles`]) and get a [`Bot`] that scores and generates text.
+//! files ([`ModelFiles`], whose names and order [`files`] owns) and get a [`Bot`] that scores
+//! and generates text with [`GenerationSettings`].
 
 pub mod card;
 pub mod config;
 pub mod dataset;
 pub mod error;
+pub mod files;
 pub mod generate;
 pub mod model;
 mod pickle;
+pub mod recipe;
 pub mod sampling;
+pub mod settings;
 pub mod tokenizer;
 pub mod train;
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;
 pub mod weights;
 
-pub use config::{Config, GenerationDefaults};
+pub use config::Config;
 pub use error::{Error, Result};
-pub use generate::{generate, GenerateParams, ParamOverrides, Sequence, Session, StepToken};
+pub use files::ModelFiles;
+pub use generate::{generate, Sequence, Session, StepToken};
 pub use model::Gpt2;
+pub use settings::GenerationSettings;
 pub use tokenizer::{TextStream, Tokenizer};
 pub use weights::Weights;
-
-/// The bytes of a model folder in the HF layout; `None` for files it does not have.
-#[derive(Default, Clone, Copy)]
-pub struct ModelFiles<'a> {
-    pub config_json: Option<&'a [u8]>,
-    pub generation_config_json: Option<&'a [u8]>,
-    pub model_safetensors: Option<&'a [u8]>,
-    pub pytorch_model_bin: Option<&'a [u8]>,
-    pub tokenizer_json: Option<&'a [u8]>,
-    pub vocab_json: Option<&'a [u8]>,
-    pub merges_txt: Option<&'a [u8]>,
-}
-
-impl<'a> ModelFiles<'a> {
-    /// The files a model folder needs, in the order they are looked for (what to download).
-    pub const NAMES: [&'static str; 7] = [
-        "config.json",
-        "generation_config.json",
-        "model.safetensors",
-        "pytorch_model.bin",
-        "tokenizer.json",
-        "vocab.json",
-        "merges.txt",
-    ];
-
-    /// Builds the set from a lookup by file name (a folder, a JS object, a test's map).
-    pub fn from_lookup(get: impl Fn(&str) -> Option<&'a [u8]>) -> Self {
-        Self {
-            config_json: get("config.json"),
-            generation_config_json: get("generation_config.json"),
-            model_safetensors: get("model.safetensors"),
-            pytorch_model_bin: get("pytorch_model.bin"),
-            tokenizer_json: get("tokenizer.json"),
-            vocab_json: get("vocab.json"),
-            merges_txt: get("merges.txt"),
-        }
-    }
-
-    /// The checkpoint tensors: `model.safetensors` if present, else `pytorch_model.bin`.
-    pub fn weights(&self) -> Result<Weights<'a>> {
-        match (self.model_safetensors, self.pytorch_model_bin) {
-            (Some(st), _) => Weights::from_safetensors(st),
-            (None, Some(bin)) => Weights::from_pytorch(bin),
-            (None, None) => Err(Error::MissingFile(
-                "the model has neither model.safetensors nor pytorch_model.bin".into(),
-            )),
-        }
-    }
-
-    /// The tokenizer: `tokenizer.json` if present, else `vocab.json` + `merges.txt`.
-    pub fn tokenizer(&self) -> Result<Tokenizer> {
-        match (self.tokenizer_json, self.vocab_json, self.merges_txt) {
-            (Some(t), _, _) => Tokenizer::from_tokenizer_json(t),
-            (None, Some(v), Some(m)) => Tokenizer::from_vocab_and_merges(v, m),
-            _ => Err(Error::MissingFile(
-                "the model has neither tokenizer.json nor vocab.json + merges.txt".into(),
-            )),
-        }
-    }
-
-    /// `config.json`, which every model needs.
-    pub fn config(&self) -> Result<&'a [u8]> {
-        self.config_json
-            .ok_or_else(|| Error::MissingFile("the model has no config.json".into()))
-    }
-}
 
 /// A ready-to-run bot: model, tokenizer and the generation defaults its files carry.
 pub struct Bot {
     pub model: Gpt2,
     pub tokenizer: Tokenizer,
     pub config: Config,
-    pub defaults: GenerationDefaults,
+    /// The generation settings the model's files ask for (HF pipeline semantics).
+    pub defaults: GenerationSettings,
 }
 
 impl Bot {
@@ -105,7 +46,7 @@ impl Bot {
         let config_json = files.config()?;
         let config = Config::from_json(config_json)?;
         let defaults =
-            GenerationDefaults::from_model_files(config_json, files.generation_config_json)?;
+            GenerationSettings::from_model_files(config_json, files.generation_config()?)?;
         let tokenizer = files.tokenizer()?;
         if tokenizer.vocab_size() > config.vocab_size {
             return Err(Error::Tokenizer {
@@ -117,7 +58,7 @@ impl Bot {
                 ),
             });
         }
-        let model = Gpt2::load(&config, &files.weights()?)?;
+        let model = Gpt2::from_source(&config, &files.weights()?)?;
         Ok(Self {
             model,
             tokenizer,
@@ -126,13 +67,14 @@ impl Bot {
         })
     }
 
-    /// Generation parameters as the model's files set them (HF pipeline semantics).
-    pub fn default_params(&self) -> GenerateParams {
-        GenerateParams::from_defaults(&self.defaults)
+    /// Generation settings as the model's files set them, to override and pass to
+    /// [`Bot::session`].
+    pub fn settings(&self) -> GenerationSettings {
+        self.defaults.clone()
     }
 
     /// Starts a generation session for `prompt`.
-    pub fn session(&self, prompt: &str, params: GenerateParams) -> Result<Session> {
+    pub fn session(&self, prompt: &str, params: GenerationSettings) -> Result<Session> {
         Session::new(&self.model, &self.tokenizer, prompt, params)
     }
 

@@ -1,14 +1,18 @@
-//! `botcard`: generate, score, tokenize and convert with a GPT-2 model folder in the HF layout.
-//! Uses only the library's public API; reading files is this program's job, not the library's.
+//! `botcard`: generate, score, tokenize, train and convert with GPT-2 model folders in the HF
+//! layout. It parses arguments, reads and writes files and draws progress; every rule (which
+//! files make a model, the generation settings, the training recipe) is the library's.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use botcard::{Bot, ModelFiles, ParamOverrides};
-use clap::{Args, Parser, Subcommand};
-use serde_json::json;
+use botcard::recipe::{self, DataFile, Event, Hooks, Recipe, Start};
+use botcard::settings::{Kind, SETTINGS};
+use botcard::train::{Length, Size};
+use botcard::{files, Bot, ModelFiles};
+use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
+use serde_json::{json, Value};
 
 #[cfg(not(target_arch = "wasm32"))]
 #[global_allocator]
@@ -78,41 +82,74 @@ struct GenerateArgs {
     model: ModelArg,
     #[arg(long, default_value = "")]
     prompt: String,
-    #[arg(long)]
-    max_new_tokens: Option<usize>,
-    #[arg(long)]
-    min_new_tokens: Option<usize>,
-    /// 0 means greedy.
-    #[arg(long)]
-    temperature: Option<f32>,
-    /// 0 turns top-k off.
-    #[arg(long)]
-    top_k: Option<usize>,
-    #[arg(long)]
-    top_p: Option<f64>,
-    #[arg(long)]
-    repetition_penalty: Option<f32>,
-    #[arg(long)]
-    no_repeat_ngram_size: Option<usize>,
-    #[arg(long)]
-    num_return_sequences: Option<usize>,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Always pick the most likely token (do_sample off).
-    #[arg(long)]
-    greedy: bool,
-    /// Sample even if the model's defaults say greedy.
-    #[arg(long, conflicts_with = "greedy")]
-    sample: bool,
-    /// Do not put the model's prefix (huggingtweets: <|endoftext|>) before the prompt.
-    #[arg(long)]
-    no_prefix: bool,
-    /// End each sequence at its first newline, one tweet per sequence.
-    #[arg(long)]
-    stop_at_newline: bool,
-    /// Print one JSON object with the sequences, their token ids and timings.
+    #[command(flatten)]
+    settings: SettingArgs,
+    /// Print one JSON object with the sequences, their token ids, the seed and timings.
     #[arg(long)]
     json: bool,
+}
+
+/// Every generation setting as an option, generated from the library's table: `--top-k 5`
+/// sets `top_k`, booleans also work as bare flags, and each shorthand (`--greedy`) sets its
+/// setting to its value.
+struct SettingArgs(Vec<(&'static str, String)>);
+
+impl FromArgMatches for SettingArgs {
+    fn from_arg_matches(m: &ArgMatches) -> std::result::Result<Self, clap::Error> {
+        let mut v = Vec::new();
+        for s in SETTINGS {
+            for (flag, value) in s.flags {
+                if m.get_flag(flag) {
+                    v.push((s.name, (*value).to_owned()));
+                }
+            }
+            if let Some(x) = m.get_one::<String>(s.name) {
+                v.push((s.name, x.clone()));
+            }
+        }
+        Ok(Self(v))
+    }
+
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> std::result::Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+impl Args for SettingArgs {
+    fn augment_args(mut cmd: clap::Command) -> clap::Command {
+        for s in SETTINGS {
+            let long = s.name.replace('_', "-");
+            let mut arg = Arg::new(s.name).long(long.clone()).help(s.help);
+            arg = match s.kind {
+                Kind::Bool => arg
+                    .value_name("true|false")
+                    .num_args(0..=1)
+                    .default_missing_value("true"),
+                Kind::Int => arg.value_name("N"),
+                Kind::Float => arg.value_name("X"),
+                Kind::Text => arg.value_name("TEXT"),
+            };
+            cmd = cmd.arg(arg);
+            let flags: Vec<&str> = s.flags.iter().map(|(f, _)| *f).collect();
+            for (flag, value) in s.flags {
+                let others = flags.iter().filter(|f| *f != flag).copied();
+                cmd = cmd.arg(
+                    Arg::new(*flag)
+                        .long(*flag)
+                        .action(ArgAction::SetTrue)
+                        .help(format!("Same as --{long} {value:?}"))
+                        .conflicts_with(s.name)
+                        .conflicts_with_all(others),
+                );
+            }
+        }
+        cmd
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
 }
 
 #[derive(Args)]
@@ -129,12 +166,13 @@ struct TrainArgs {
     /// Folder with the tokenizer for training from scratch (tokenizer.json or vocab.json + merges.txt).
     #[arg(long, conflicts_with = "init")]
     tokenizer: Option<PathBuf>,
-    /// Learn a byte-level BPE of this many tokens from the posts instead of using --tokenizer
-    /// (a small vocabulary keeps a small bot small).
+    /// Size of the byte-level BPE learned from the posts when neither --init nor --tokenizer is
+    /// given (a small vocabulary keeps a small bot small) [default: 8192].
     #[arg(long, conflicts_with_all = ["init", "tokenizer"])]
     vocab_size: Option<usize>,
     #[arg(long, value_enum, default_value = "tiny")]
     size: SizeArg,
+    /// Optimisation steps [default: 1000].
     #[arg(long, conflicts_with = "epochs")]
     steps: Option<usize>,
     /// Passes over the training tokens (converted to steps).
@@ -185,7 +223,7 @@ enum SizeArg {
     Base,
 }
 
-/// Reads the files of a model folder that exist; a missing optional file is simply absent.
+/// The files of a model folder that the library wants read (the preferred format of each part).
 struct Folder {
     files: Vec<(&'static str, Vec<u8>)>,
 }
@@ -195,33 +233,25 @@ impl Folder {
         if !dir.is_dir() {
             bail!("{}: not a model folder", dir.display());
         }
-        let mut files = Vec::new();
-        for name in ModelFiles::NAMES {
-            // The slower formats are only read when the faster one is absent.
-            let skip = (name == "pytorch_model.bin"
-                && files.iter().any(|(n, _)| *n == "model.safetensors"))
-                || (matches!(name, "vocab.json" | "merges.txt")
-                    && files.iter().any(|(n, _)| *n == "tokenizer.json"));
-            let path = dir.join(name);
-            if skip || !path.exists() {
-                continue;
-            }
-            let bytes = std::fs::read(&path)
-                .with_context(|| format!("{}: cannot be read", path.display()))?;
-            files.push((name, bytes));
-        }
+        let files = files::wanted(|name| dir.join(name).is_file())
+            .into_iter()
+            .map(|name| {
+                let path = dir.join(name);
+                let bytes = std::fs::read(&path)
+                    .with_context(|| format!("{}: cannot be read", path.display()))?;
+                Ok((name, bytes))
+            })
+            .collect::<Result<_>>()?;
         Ok(Self { files })
     }
 
-    fn get(&self, name: &str) -> Option<&[u8]> {
-        self.files
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, b)| b.as_slice())
-    }
-
     fn model_files(&self) -> ModelFiles<'_> {
-        ModelFiles::from_lookup(|name| self.get(name))
+        ModelFiles::from_lookup(|name| {
+            self.files
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, b)| b.as_slice())
+        })
     }
 }
 
@@ -230,29 +260,26 @@ fn load(dir: &Path) -> Result<Bot> {
     Bot::load(&folder.model_files()).with_context(|| format!("{}", dir.display()))
 }
 
+/// Writes named files into `out`, creating it.
+fn write_folder<'a>(
+    out: &Path,
+    files: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create", out.display()))?;
+    for (name, bytes) in files {
+        let path = out.join(name);
+        std::fs::write(&path, bytes)
+            .with_context(|| format!("{}: cannot write", path.display()))?;
+    }
+    Ok(())
+}
+
 fn generate(a: GenerateArgs) -> Result<()> {
     let bot = load(&a.model.model)?;
-    let overrides = ParamOverrides {
-        do_sample: if a.greedy {
-            Some(false)
-        } else if a.sample {
-            Some(true)
-        } else {
-            None
-        },
-        temperature: a.temperature,
-        top_k: a.top_k,
-        top_p: a.top_p,
-        repetition_penalty: a.repetition_penalty,
-        no_repeat_ngram_size: a.no_repeat_ngram_size,
-        min_new_tokens: a.min_new_tokens,
-        max_new_tokens: a.max_new_tokens,
-        num_return_sequences: a.num_return_sequences,
-        seed: Some(a.seed),
-        use_prefix: Some(!a.no_prefix),
-        stop_at_newline: Some(a.stop_at_newline),
-    };
-    let p = overrides.apply(bot.default_params());
+    let mut p = bot.settings();
+    for (name, value) in &a.settings.0 {
+        p.set(name, &Value::String(value.clone()))?;
+    }
     let start = Instant::now();
     let mut session = bot.session(&a.prompt, p)?;
     let prefill = start.elapsed().as_secs_f64();
@@ -277,6 +304,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
         let out = json!({
             "sequences": sequences,
             "prompt_ids": session.prompt_ids(),
+            "seed": session.seed(),
             "generated_tokens": tokens,
             "prefill_seconds": prefill,
             "total_seconds": total,
@@ -346,58 +374,22 @@ fn tokenize(dir: &Path, text: &str, as_json: bool) -> Result<()> {
 
 fn convert(dir: &Path, out: &Path, dtype: DtypeArg) -> Result<()> {
     let folder = Folder::read(dir)?;
-    let files = folder.model_files();
-    let ctx = || format!("{}", dir.display());
-    let config = botcard::Config::from_json(files.config().with_context(ctx)?).with_context(ctx)?;
-    let weights = files.weights().with_context(ctx)?;
-    let tokenizer = files.tokenizer().with_context(ctx)?;
-    let safetensors =
-        botcard::weights::to_safetensors(&config, &weights, dtype.into()).with_context(ctx)?;
-    std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create", out.display()))?;
-    let write = |name: &str, bytes: &[u8]| -> Result<()> {
-        let path = out.join(name);
-        std::fs::write(&path, bytes).with_context(|| format!("{}: cannot write", path.display()))
-    };
-    write("model.safetensors", &safetensors)?;
-    write("tokenizer.json", tokenizer.to_json()?.as_bytes())?;
-    for name in ["config.json", "generation_config.json", "README.md"] {
-        let src = dir.join(name);
-        if src.exists() {
-            let bytes = std::fs::read(&src)
-                .with_context(|| format!("{}: cannot be read", src.display()))?;
-            write(name, &bytes)?;
-        }
+    let converted = folder
+        .model_files()
+        .to_preferred(dtype.into())
+        .with_context(|| format!("{}", dir.display()))?;
+    write_folder(out, converted.iter().map(|(n, b)| (*n, b.as_slice())))?;
+    let card = dir.join(files::CARD);
+    if card.is_file() {
+        let bytes =
+            std::fs::read(&card).with_context(|| format!("{}: cannot be read", card.display()))?;
+        write_folder(out, [(files::CARD, bytes.as_slice())])?;
     }
-    eprintln!(
-        "wrote {} ({} bytes of weights)",
-        out.display(),
-        safetensors.len()
-    );
+    eprintln!("wrote {}", out.display());
     Ok(())
 }
 
-/// A user's name from their data file: `alice.jsonl` -> alice, `archive/alice/tweets.js` -> alice.
-fn user_name(path: &Path) -> String {
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    if stem == "tweets" || stem.starts_with("tweets-part") {
-        let dir = path
-            .parent()
-            .and_then(Path::file_name)
-            .map(|s| s.to_string_lossy().into_owned());
-        if let Some(d) = dir.filter(|d| d != "data") {
-            return d;
-        }
-    }
-    stem
-}
-
 fn train(a: TrainArgs) -> Result<()> {
-    use botcard::dataset;
-    use botcard::train::{Size, TrainOptions, Trainer};
-    let start = Instant::now();
     if a.name.len() > 1 && a.name.len() != a.data.len() {
         bail!(
             "--name was given {} times for {} data files (give it once per file, or once for all)",
@@ -405,185 +397,134 @@ fn train(a: TrainArgs) -> Result<()> {
             a.data.len()
         );
     }
-    // Files with the same name are one user's (an archive split into tweets-part1.js, …).
-    let mut by_name: Vec<(String, Vec<String>)> = Vec::new();
-    for (i, path) in a.data.iter().enumerate() {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("{}: cannot be read", path.display()))?;
-        let posts = dataset::read_posts(&bytes, &path.display().to_string())?;
-        let name = match a.name.as_slice() {
-            [one] => one.clone(),
-            names => names.get(i).cloned().unwrap_or_else(|| user_name(path)),
-        };
-        match by_name.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, all)) => all.extend(posts),
-            None => by_name.push((name, posts)),
-        }
-    }
-    let users: Vec<_> = by_name
+    let bytes = a
+        .data
         .iter()
-        .map(|(name, posts)| dataset::curate(name, posts))
-        .collect();
-    for u in &users {
-        eprintln!(
-            "{}: {} downloaded, {} retweets, {} short, {} kept",
-            u.name,
-            u.downloaded,
-            u.retweets,
-            u.short,
-            u.kept.len()
-        );
-    }
-    let text = dataset::training_text(&users, a.seed)?;
-    let folder = match a.init.as_ref().or(a.tokenizer.as_ref()) {
-        Some(dir) => Some(Folder::read(dir)?),
-        None => None,
-    };
-    let files = folder.as_ref().map(Folder::model_files);
-    let tokenizer = match (&files, a.vocab_size) {
-        (Some(f), _) => f.tokenizer()?,
-        (None, Some(n)) => {
-            let posts: Vec<String> = users.iter().flat_map(|u| u.kept.iter().cloned()).collect();
-            botcard::Tokenizer::train_byte_level_bpe(&posts, n)?
-        }
-        (None, None) => {
-            bail!("give --init DIR to fine-tune, or --tokenizer DIR or --vocab-size N to train from scratch")
-        }
-    };
-    let tokens = tokenizer.encode(&text)?;
-    let eos = tokenizer
-        .token_to_id("<|endoftext|>")
-        .context("the tokenizer has no <|endoftext|>")?;
-    let (cfg, weights) = match (&a.init, &files) {
-        (Some(_), Some(f)) => (botcard::Config::from_json(f.config()?)?, Some(f.weights()?)),
-        _ => {
-            let size = match a.size {
-                SizeArg::Tiny => Size::Tiny,
-                SizeArg::Small => Size::Small,
-                SizeArg::Base => Size::Base,
+        .map(|p| std::fs::read(p).with_context(|| format!("{}: cannot be read", p.display())))
+        .collect::<Result<Vec<_>>>()?;
+    let data: Vec<DataFile> = a
+        .data
+        .iter()
+        .zip(&bytes)
+        .enumerate()
+        .map(|(i, (path, bytes))| {
+            let label = path.display().to_string();
+            let user = match a.name.as_slice() {
+                [one] => one.clone(),
+                names => names
+                    .get(i)
+                    .cloned()
+                    .unwrap_or_else(|| botcard::dataset::user_name(&label)),
             };
-            (size.config(tokenizer.vocab_size(), eos), None)
-        }
+            DataFile { user, label, bytes }
+        })
+        .collect();
+    let base = a
+        .init
+        .as_ref()
+        .or(a.tokenizer.as_ref())
+        .map(|d| Folder::read(d))
+        .transpose()?;
+    let size = match a.size {
+        SizeArg::Tiny => Size::Tiny,
+        SizeArg::Small => Size::Small,
+        SizeArg::Base => Size::Base,
     };
-    let block = a.block_size.min(cfg.n_positions);
-    let steps = match (a.steps, a.epochs) {
-        (Some(s), _) => s,
-        (None, Some(e)) => {
-            let train_tokens = botcard::train::training_split(
-                tokens.len(),
-                block,
-                TrainOptions::default().heldout_fraction,
-            );
-            ((e * train_tokens as f64) / (a.batch_size * block) as f64)
-                .ceil()
-                .max(1.0) as usize
-        }
-        (None, None) => 1000,
+    let start = match (&a.init, &base) {
+        (Some(dir), Some(f)) => Start::FineTune {
+            files: f.model_files(),
+            name: dir.display().to_string(),
+        },
+        (None, Some(f)) => Start::ScratchWithTokenizer {
+            size,
+            files: f.model_files(),
+        },
+        _ => Start::Scratch {
+            size,
+            vocab_size: a.vocab_size.unwrap_or(recipe::DEFAULT_VOCAB_SIZE),
+        },
     };
-    let opts = TrainOptions {
-        steps,
+    let defaults = Recipe::default();
+    let recipe = Recipe {
+        start,
+        length: match (a.steps, a.epochs) {
+            (Some(s), _) => Length::Steps(s),
+            (None, Some(e)) => Length::Epochs(e),
+            (None, None) => defaults.length,
+        },
         batch_size: a.batch_size,
-        block_size: block,
+        block_size: a.block_size,
         learning_rate: a.lr,
-        warmup_steps: (steps / 20).max(1),
         seed: a.seed,
-        ..Default::default()
+        handle: a.handle.clone(),
+        about: a.about.clone(),
+        precision: a.dtype.into(),
     };
-    let mut trainer = Trainer::new(cfg.clone(), weights.as_ref(), tokens, opts)?;
-    let (train_tokens, heldout_tokens) = trainer.token_counts();
-    eprintln!("{train_tokens} training tokens, {heldout_tokens} held out; {steps} steps");
-    let bar = indicatif::ProgressBar::new(steps as u64);
+
+    let clock = Instant::now();
+    let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  ETA {eta}")
             .expect("valid template"),
     );
-    let train_start = Instant::now();
-    let (mut seen, mut loss) = (0usize, f64::NAN);
-    for _ in 0..steps {
-        let r = trainer.step()?;
-        seen += r.tokens;
-        loss = r.loss;
-        let rate = seen as f64 / train_start.elapsed().as_secs_f64();
-        bar.set_message(format!("loss {loss:.3}  {rate:.0} tok/s"));
-        bar.inc(1);
-        // Without a terminal (CI, nohup) the bar is hidden: a line every 5 % instead.
-        if bar.is_hidden() && (r.step % (steps / 20).max(1) == 0 || r.step == steps) {
-            let left =
-                train_start.elapsed().as_secs_f64() / r.step as f64 * (steps - r.step) as f64;
-            eprintln!(
-                "step {}/{steps}  loss {loss:.3}  {rate:.0} tok/s  ETA {:.0} s",
-                r.step, left
-            );
+    let (mut seen, mut steps, mut train_start) = (0usize, 0usize, 0.0f64);
+    let mut on_event = |e: Event| match e {
+        Event::Data(users) => {
+            for u in users {
+                eprintln!(
+                    "{}: {} downloaded, {} retweets, {} short, {} kept",
+                    u.name,
+                    u.downloaded,
+                    u.retweets,
+                    u.short,
+                    u.kept.len()
+                );
+            }
         }
-    }
-    bar.finish();
-    let heldout = trainer.heldout_loss()?;
-    let unigram = trainer.unigram_heldout_loss();
-    eprintln!(
-        "held-out loss {heldout:.3}, perplexity {:.1} (unigram baseline {:.1})",
-        heldout.exp(),
-        unigram.exp()
-    );
-    let figures = botcard::card::TrainingFigures {
-        base: match &a.init {
-            Some(d) => format!("fine-tuned from {}", d.display()),
-            None => format!(
-                "a GPT-2 trained from scratch ({} layers, {} wide, {} positions, {} tokens)",
-                cfg.n_layer, cfg.n_embd, cfg.n_positions, cfg.vocab_size
-            ),
+        Event::Plan {
+            train_tokens,
+            heldout_tokens,
+            steps: n,
+        } => {
+            eprintln!("{train_tokens} training tokens, {heldout_tokens} held out; {n} steps");
+            steps = n;
+            bar.set_length(n as u64);
+            train_start = clock.elapsed().as_secs_f64();
+        }
+        Event::Step(r) => {
+            seen += r.tokens;
+            let elapsed = clock.elapsed().as_secs_f64() - train_start;
+            let rate = seen as f64 / elapsed;
+            bar.set_message(format!("loss {:.3}  {rate:.0} tok/s", r.loss));
+            bar.inc(1);
+            // Without a terminal (CI, nohup) the bar is hidden: a line every 5 % instead.
+            if bar.is_hidden() && (r.step % (steps / 20).max(1) == 0 || r.step == steps) {
+                let left = elapsed / r.step as f64 * (steps - r.step) as f64;
+                eprintln!(
+                    "step {}/{steps}  loss {:.3}  {rate:.0} tok/s  ETA {left:.0} s",
+                    r.step, r.loss
+                );
+            }
+        }
+        Event::Finishing => bar.finish(),
+    };
+    let bot = recipe::train_bot(
+        &data,
+        &recipe,
+        Hooks {
+            on_event: &mut on_event,
+            cancelled: &|| false,
+            seconds: &|| clock.elapsed().as_secs_f64(),
         },
-        steps,
-        final_loss: loss,
-        heldout_loss: heldout,
-        unigram_loss: unigram,
-        seconds: start.elapsed().as_secs_f64(),
-        train_tokens,
-        heldout_tokens,
-    };
-    let handle = a.handle.clone().unwrap_or_else(|| {
-        users
-            .iter()
-            .map(|u| u.name.to_lowercase().replace(' ', ""))
-            .collect::<Vec<_>>()
-            .join("-")
-    });
-    let task = json!({"text-generation": {"do_sample": true, "min_length": 10, "max_length": 160,
-        "temperature": 1.0, "top_p": 0.95, "prefix": "<|endoftext|>"}});
-    std::fs::create_dir_all(&a.out)
-        .with_context(|| format!("{}: cannot create", a.out.display()))?;
-    let write = |name: &str, bytes: &[u8]| -> Result<()> {
-        let path = a.out.join(name);
-        std::fs::write(&path, bytes).with_context(|| format!("{}: cannot write", path.display()))
-    };
-    write(
-        "config.json",
-        serde_json::to_string_pretty(&cfg.to_hf_json(Some(task)))?.as_bytes(),
     )?;
-    write(
-        "model.safetensors",
-        &trainer.to_safetensors(a.dtype.into())?,
-    )?;
-    write("tokenizer.json", tokenizer.to_json()?.as_bytes())?;
-    // Samples come from the folder as written, so they show what its users will get.
-    let bot = load(&a.out)?;
-    let params = ParamOverrides {
-        num_return_sequences: Some(3),
-        seed: Some(a.seed),
-        ..Default::default()
-    }
-    .apply(bot.default_params());
-    let samples = botcard::generate(&bot.model, &bot.tokenizer, "My dream is", params, |_| {})?
-        .into_iter()
-        .map(|s| format!("My dream is{}", s.text))
-        .collect();
-    let notes = botcard::card::CardNotes {
-        data_source: a.about.clone(),
-        samples,
-    };
-    write(
-        "README.md",
-        botcard::card::huggingtweets_card(&users, &handle, &figures, &notes).as_bytes(),
-    )?;
+    let f = &bot.figures;
+    eprintln!(
+        "held-out loss {:.3}, perplexity {:.1} (unigram baseline {:.1})",
+        f.heldout_loss,
+        f.heldout_loss.exp(),
+        f.unigram_loss.exp()
+    );
+    write_folder(&a.out, bot.files.iter().map(|(n, b)| (*n, b.as_slice())))?;
     eprintln!("wrote {}", a.out.display());
     Ok(())
 }

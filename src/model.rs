@@ -9,11 +9,24 @@
 //! tied to `wte`, and old checkpoints carry `attn.bias`/`attn.masked_bias` buffers we never read.
 
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{kv_cache::KvCache, LayerNorm, Linear};
+use candle_nn::{kv_cache::KvCache, LayerNorm};
 
 use crate::config::{Activation, Config};
 use crate::error::{Error, Result};
 use crate::weights::Weights;
+
+/// How a pass runs, chosen by the caller: training (differentiable ops only, every position
+/// from 0, no cache) or inference (candle's fused kernels, after what the cache `C` holds).
+enum Mode<C> {
+    Train,
+    Infer(C),
+}
+
+impl<C> Mode<C> {
+    fn is_train(&self) -> bool {
+        matches!(self, Mode::Train)
+    }
+}
 
 /// Where a model's tensors come from: a checkpoint ([`Weights`]) or training variables.
 pub trait TensorSource {
@@ -32,10 +45,39 @@ impl TensorSource for Weights<'_> {
     }
 }
 
-fn conv1d(w: &dyn TensorSource, name: &str, n_in: usize, n_out: usize) -> Result<Linear> {
-    let weight = w.linear_weight(&format!("{name}.weight"), n_in, n_out)?;
-    let bias = w.tensor(&format!("{name}.bias"), &[n_out])?;
-    Ok(Linear::new(weight, Some(bias)))
+/// `y = x·Wᵀ + b`, W stored [out, in]. Every weight multiplication of the model goes through
+/// here, so another weight format (a quantized one) replaces W without touching the blocks.
+struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// An HF Conv1D layer (`{name}.weight` [in, out] + `{name}.bias`).
+    fn conv1d(w: &dyn TensorSource, name: &str, n_in: usize, n_out: usize) -> Result<Self> {
+        Ok(Self {
+            weight: w.linear_weight(&format!("{name}.weight"), n_in, n_out)?,
+            bias: Some(w.tensor(&format!("{name}.bias"), &[n_out])?),
+        })
+    }
+
+    /// x: (…, in) -> (…, out), as one 2-D matmul over all leading dimensions (a broadcast
+    /// batched matmul is much slower on candle's CPU backend).
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut dims = x.dims().to_vec();
+        let k = dims.pop().unwrap_or(1);
+        let rows = dims.iter().product::<usize>();
+        let y = x
+            .contiguous()?
+            .reshape((rows, k))?
+            .matmul(&self.weight.t()?)?;
+        dims.push(self.weight.dim(0)?);
+        let y = y.reshape(dims)?;
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
 }
 
 /// Layer norm: candle's fused kernel for inference, plain (differentiable) ops for training.
@@ -87,19 +129,18 @@ impl Attention {
             scale /= (layer + 1) as f64;
         }
         Ok(Self {
-            c_attn: conv1d(w, &format!("{p}.c_attn"), e, 3 * e)?,
-            c_proj: conv1d(w, &format!("{p}.c_proj"), e, e)?,
+            c_attn: Linear::conv1d(w, &format!("{p}.c_attn"), e, 3 * e)?,
+            c_proj: Linear::conv1d(w, &format!("{p}.c_proj"), e, e)?,
             n_head: cfg.n_head,
             scale,
         })
     }
 
     /// x: (B, T, C); `mask`: (T, S) with -inf where a query may not look, None when T = 1.
-    /// Without a cache this is the training pass: differentiable ops only.
     fn forward(
         &self,
         x: &Tensor,
-        cache: Option<&mut KvCache>,
+        mode: Mode<&mut KvCache>,
         mask: Option<&Tensor>,
     ) -> Result<Tensor> {
         let (b, t, c) = x.dims3()?;
@@ -112,10 +153,10 @@ impl Attention {
                 .contiguous()
         };
         let (q, k, v) = (split(0)?, split(1)?, split(2)?);
-        let train = cache.is_none();
-        let (k, v) = match cache {
-            Some(cache) => cache.append(&k, &v)?, // (B, nh, S, hs)
-            None => (k, v),
+        let train = mode.is_train();
+        let (k, v) = match mode {
+            Mode::Infer(cache) => cache.append(&k, &v)?, // (B, nh, S, hs)
+            Mode::Train => (k, v),
         };
         let att = (q.matmul(&k.t()?.contiguous()?)? * self.scale)?; // (B, nh, T, S)
         let att = match mask {
@@ -143,8 +184,8 @@ impl Mlp {
     fn load(w: &dyn TensorSource, layer: usize, cfg: &Config) -> Result<Self> {
         let p = format!("h.{layer}.mlp");
         Ok(Self {
-            c_fc: conv1d(w, &format!("{p}.c_fc"), cfg.n_embd, cfg.n_inner)?,
-            c_proj: conv1d(w, &format!("{p}.c_proj"), cfg.n_inner, cfg.n_embd)?,
+            c_fc: Linear::conv1d(w, &format!("{p}.c_fc"), cfg.n_embd, cfg.n_inner)?,
+            c_proj: Linear::conv1d(w, &format!("{p}.c_proj"), cfg.n_inner, cfg.n_embd)?,
             act: cfg.activation,
         })
     }
@@ -185,13 +226,13 @@ impl Block {
     fn forward(
         &self,
         x: &Tensor,
-        cache: Option<&mut KvCache>,
+        mode: Mode<&mut KvCache>,
         mask: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let train = cache.is_none();
+        let train = mode.is_train();
         let x = (x + self
             .attn
-            .forward(&self.ln_1.forward(x, train)?, cache, mask)?)?;
+            .forward(&self.ln_1.forward(x, train)?, mode, mask)?)?;
         Ok((&x + self.mlp.forward(&self.ln_2.forward(&x, train)?)?)?)
     }
 }
@@ -223,13 +264,9 @@ pub struct Gpt2 {
 }
 
 impl Gpt2 {
-    /// Builds the model from checkpoint tensors, checking every shape against `cfg`.
-    pub fn load(cfg: &Config, w: &Weights) -> Result<Self> {
-        Self::from_source(cfg, w)
-    }
-
-    /// Builds the model from any tensor source: a checkpoint, or training variables (the
-    /// model then computes with the variables themselves, so optimizer steps show at once).
+    /// Builds the model from a tensor source: checkpoint [`Weights`] (every shape checked
+    /// against `cfg`), or training variables (the model then computes with the variables
+    /// themselves, so optimizer steps show at once).
     pub fn from_source(cfg: &Config, w: &dyn TensorSource) -> Result<Self> {
         let wte = w.tensor("wte.weight", &[cfg.vocab_size, cfg.n_embd])?;
         let wpe = w.tensor("wpe.weight", &[cfg.n_positions, cfg.n_embd])?;
@@ -248,7 +285,10 @@ impl Gpt2 {
             wpe,
             h,
             ln_f,
-            lm_head: Linear::new(lm_head, None),
+            lm_head: Linear {
+                weight: lm_head,
+                bias: None,
+            },
             cfg: cfg.clone(),
             device: Device::Cpu,
         })
@@ -297,7 +337,7 @@ impl Gpt2 {
             )));
         }
         let ids = Tensor::new(ids.concat(), &self.device)?.reshape((b, t))?;
-        let hidden = self.hidden(&ids, cache.pos, Some(&mut cache.layers))?;
+        let hidden = self.hidden(&ids, cache.pos, Mode::Infer(&mut cache.layers))?;
         cache.pos += t;
         Ok(hidden)
     }
@@ -305,17 +345,12 @@ impl Gpt2 {
     /// The training pass: logits (B, T, V) for ids (B, T) from position 0, through
     /// differentiable ops only and without a cache.
     pub fn forward_train(&self, ids: &Tensor) -> Result<Tensor> {
-        let hidden = self.hidden(ids, 0, None)?;
+        let hidden = self.hidden(ids, 0, Mode::Train)?;
         self.logits(&hidden)
     }
 
     /// Final hidden states (B, T, C) of ids (B, T) at positions past..past+T.
-    fn hidden(
-        &self,
-        ids: &Tensor,
-        past: usize,
-        mut caches: Option<&mut [KvCache]>,
-    ) -> Result<Tensor> {
+    fn hidden(&self, ids: &Tensor, past: usize, mut mode: Mode<&mut [KvCache]>) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let tok =
             self.wte
@@ -329,12 +364,14 @@ impl Gpt2 {
         } else {
             None
         };
-        let train = caches.is_none();
         for (i, block) in self.h.iter().enumerate() {
-            let kv = caches.as_deref_mut().map(|c| &mut c[i]);
-            x = block.forward(&x, kv, mask.as_ref())?;
+            let layer = match &mut mode {
+                Mode::Train => Mode::Train,
+                Mode::Infer(caches) => Mode::Infer(&mut caches[i]),
+            };
+            x = block.forward(&x, layer, mask.as_ref())?;
         }
-        self.ln_f.forward(&x, train)
+        self.ln_f.forward(&x, mode.is_train())
     }
 
     /// Logits over the vocabulary for hidden states (…, C) -> (…, V).

@@ -50,15 +50,24 @@ impl Size {
     }
 }
 
+/// How long to train.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Length {
+    Steps(usize),
+    /// Passes over the training tokens (held-out tokens not counted), rounded up to whole steps.
+    Epochs(f64),
+}
+
 /// Optimisation settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainOptions {
-    pub steps: usize,
+    pub length: Length,
     pub batch_size: usize,
     /// Tokens per training window (capped at the model's n_positions).
     pub block_size: usize,
     pub learning_rate: f64,
-    pub warmup_steps: usize,
+    /// Steps of linear warmup; by default a twentieth of the steps (at least one).
+    pub warmup_steps: Option<usize>,
     pub weight_decay: f64,
     pub seed: u64,
     /// Share of the tokens, taken from the end, kept out of training to measure perplexity.
@@ -68,11 +77,11 @@ pub struct TrainOptions {
 impl Default for TrainOptions {
     fn default() -> Self {
         Self {
-            steps: 1000,
+            length: Length::Steps(1000),
             batch_size: 8,
             block_size: 128,
             learning_rate: 1e-3,
-            warmup_steps: 50,
+            warmup_steps: None,
             weight_decay: 0.01,
             seed: 0,
             heldout_fraction: 0.05,
@@ -134,7 +143,7 @@ fn normal(rng: &mut ChaCha8Rng, n: usize, std: f64) -> Vec<f32> {
 
 /// How many of `n` tokens are trained on; the rest, at least one window of `block + 1`, is held
 /// out.
-pub fn training_split(n: usize, block: usize, heldout_fraction: f64) -> usize {
+fn training_split(n: usize, block: usize, heldout_fraction: f64) -> usize {
     let heldout = ((n as f64 * heldout_fraction) as usize).max(block + 1);
     n.saturating_sub(heldout)
 }
@@ -148,6 +157,9 @@ pub struct Trainer {
     train: Vec<u32>,
     heldout: Vec<u32>,
     opts: TrainOptions,
+    /// Total steps, from `opts.length`.
+    steps: usize,
+    warmup: usize,
     rng: ChaCha8Rng,
     step: usize,
 }
@@ -222,6 +234,12 @@ impl Trainer {
             ..Default::default()
         };
         let opt = AdamW::new(vars.0.iter().map(|(_, v)| v.clone()).collect(), params)?;
+        let steps = match opts.length {
+            Length::Steps(s) => s,
+            Length::Epochs(e) => ((e * split as f64) / (opts.batch_size * block).max(1) as f64)
+                .ceil()
+                .max(1.0) as usize,
+        };
         Ok(Self {
             cfg,
             vars,
@@ -229,6 +247,8 @@ impl Trainer {
             opt,
             train: tokens[..split].to_vec(),
             heldout: tokens[split..].to_vec(),
+            warmup: opts.warmup_steps.unwrap_or((steps / 20).max(1)),
+            steps,
             opts: TrainOptions {
                 block_size: block,
                 ..opts
@@ -243,18 +263,14 @@ impl Trainer {
         (self.train.len(), self.heldout.len())
     }
 
-    /// Steps done so far.
-    pub fn steps_done(&self) -> usize {
-        self.step
+    /// How many steps the run takes (its [`Length`] in steps).
+    pub fn total_steps(&self) -> usize {
+        self.steps
     }
 
     /// Linear warmup to the peak rate, then cosine decay to a tenth of it.
     fn learning_rate(&self) -> f64 {
-        let (peak, warm, total) = (
-            self.opts.learning_rate,
-            self.opts.warmup_steps,
-            self.opts.steps.max(1),
-        );
+        let (peak, warm, total) = (self.opts.learning_rate, self.warmup, self.steps.max(1));
         if self.step < warm {
             return peak * (self.step + 1) as f64 / warm as f64;
         }
@@ -339,11 +355,6 @@ impl Trainer {
             .map(|&t| -(counts[t as usize] / total).ln())
             .sum();
         nll / targets.len() as f64
-    }
-
-    /// The architecture being trained.
-    pub fn config(&self) -> &Config {
-        &self.cfg
     }
 
     /// The trained model, usable for generation right away.

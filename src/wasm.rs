@@ -1,9 +1,11 @@
 //! The WebAssembly face of the library, for `www/worker.js` (the only importer of `pkg/`).
-//! Models arrive as bytes the worker fetched; errors leave as one readable sentence.
+//! Models arrive as bytes the worker fetched, in the order [`next_model_file`] asks for them;
+//! errors leave as one readable sentence.
 
+use serde_json::{Map, Value};
 use wasm_bindgen::prelude::*;
 
-use crate::{card, Bot, ModelFiles, ParamOverrides, Session};
+use crate::{card, files, recipe, Bot, ModelFiles, Session};
 
 fn js_err(e: impl std::fmt::Display) -> JsError {
     JsError::new(&e.to_string())
@@ -20,26 +22,44 @@ fn start() {
 }
 
 /// Parses and sanitizes a model card (`README.md` bytes) into what the card view draws.
-#[wasm_bindgen(js_name = renderCard)]
-pub fn render_card(readme: &[u8]) -> Result<JsValue, JsError> {
+#[wasm_bindgen(js_name = parseCard)]
+pub fn parse_card(readme: &[u8]) -> Result<JsValue, JsError> {
     to_js(&card::parse_card(readme))
 }
 
-/// A loaded bot and the generation in progress, if any.
+/// The next model file to fetch, given `known` (`{name: true}` for a file fetched, `{name:
+/// false}` for one the source does not have); `undefined` when the model is complete. Throws the
+/// sentence that names a missing required file.
+#[wasm_bindgen(js_name = nextModelFile)]
+pub fn next_model_file(known: JsValue) -> Result<Option<String>, JsError> {
+    let known: Map<String, Value> = serde_wasm_bindgen::from_value(known).map_err(js_err)?;
+    Ok(
+        files::next_wanted(|n| known.get(n).and_then(Value::as_bool))
+            .map_err(js_err)?
+            .map(str::to_owned),
+    )
+}
+
+/// The prompt huggingtweets cards open with ("My dream is").
+#[wasm_bindgen(js_name = samplePrompt)]
+pub fn sample_prompt() -> String {
+    recipe::SAMPLE_PROMPT.to_owned()
+}
+
+/// A loaded bot. Any number of [`WasmSession`]s can generate with it.
 #[wasm_bindgen]
 pub struct WasmBot {
     bot: Bot,
-    session: Option<Session>,
 }
 
 #[wasm_bindgen]
 impl WasmBot {
     /// Loads a bot from `{ "config.json": Uint8Array, "model.safetensors": Uint8Array, … }`
-    /// (the names of [`ModelFiles::NAMES`]; absent files left out).
+    /// (the files [`next_model_file`] asked for; absent ones left out).
     #[wasm_bindgen(constructor)]
     pub fn new(files: &js_sys::Object) -> Result<WasmBot, JsError> {
         let mut bytes: Vec<(&str, Vec<u8>)> = Vec::new();
-        for name in ModelFiles::NAMES {
+        for name in files::all_names() {
             let v = js_sys::Reflect::get(files, &JsValue::from_str(name))
                 .map_err(|_| js_err("bad files object"))?;
             if let Some(arr) = v.dyn_ref::<js_sys::Uint8Array>() {
@@ -53,59 +73,64 @@ impl WasmBot {
                 .map(|(_, b)| b.as_slice())
         });
         let bot = Bot::load(&files).map_err(js_err)?;
-        Ok(WasmBot { bot, session: None })
+        Ok(WasmBot { bot })
     }
 
-    /// The model's generation defaults (HF pipeline semantics), for the settings form.
-    pub fn defaults(&self) -> Result<JsValue, JsError> {
-        to_js(&self.bot.defaults)
+    /// Every generation setting with this model's value and what a blank means
+    /// (`[{name, kind, label, help, form, value, placeholder}]`), for the settings form.
+    pub fn settings(&self) -> Result<JsValue, JsError> {
+        to_js(&self.bot.defaults.describe())
     }
 
-    /// Starts generating after `prompt`; `overrides` uses the URL-parameter names
-    /// (`max_new_tokens`, `do_sample`, `seed`, …). Returns the number of sequences.
-    pub fn start(&mut self, prompt: &str, overrides: JsValue) -> Result<usize, JsError> {
-        let o: ParamOverrides = if overrides.is_undefined() || overrides.is_null() {
-            ParamOverrides::default()
-        } else {
-            serde_wasm_bindgen::from_value(overrides).map_err(js_err)?
-        };
-        let session = self
-            .bot
-            .session(prompt, o.apply(self.bot.default_params()))
-            .map_err(js_err)?;
-        let n = session.sequence_count();
-        self.session = Some(session);
-        Ok(n)
+    /// Starts generating after `prompt`. `overrides` maps setting names to values or text (URL
+    /// parameters, form fields); blank text leaves the model's value.
+    pub fn start(&self, prompt: &str, overrides: JsValue) -> Result<WasmSession, JsError> {
+        let mut settings = self.bot.settings();
+        if !(overrides.is_undefined() || overrides.is_null()) {
+            let o: Map<String, Value> =
+                serde_wasm_bindgen::from_value(overrides).map_err(js_err)?;
+            settings.apply(&o).map_err(js_err)?;
+        }
+        let session = self.bot.session(prompt, settings).map_err(js_err)?;
+        Ok(WasmSession { session })
+    }
+}
+
+/// One generation in progress; it must be stepped with the bot that started it.
+#[wasm_bindgen]
+pub struct WasmSession {
+    session: Session,
+}
+
+#[wasm_bindgen]
+impl WasmSession {
+    /// How many sequences this generation writes.
+    #[wasm_bindgen(getter, js_name = sequenceCount)]
+    pub fn sequence_count(&self) -> usize {
+        self.session.sequence_count()
+    }
+
+    /// The seed of its random draws (given, or drawn because none was).
+    #[wasm_bindgen(getter)]
+    pub fn seed(&self) -> f64 {
+        // Seeds that are drawn fit in 32 bits; a larger given one is shown approximately.
+        self.session.seed() as f64
     }
 
     /// One token per unfinished sequence: `[{sequence, token_id, text}]`; empty when done.
-    pub fn step(&mut self) -> Result<JsValue, JsError> {
-        let Some(session) = self.session.as_mut() else {
-            return to_js(&Vec::<u8>::new());
-        };
-        let tokens = self.bot.step(session).map_err(js_err)?;
+    pub fn step(&mut self, bot: &WasmBot) -> Result<JsValue, JsError> {
+        let tokens = bot.bot.step(&mut self.session).map_err(js_err)?;
         to_js(&tokens)
     }
 
-    /// Whether the current generation has finished (true when none was started).
+    /// Whether every sequence has finished.
     #[wasm_bindgen(js_name = isDone)]
     pub fn is_done(&self) -> bool {
-        self.session.as_ref().is_none_or(Session::is_done)
+        self.session.is_done()
     }
 
-    /// `[{text, token_ids}]` of the current generation.
+    /// `[{text, token_ids}]` so far.
     pub fn sequences(&self) -> Result<JsValue, JsError> {
-        to_js(
-            &self
-                .session
-                .as_ref()
-                .map(Session::sequences)
-                .unwrap_or_default(),
-        )
-    }
-
-    /// Drops the current generation (the Stop button).
-    pub fn stop(&mut self) {
-        self.session = None;
+        to_js(&self.session.sequences())
     }
 }

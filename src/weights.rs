@@ -15,11 +15,8 @@ use safetensors::SafeTensors;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::files::{PYTORCH, SAFETENSORS};
 use crate::pickle::{self, StorageType, TensorRef};
-
-/// The file name each format is known by, for messages.
-pub const SAFETENSORS: &str = "model.safetensors";
-pub const PYTORCH: &str = "pytorch_model.bin";
 
 enum Source<'a> {
     Safetensors(SafeTensors<'a>, HashMap<String, String>),
@@ -106,19 +103,6 @@ impl<'a> Weights<'a> {
             },
             file: PYTORCH,
         })
-    }
-
-    /// The file these weights came from, for messages.
-    pub fn file(&self) -> &'static str {
-        self.file
-    }
-
-    /// Whether the checkpoint has a tensor of this (normalised) name.
-    pub fn contains(&self, name: &str) -> bool {
-        match &self.source {
-            Source::Safetensors(_, names) => names.contains_key(name),
-            Source::Pytorch { tensors, .. } => tensors.contains_key(name),
-        }
     }
 
     /// The tensor `name` as f32, after checking that its shape is `shape`.

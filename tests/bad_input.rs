@@ -224,7 +224,7 @@ fn broken_tokenizers_are_refused() {
 #[test]
 fn absurd_generation_parameters_are_refused_with_the_parameter_named() {
     let b = bot("tiny-st");
-    type Edit = Box<dyn Fn(&mut botcard::GenerateParams)>;
+    type Edit = Box<dyn Fn(&mut botcard::GenerationSettings)>;
     let cases: Vec<(&str, Edit)> = vec![
         ("top_p", Box::new(|p| p.top_p = 0.0)),
         ("top_p", Box::new(|p| p.top_p = 1.5)),
@@ -245,7 +245,7 @@ fn absurd_generation_parameters_are_refused_with_the_parameter_named() {
         ),
     ];
     for (name, edit) in cases {
-        let mut p = b.default_params();
+        let mut p = b.settings();
         edit(&mut p);
         let e = b
             .session("My dream is", p)

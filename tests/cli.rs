@@ -282,10 +282,7 @@ fn train_writes_a_model_folder_with_a_huggingtweets_card() {
     assert_eq!(card.stats[1].kept, Some(150));
     assert!(card.body_html.contains("Held-out perplexity"));
     let bot = Files::read(&out).load().unwrap();
-    assert_eq!(
-        bot.default_params().prefix.as_deref(),
-        Some("<|endoftext|>")
-    );
+    assert_eq!(bot.settings().prefix.as_deref(), Some("<|endoftext|>"));
     assert_generates(&out, "My dream is", 5);
 }
 

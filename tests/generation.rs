@@ -1,17 +1,17 @@
 //! Sessions: seeds, batches, lengths as HF counts them, stopping rules.
 
-use botcard::GenerateParams;
+use botcard::GenerationSettings;
 
 use crate::util::{bot, edit_safetensors, Files};
 
-fn run(b: &botcard::Bot, prompt: &str, p: GenerateParams) -> Vec<botcard::Sequence> {
+fn run(b: &botcard::Bot, prompt: &str, p: GenerationSettings) -> Vec<botcard::Sequence> {
     botcard::generate(&b.model, &b.tokenizer, prompt, p, |_| {}).unwrap()
 }
 
-fn sampling_params(b: &botcard::Bot, seed: u64) -> GenerateParams {
-    let mut p = b.default_params();
+fn sampling_params(b: &botcard::Bot, seed: u64) -> GenerationSettings {
+    let mut p = b.settings();
     p.do_sample = true;
-    p.seed = seed;
+    p.seed = Some(seed);
     p.max_new_tokens = Some(12);
     p
 }
@@ -19,7 +19,7 @@ fn sampling_params(b: &botcard::Bot, seed: u64) -> GenerateParams {
 #[test]
 fn huggingtweets_defaults_come_from_task_specific_params() {
     let b = bot("tiny-st");
-    let p = b.default_params();
+    let p = b.settings();
     assert!(p.do_sample);
     assert_eq!((p.min_length, p.max_length), (10, 160));
     assert_eq!(p.top_p, 0.95);
@@ -82,7 +82,7 @@ fn temperature_zero_means_greedy() {
 #[test]
 fn max_length_counts_the_prompt_but_not_the_prefix() {
     let b = bot("tiny-st");
-    let mut p = b.default_params();
+    let mut p = b.settings();
     p.do_sample = false;
     p.max_length = 7;
     p.min_length = 7;

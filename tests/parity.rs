@@ -59,7 +59,7 @@ fn greedy_ids_match_transformers() {
         let b = bot(name);
         for case in r["models"][name]["greedy"].as_array().unwrap() {
             let expected = u32s(&case["new_ids"]);
-            let mut p = b.default_params();
+            let mut p = b.settings();
             p.do_sample = false;
             p.max_new_tokens = Some(expected.len());
             p.min_new_tokens = Some(expected.len());

@@ -1,8 +1,12 @@
 //! Training: loss goes down, runs repeat with a seed, and the result is an HF GPT-2 folder.
 
-use botcard::train::{Size, TrainOptions, Trainer};
+use botcard::train::{Length, Size, TrainOptions, Trainer};
 use botcard::weights::Precision;
 use botcard::{Bot, Config, ModelFiles, Weights};
+
+use botcard::recipe::{
+    train_bot, DataFile, Event, Hooks, Recipe, Start, TrainedBot, SAMPLE_PROMPT,
+};
 
 use crate::util::Files;
 
@@ -23,11 +27,11 @@ fn corpus_tokens() -> (Vec<u32>, Vec<u8>) {
 
 fn options(steps: usize) -> TrainOptions {
     TrainOptions {
-        steps,
+        length: Length::Steps(steps),
         batch_size: 4,
         block_size: 32,
         learning_rate: 3e-3,
-        warmup_steps: 5,
+        warmup_steps: Some(5),
         seed: 3,
         ..Default::default()
     }
@@ -108,7 +112,7 @@ fn the_trained_folder_loads_in_the_engine_with_hf_names_and_shapes() {
     let config = serde_json::to_vec(&cfg.to_hf_json(None)).unwrap();
     assert_eq!(Config::from_json(&config).unwrap(), cfg);
     // The loaded copy computes what the trainer's own model computes.
-    let gap = loaded_logprob_gap(&t, &st, &tokenizer_json, &tokens[..20]);
+    let gap = loaded_logprob_gap(&t, &cfg, &st, &tokenizer_json, &tokens[..20]);
     assert!(gap < 1e-4, "{gap}");
     // Fine-tuning starts from a checkpoint of the same config.
     let w = Weights::from_safetensors(&st).unwrap();
@@ -133,21 +137,27 @@ fn f16_weights_take_half_the_bytes_and_compute_nearly_the_same() {
     );
     let ratio = f16.len() as f64 / f32.len() as f64;
     assert!((0.49..0.51).contains(&ratio), "{ratio}");
-    let worst = loaded_logprob_gap(&t, &f16, &tokenizer_json, &tokens[..40]);
+    let worst = loaded_logprob_gap(&t, &cfg, &f16, &tokenizer_json, &tokens[..40]);
     eprintln!("f16 storage: max |Δ logprob| {worst:.2e}");
     assert!(worst < 2e-2, "{worst}");
 }
 
 /// The largest |Δ logprob| over `ids` between the trainer's own model and `safetensors` loaded
-/// by the engine with the trainer's config.
-fn loaded_logprob_gap(t: &Trainer, safetensors: &[u8], tokenizer_json: &[u8], ids: &[u32]) -> f32 {
-    let config = serde_json::to_vec(&t.config().to_hf_json(None)).unwrap();
-    let bot = Bot::load(&ModelFiles {
-        config_json: Some(&config),
-        model_safetensors: Some(safetensors),
-        tokenizer_json: Some(tokenizer_json),
-        ..Default::default()
-    })
+/// by the engine with the trainer's config `cfg`.
+fn loaded_logprob_gap(
+    t: &Trainer,
+    cfg: &Config,
+    safetensors: &[u8],
+    tokenizer_json: &[u8],
+    ids: &[u32],
+) -> f32 {
+    let config = serde_json::to_vec(&cfg.to_hf_json(None)).unwrap();
+    let bot = Bot::load(&ModelFiles::from_lookup(|name| match name {
+        "config.json" => Some(config.as_slice()),
+        "model.safetensors" => Some(safetensors),
+        "tokenizer.json" => Some(tokenizer_json),
+        _ => None,
+    }))
     .unwrap();
     let a = bot.model.logprobs(ids).unwrap();
     let b = t.model().logprobs(ids).unwrap();
@@ -155,4 +165,173 @@ fn loaded_logprob_gap(t: &Trainer, safetensors: &[u8], tokenizer_json: &[u8], id
         .zip(&b)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
+}
+
+/// Posts of one made-up user, as JSON Lines: enough text to train on, a few retweets and short
+/// posts for the counts.
+fn jsonl_posts(n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|i| {
+            let text = match i % 9 {
+                0 => format!("RT @friend: look at harbour photo {i}"),
+                4 => "so true".to_owned(),
+                _ => format!("The ferry number {i} left the harbour at dawn with gulls behind it"),
+            };
+            serde_json::json!({ "full_text": text }).to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        .into_bytes()
+}
+
+fn tiny_recipe<'a>() -> Recipe<'a> {
+    Recipe {
+        start: Start::Scratch {
+            size: Size::Tiny,
+            vocab_size: 400,
+        },
+        length: Length::Steps(3),
+        batch_size: 2,
+        block_size: 32,
+        seed: 5,
+        ..Default::default()
+    }
+}
+
+/// Runs the recipe in-process, recording its events as short strings.
+fn run_recipe(
+    data: &[DataFile],
+    recipe: &Recipe,
+    cancel_after: Option<usize>,
+) -> (botcard::Result<TrainedBot>, Vec<String>) {
+    let mut events = Vec::new();
+    let steps = std::cell::Cell::new(0usize);
+    let result = train_bot(
+        data,
+        recipe,
+        Hooks {
+            on_event: &mut |e| {
+                events.push(match e {
+                    Event::Data(users) => format!("data {}", users.len()),
+                    Event::Plan { steps, .. } => format!("plan {steps}"),
+                    Event::Step(r) => {
+                        steps.set(r.step);
+                        format!("step {}", r.step)
+                    }
+                    Event::Finishing => "finishing".into(),
+                })
+            },
+            cancelled: &|| cancel_after.is_some_and(|n| steps.get() >= n),
+            seconds: &|| 0.0,
+        },
+    );
+    (result, events)
+}
+
+#[test]
+fn the_recipe_runs_in_process_from_posts_to_a_folder_with_a_card() {
+    let (alice, bob) = (jsonl_posts(200), jsonl_posts(120));
+    let data = [
+        DataFile {
+            user: "Alice".into(),
+            label: "a.jsonl".into(),
+            bytes: &alice,
+        },
+        DataFile {
+            user: "Bob B".into(),
+            label: "b.jsonl".into(),
+            bytes: &bob,
+        },
+    ];
+    let (bot, events) = run_recipe(&data, &tiny_recipe(), None);
+    let bot = bot.unwrap();
+    assert_eq!(
+        events,
+        [
+            "data 2",
+            "plan 3",
+            "step 1",
+            "step 2",
+            "step 3",
+            "finishing"
+        ]
+    );
+    assert_eq!(bot.handle, "alice-bobb");
+    assert_eq!(
+        (
+            bot.users[0].downloaded,
+            bot.users[0].retweets,
+            bot.users[0].short
+        ),
+        (200, 23, 22)
+    );
+    let names: Vec<&str> = bot.files.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        names,
+        [
+            "config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "README.md"
+        ]
+    );
+    // The vocabulary was learned from the posts (no tokenizer was given).
+    let folder = ModelFiles::from_lookup(|n| bot.file(n));
+    let loaded = Bot::load(&folder).unwrap();
+    assert!(loaded.tokenizer.vocab_size() <= 400);
+    assert_eq!(
+        loaded.defaults.top_p, 0.95,
+        "huggingtweets' task_specific_params"
+    );
+    let card = botcard::card::parse_card(bot.file("README.md").unwrap());
+    assert_eq!(card.widget_text.as_deref(), Some(SAMPLE_PROMPT));
+    assert_eq!(card.stats[1].kept, Some(bot.users[1].kept.len() as u64));
+    assert_eq!(bot.samples.len(), botcard::recipe::CARD_SAMPLES);
+    assert!(bot.samples.iter().all(|s| s.starts_with(SAMPLE_PROMPT)));
+    assert_eq!(bot.figures.steps, 3);
+    assert!(bot.figures.heldout_loss.is_finite());
+}
+
+#[test]
+fn the_recipe_stops_when_cancelled() {
+    let posts = jsonl_posts(200);
+    let data = [DataFile {
+        user: "Alice".into(),
+        label: "a.jsonl".into(),
+        bytes: &posts,
+    }];
+    let recipe = Recipe {
+        length: Length::Steps(50),
+        ..tiny_recipe()
+    };
+    let (result, events) = run_recipe(&data, &recipe, Some(2));
+    assert!(matches!(result, Err(botcard::Error::Cancelled)), "stopped");
+    assert_eq!(events.last().map(String::as_str), Some("step 2"));
+}
+
+#[test]
+fn epochs_count_training_tokens_only() {
+    let posts = jsonl_posts(200);
+    let data = [DataFile {
+        user: "Alice".into(),
+        label: "a.jsonl".into(),
+        bytes: &posts,
+    }];
+    let recipe = Recipe {
+        length: Length::Epochs(1.0),
+        ..tiny_recipe()
+    };
+    let (result, events) = run_recipe(&data, &recipe, Some(0));
+    assert!(matches!(result, Err(botcard::Error::Cancelled)));
+    let steps: usize = events[1].strip_prefix("plan ").unwrap().parse().unwrap();
+    // One pass over the training tokens in windows of 2 × 32: the held-out 5 % is not counted.
+    let tokens = {
+        let users = botcard::recipe::read_users(&data).unwrap();
+        let text = botcard::dataset::training_text(&users, 5).unwrap();
+        let posts: Vec<String> = users[0].kept.clone();
+        let tok = botcard::Tokenizer::train_byte_level_bpe(&posts, 400).unwrap();
+        tok.encode(&text).unwrap().len()
+    };
+    let train = tokens - ((tokens as f64 * 0.05) as usize).max(33);
+    assert_eq!(steps, train.div_ceil(64));
 }

@@ -25,7 +25,7 @@ pub struct Files(pub Vec<(String, Vec<u8>)>);
 impl Files {
     pub fn read(dir: &Path) -> Self {
         let mut v = Vec::new();
-        for name in ModelFiles::NAMES {
+        for name in botcard::files::all_names() {
             if let Ok(b) = std::fs::read(dir.join(name)) {
                 v.push((name.to_owned(), b));
             }

@@ -1,0 +1,276 @@
+//! Which files make a model folder (the HF layout), which of them is preferred when a folder has
+//! more than one form of the same part, and what is said when a part is missing. This module is
+//! the one owner of that rule: the CLI, the wasm API (and through it the worker and the file
+//! picker) and the tests ask it, through [`next_wanted`] and [`ModelFiles`].
+//!
+//! Adding a format is one new [`Choice`] in [`PARTS`] plus the arm that loads it.
+
+use crate::error::{Error, Result};
+use crate::tokenizer::Tokenizer;
+use crate::weights::Weights;
+
+/// The file names, each written once.
+pub const CONFIG: &str = "config.json";
+pub const GENERATION_CONFIG: &str = "generation_config.json";
+pub const SAFETENSORS: &str = "model.safetensors";
+pub const PYTORCH: &str = "pytorch_model.bin";
+pub const TOKENIZER: &str = "tokenizer.json";
+pub const VOCAB: &str = "vocab.json";
+pub const MERGES: &str = "merges.txt";
+/// The model card: not needed to run a model, but part of its folder.
+pub const CARD: &str = "README.md";
+
+/// One part of a model and the sets of files that can provide it, best (fastest to load) first.
+#[derive(Debug)]
+pub struct Part {
+    /// What the part is, for messages.
+    pub what: &'static str,
+    /// Whether a model can do without it.
+    pub required: bool,
+    /// Each choice is a set of files that together provide the part.
+    pub choices: &'static [Choice],
+}
+
+/// A set of files that together provide a part.
+pub type Choice = &'static [&'static str];
+
+/// Every part of a model folder, in the order they are looked for: a missing `config.json` is
+/// reported before hundreds of MB of weights are fetched.
+pub const PARTS: &[Part] = &[
+    Part {
+        what: "config",
+        required: true,
+        choices: &[&[CONFIG]],
+    },
+    Part {
+        what: "generation settings",
+        required: false,
+        choices: &[&[GENERATION_CONFIG]],
+    },
+    Part {
+        what: "weights",
+        required: true,
+        choices: &[&[SAFETENSORS], &[PYTORCH]],
+    },
+    Part {
+        what: "tokenizer",
+        required: true,
+        choices: &[&[TOKENIZER], &[VOCAB, MERGES]],
+    },
+];
+
+/// Every file name a model folder may hold, in the order of [`PARTS`].
+pub fn all_names() -> impl Iterator<Item = &'static str> {
+    PARTS
+        .iter()
+        .flat_map(|p| p.choices.iter().flat_map(|c| c.iter().copied()))
+}
+
+impl Part {
+    /// The sentence for a folder that has none of this part's choices.
+    fn missing(&self) -> Error {
+        let sets: Vec<String> = self.choices.iter().map(|c| c.join(" + ")).collect();
+        Error::MissingFile(match sets.as_slice() {
+            [one] => format!("The model has no {one}."),
+            [rest @ .., last] => format!("The model has neither {} nor {last}.", rest.join(", ")),
+            [] => format!("The model has no {}.", self.what),
+        })
+    }
+
+    /// The first choice whose files are all present, given whether each file is known present.
+    fn chosen(&self, present: impl Fn(&str) -> bool) -> Option<Choice> {
+        self.choices
+            .iter()
+            .copied()
+            .find(|c| c.iter().all(|n| present(n)))
+    }
+}
+
+/// The next file to fetch, given what is known so far about each file (`Some(true)`: fetched,
+/// `Some(false)`: the source does not have it, `None`: not asked yet). `Ok(None)` once every
+/// part is settled; an error names a required part that no choice can provide. Asking for files
+/// one at a time in this order fetches only what will be used (no `pytorch_model.bin` when
+/// `model.safetensors` is there) and stops at the first missing required part.
+pub fn next_wanted(known: impl Fn(&str) -> Option<bool>) -> Result<Option<&'static str>> {
+    for part in PARTS {
+        let mut settled = false;
+        for choice in part.choices {
+            match choice.iter().find(|n| known(n) != Some(true)) {
+                None => {
+                    settled = true;
+                    break;
+                }
+                Some(name) if known(name).is_none() => return Ok(Some(name)),
+                Some(_) => {} // a file of this choice is absent: try the next choice
+            }
+        }
+        if !settled && part.required {
+            return Err(part.missing());
+        }
+    }
+    Ok(None)
+}
+
+/// The files worth reading from a source whose contents can be listed cheaply (a folder, a set
+/// of picked files): for each part, the files of its preferred present choice. A part with no
+/// present choice is left for [`ModelFiles`] to report when it is asked for.
+pub fn wanted(present: impl Fn(&str) -> bool) -> Vec<&'static str> {
+    PARTS
+        .iter()
+        .filter_map(|p| p.chosen(&present))
+        .flat_map(|c| c.iter().copied())
+        .collect()
+}
+
+/// The bytes of a model folder's files; each part is read from its preferred present choice.
+#[derive(Default, Clone)]
+pub struct ModelFiles<'a> {
+    files: Vec<(&'static str, &'a [u8])>,
+}
+
+impl<'a> ModelFiles<'a> {
+    /// Builds the set from a lookup by file name (a folder, a JS object, a test's map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<&'a [u8]>) -> Self {
+        Self {
+            files: all_names().filter_map(|n| get(n).map(|b| (n, b))).collect(),
+        }
+    }
+
+    /// The bytes of `name`, if present.
+    pub fn get(&self, name: &str) -> Option<&'a [u8]> {
+        self.files.iter().find(|(n, _)| *n == name).map(|(_, b)| *b)
+    }
+
+    /// The preferred present choice of the part `what`.
+    fn choice(&self, what: &str) -> Result<Option<Choice>> {
+        let part = PARTS
+            .iter()
+            .find(|p| p.what == what)
+            .expect("a part named in PARTS");
+        match part.chosen(|n| self.get(n).is_some()) {
+            Some(c) => Ok(Some(c)),
+            None if part.required => Err(part.missing()),
+            None => Ok(None),
+        }
+    }
+
+    /// `config.json`, which every model needs.
+    pub fn config(&self) -> Result<&'a [u8]> {
+        self.choice("config")?;
+        Ok(self.get(CONFIG).expect("the chosen file is present"))
+    }
+
+    /// `generation_config.json`, if the model has one.
+    pub fn generation_config(&self) -> Result<Option<&'a [u8]>> {
+        Ok(self
+            .choice("generation settings")?
+            .and_then(|_| self.get(GENERATION_CONFIG)))
+    }
+
+    /// The checkpoint tensors, from the preferred format present.
+    pub fn weights(&self) -> Result<Weights<'a>> {
+        let choice = self.choice("weights")?.expect("weights are required");
+        let bytes = self.get(choice[0]).expect("the chosen file is present");
+        match choice[0] {
+            SAFETENSORS => Weights::from_safetensors(bytes),
+            PYTORCH => Weights::from_pytorch(bytes),
+            other => unreachable!("PARTS lists weights `{other}` without a loader"),
+        }
+    }
+
+    /// The tokenizer, from the preferred format present.
+    pub fn tokenizer(&self) -> Result<Tokenizer> {
+        let choice = self.choice("tokenizer")?.expect("a tokenizer is required");
+        let file = |n| self.get(n).expect("the chosen file is present");
+        match choice {
+            [TOKENIZER] => Tokenizer::from_tokenizer_json(file(TOKENIZER)),
+            [VOCAB, MERGES] => Tokenizer::from_vocab_and_merges(file(VOCAB), file(MERGES)),
+            other => unreachable!("PARTS lists tokenizer files {other:?} without a loader"),
+        }
+    }
+}
+
+impl ModelFiles<'_> {
+    /// The folder in the preferred formats: `model.safetensors` (stored as `precision`),
+    /// `tokenizer.json`, and the config files as they are.
+    pub fn to_preferred(
+        &self,
+        precision: crate::weights::Precision,
+    ) -> Result<Vec<(&'static str, Vec<u8>)>> {
+        let config = crate::Config::from_json(self.config()?)?;
+        let mut out = vec![
+            (CONFIG, self.config()?.to_vec()),
+            (
+                SAFETENSORS,
+                crate::weights::to_safetensors(&config, &self.weights()?, precision)?,
+            ),
+            (TOKENIZER, self.tokenizer()?.to_json()?.into_bytes()),
+        ];
+        if let Some(g) = self.generation_config()? {
+            out.push((GENERATION_CONFIG, g.to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs the fetch loop against a source that has `have`; returns what was fetched, in order.
+    fn fetch(have: &[&str]) -> Result<Vec<&'static str>> {
+        let mut known: Vec<(&str, bool)> = Vec::new();
+        let mut fetched = Vec::new();
+        while let Some(name) =
+            next_wanted(|n| known.iter().find(|(k, _)| *k == n).map(|(_, v)| *v))?
+        {
+            let ok = have.contains(&name);
+            known.push((name, ok));
+            if ok {
+                fetched.push(name);
+            }
+        }
+        Ok(fetched)
+    }
+
+    #[test]
+    fn fast_formats_are_fetched_and_slow_ones_skipped() {
+        let all: Vec<&str> = all_names().collect();
+        assert_eq!(
+            fetch(&all).unwrap(),
+            [
+                "config.json",
+                "generation_config.json",
+                "model.safetensors",
+                "tokenizer.json"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_2021_folder_falls_back_to_bin_and_vocab_plus_merges() {
+        let have = [
+            "config.json",
+            "pytorch_model.bin",
+            "vocab.json",
+            "merges.txt",
+        ];
+        assert_eq!(fetch(&have).unwrap(), have);
+    }
+
+    #[test]
+    fn a_missing_required_part_stops_the_fetch_with_one_sentence() {
+        let e = fetch(&["model.safetensors", "tokenizer.json"]).unwrap_err();
+        assert_eq!(e.to_string(), "The model has no config.json.");
+        let e = fetch(&["config.json", "tokenizer.json"]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "The model has neither model.safetensors nor pytorch_model.bin."
+        );
+        let e = fetch(&["config.json", "model.safetensors", "vocab.json"]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "The model has neither tokenizer.json nor vocab.json + merges.txt."
+        );
+    }
+}
