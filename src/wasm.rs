@@ -76,6 +76,12 @@ impl WasmBot {
         Ok(WasmBot { bot })
     }
 
+    /// Bytes its weights take in memory (f32), for the worker's memory limit.
+    #[wasm_bindgen(getter, js_name = weightBytes)]
+    pub fn weight_bytes(&self) -> f64 {
+        self.bot.config.parameter_count() as f64 * 4.0
+    }
+
     /// Every generation setting with this model's value and what a blank means
     /// (`[{name, kind, label, help, form, value, placeholder}]`), for the settings form.
     pub fn settings(&self) -> Result<JsValue, JsError> {

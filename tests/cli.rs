@@ -403,3 +403,89 @@ fn train_refuses_a_name_count_that_matches_neither_one_nor_the_files() {
         "{err}"
     );
 }
+
+#[test]
+fn every_generation_setting_is_a_generate_option_and_shorthands_mean_their_setting() {
+    let (ok, help, err) = botcard(&["generate", "--help"]);
+    assert!(ok, "{err}");
+    for s in botcard::settings::SETTINGS {
+        let long = format!("--{}", s.name.replace('_', "-"));
+        assert!(help.contains(&long), "{long} missing from:\n{help}");
+    }
+    let m = model_dir("tiny-st");
+    let run = |extra: &[&str]| {
+        let args = [
+            &[
+                "generate",
+                "--model",
+                m.to_str().unwrap(),
+                "--prompt",
+                "My dream is",
+            ],
+            extra,
+            &["--max-new-tokens", "8"],
+        ]
+        .concat();
+        botcard_json(&args)
+    };
+    let greedy = run(&["--greedy"]);
+    assert_eq!(
+        greedy["sequences"],
+        run(&["--do-sample", "false"])["sequences"]
+    );
+    assert_eq!(
+        greedy["sequences"],
+        run(&["--temperature", "0", "--sample"])["sequences"]
+    );
+    // No --seed: a random one, reported so the run can be repeated.
+    let sampled = run(&["--sample", "--num-return-sequences", "2"]);
+    let seed = sampled["seed"].as_u64().expect("the seed drawn");
+    let again = run(&[
+        "--sample",
+        "--num-return-sequences",
+        "2",
+        "--seed",
+        &seed.to_string(),
+    ]);
+    assert_eq!(sampled["sequences"], again["sequences"]);
+    let (ok, _, err) = botcard(&[
+        "generate",
+        "--model",
+        m.to_str().unwrap(),
+        "--top-k",
+        "many",
+    ]);
+    assert!(!ok && err.contains("top_k"), "{err}");
+}
+
+#[test]
+fn train_with_no_tokenizer_option_learns_a_vocabulary_from_the_posts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("dave.txt");
+    let posts: Vec<String> = (0..300)
+        .map(|i| format!("Dave paints the lighthouse number {i} in blue and white"))
+        .collect();
+    std::fs::write(&data, posts.join("\n")).unwrap();
+    let out = tmp.path().join("bot");
+    let (ok, _, err) = botcard(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--steps",
+        "2",
+        "--block-size",
+        "32",
+        "--batch-size",
+        "2",
+    ]);
+    assert!(ok, "{err}");
+    let bot = Files::read(&out).load().unwrap();
+    let n = bot.tokenizer.vocab_size();
+    assert!(
+        (257..=botcard::recipe::DEFAULT_VOCAB_SIZE).contains(&n),
+        "learned {n} tokens"
+    );
+    assert_generates(&out, "Dave", 3);
+}

@@ -2,7 +2,7 @@
 //! `cargo test --target wasm32-unknown-unknown --test wasm` (runner: wasm-bindgen-test-runner).
 #![cfg(target_arch = "wasm32")]
 
-use botcard::wasm::{render_card, WasmBot};
+use botcard::wasm::{next_model_file, parse_card, WasmBot};
 use js_sys::{Object, Reflect, Uint8Array};
 use wasm_bindgen::JsValue;
 use wasm_bindgen_test::*;
@@ -49,7 +49,7 @@ fn greedy_generation_in_the_browser_matches_transformers() {
         .iter()
         .map(|v| v.as_u64().unwrap() as u32)
         .collect();
-    let mut bot = WasmBot::new(&tiny_st()).map_err(JsValue::from).unwrap();
+    let bot = WasmBot::new(&tiny_st()).map_err(JsValue::from).unwrap();
     let overrides = Object::new();
     for (k, v) in [
         ("do_sample", JsValue::FALSE),
@@ -58,20 +58,19 @@ fn greedy_generation_in_the_browser_matches_transformers() {
     ] {
         Reflect::set(&overrides, &k.into(), &v).unwrap();
     }
-    assert_eq!(
-        bot.start("My dream is", overrides.into())
-            .map_err(JsValue::from)
-            .unwrap(),
-        1
-    );
+    let mut session = bot
+        .start("My dream is", overrides.into())
+        .map_err(JsValue::from)
+        .unwrap();
+    assert_eq!(session.sequence_count(), 1);
     let mut streamed = String::new();
-    while !bot.is_done() {
-        let step = bot.step().map_err(JsValue::from).unwrap();
+    while !session.is_done() {
+        let step = session.step(&bot).map_err(JsValue::from).unwrap();
         let step = js_sys::Array::from(&step);
         assert_eq!(step.length(), 1);
         streamed.push_str(&get(&step.get(0), "text").as_string().unwrap());
     }
-    let seqs = js_sys::Array::from(&bot.sequences().map_err(JsValue::from).unwrap());
+    let seqs = js_sys::Array::from(&session.sequences().map_err(JsValue::from).unwrap());
     let ids: Vec<u32> = js_sys::Array::from(&get(&seqs.get(0), "token_ids"))
         .iter()
         .map(|v| v.as_f64().unwrap() as u32)
@@ -82,23 +81,79 @@ fn greedy_generation_in_the_browser_matches_transformers() {
 
 #[wasm_bindgen_test]
 fn same_seed_samples_the_same_text_in_the_browser() {
-    let mut bot = WasmBot::new(&tiny_st()).map_err(JsValue::from).unwrap();
-    let run = |bot: &mut WasmBot| {
+    let bot = WasmBot::new(&tiny_st()).map_err(JsValue::from).unwrap();
+    // Settings arrive as numbers (attributes parsed) or as text (URL parameters, form fields).
+    let run = |seed: JsValue| {
         let o = Object::new();
-        Reflect::set(&o, &"seed".into(), &42.into()).unwrap();
-        Reflect::set(&o, &"max_new_tokens".into(), &12.into()).unwrap();
-        bot.start("My dream is", o.into())
+        Reflect::set(&o, &"seed".into(), &seed).unwrap();
+        Reflect::set(&o, &"max_new_tokens".into(), &"12".into()).unwrap();
+        let mut s = bot
+            .start("My dream is", o.into())
             .map_err(JsValue::from)
             .unwrap();
-        while !bot.is_done() {
-            bot.step().map_err(JsValue::from).unwrap();
+        while !s.is_done() {
+            s.step(&bot).map_err(JsValue::from).unwrap();
         }
-        js_sys::JSON::stringify(&bot.sequences().map_err(JsValue::from).unwrap())
+        js_sys::JSON::stringify(&s.sequences().map_err(JsValue::from).unwrap())
             .unwrap()
             .as_string()
             .unwrap()
     };
-    assert_eq!(run(&mut bot), run(&mut bot));
+    assert_eq!(run(42.into()), run("42".into()));
+}
+
+#[wasm_bindgen_test]
+fn two_sessions_on_one_bot_interleave_without_mixing() {
+    let bot = WasmBot::new(&tiny_st()).map_err(JsValue::from).unwrap();
+    let start = |seed: u32| {
+        let o = Object::new();
+        Reflect::set(&o, &"seed".into(), &seed.into()).unwrap();
+        Reflect::set(&o, &"max_new_tokens".into(), &10.into()).unwrap();
+        bot.start("My dream is", o.into())
+            .map_err(JsValue::from)
+            .unwrap()
+    };
+    let text = |s: &botcard::wasm::WasmSession| {
+        js_sys::JSON::stringify(&s.sequences().map_err(JsValue::from).unwrap())
+            .unwrap()
+            .as_string()
+            .unwrap()
+    };
+    let alone = {
+        let mut s = start(1);
+        while !s.is_done() {
+            s.step(&bot).map_err(JsValue::from).unwrap();
+        }
+        text(&s)
+    };
+    let (mut a, mut b) = (start(1), start(2));
+    while !(a.is_done() && b.is_done()) {
+        b.step(&bot).map_err(JsValue::from).unwrap();
+        a.step(&bot).map_err(JsValue::from).unwrap();
+    }
+    assert_eq!(text(&a), alone);
+    assert_ne!(text(&b), alone);
+}
+
+#[wasm_bindgen_test]
+fn the_library_says_which_file_to_fetch_next() {
+    let known = Object::new();
+    let next = |k: &Object| next_model_file(k.into()).map_err(JsValue::from);
+    assert_eq!(next(&known).unwrap().as_deref(), Some("config.json"));
+    for (name, have) in [
+        ("config.json", true),
+        ("generation_config.json", false),
+        ("model.safetensors", false),
+    ] {
+        Reflect::set(&known, &name.into(), &have.into()).unwrap();
+    }
+    assert_eq!(next(&known).unwrap().as_deref(), Some("pytorch_model.bin"));
+    Reflect::set(&known, &"pytorch_model.bin".into(), &false.into()).unwrap();
+    let err = next(&known).unwrap_err();
+    assert_eq!(
+        get(&err, "message").as_string().unwrap(),
+        "The model has neither model.safetensors nor pytorch_model.bin."
+    );
 }
 
 #[wasm_bindgen_test]
@@ -114,7 +169,7 @@ fn bad_input_is_a_js_error_with_a_sentence() {
     let msg = get(&err, "message").as_string().unwrap();
     assert!(msg.starts_with("model.safetensors:"), "{msg}");
 
-    let mut bot = WasmBot::new(&tiny_st()).map_err(JsValue::from).unwrap();
+    let bot = WasmBot::new(&tiny_st()).map_err(JsValue::from).unwrap();
     let o = Object::new();
     Reflect::set(&o, &"top_p".into(), &5.into()).unwrap();
     let err = JsValue::from(bot.start("x", o.into()).err().unwrap());
@@ -123,7 +178,7 @@ fn bad_input_is_a_js_error_with_a_sentence() {
 
 #[wasm_bindgen_test]
 fn cards_render_in_the_browser() {
-    let card = render_card(include_bytes!(
+    let card = parse_card(include_bytes!(
         "../www/models/huggingtweets/joebiden/README.md"
     ))
     .map_err(JsValue::from)

@@ -1,15 +1,15 @@
 // The card page: ?model=owner/name (default: the bundled bot), ?hub=URL, ?prompt=…, and the
 // generation settings by their HF names (?do_sample=false&max_new_tokens=24…).
 import { renderCard } from './card-view.js';
-import { BUNDLED_CARDS, DEFAULT_MODEL, cardUrl, hubUrl } from './models.js';
+import { DEFAULT_MODEL, bundledCards, cardUrl, hubUrl } from './models.js';
 import { sharedWorker, widgetFromUrl } from './widget.js';
 
 const params = new URLSearchParams(location.search);
 const model = params.get('model') || DEFAULT_MODEL;
 const cardRoot = document.getElementById('card');
 
-function nav() {
-  const links = [[DEFAULT_MODEL, 'Default bot'], ...BUNDLED_CARDS.map((m) => [m, m.split('/')[1]])];
+async function nav() {
+  const links = [[DEFAULT_MODEL, 'Default bot'], ...(await bundledCards()).map((m) => [m, m.split('/')[1]])];
   const list = document.createElement('ul');
   for (const [m, label] of links) {
     const a = document.createElement('a');
@@ -25,10 +25,10 @@ function nav() {
 
 async function showCard(widget) {
   try {
-    const url = cardUrl(model, hubUrl(params.get('hub')));
+    const url = await cardUrl(model, hubUrl(params.get('hub')));
     const res = await fetch(url);
     if (!res.ok) throw new Error(`No model card for ${model} (HTTP ${res.status}).`);
-    const card = await sharedWorker().renderCard(await res.arrayBuffer());
+    const card = await sharedWorker().parseCard(await res.arrayBuffer());
     renderCard(cardRoot, card);
     document.title = `${card.title || model} · botcard`;
     if (!params.has('prompt') && card.widget_text) widget.setAttribute('prompt', card.widget_text);

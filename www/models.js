@@ -4,14 +4,15 @@
 export const DEFAULT_MODEL = 'default';
 export const DEFAULT_HUB = 'https://huggingface.co';
 
-/** Cards shipped with the page (their weights still come from the hub). */
-export const BUNDLED_CARDS = [
-  'huggingtweets/barackobama-karlousm-uofofn',
-  'huggingtweets/elonmusk-hirox246-hitoshinagai1',
-  'huggingtweets/joebiden',
-];
-
 const here = new URL('.', import.meta.url);
+
+let bundled = null;
+/** Models whose cards ship with the page (their weights still come from the hub), from
+ * models/bundled.json, which the service worker reads too. */
+export function bundledCards() {
+  bundled ??= fetch(new URL('models/bundled.json', here)).then((r) => r.json()).catch(() => []);
+  return bundled;
+}
 
 /** A hub base URL from ?hub=, or the default; only http(s) is accepted. */
 export function hubUrl(value) {
@@ -31,7 +32,7 @@ export function modelBase(model, hub = DEFAULT_HUB) {
 }
 
 /** Where a model's card (README.md) is read from: the bundled copy when there is one. */
-export function cardUrl(model, hub = DEFAULT_HUB) {
-  if (BUNDLED_CARDS.includes(model)) return new URL(`models/${model}/README.md`, here).href;
+export async function cardUrl(model, hub = DEFAULT_HUB) {
+  if ((await bundledCards()).includes(model)) return new URL(`models/${model}/README.md`, here).href;
   return modelBase(model, hub) + 'README.md';
 }

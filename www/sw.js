@@ -1,18 +1,22 @@
-// Offline support: the app shell, the wasm, the bundled cards and the default bot are cached at
-// install. Same-origin requests go to the network first (so updates show), the cache when offline.
-const CACHE = 'botcard-shell-v2';
+// Offline support: the app shell, the wasm and the bundled cards are cached at install. Same-origin
+// requests go to the network first (so updates show), the cache when offline. Model files are
+// not this cache's business: the worker keeps every model it loads, the default bot included, in
+// its own Cache API store.
+const CACHE = 'botcard-shell-v3';
 const SHELL = [
-  './', 'index.html', 'embed.html', 'style.css', 'app.js', 'widget.js', 'card-view.js', 'models.js', 'worker.js',
-  'pkg/botcard.js', 'pkg/botcard_bg.wasm',
-  'models/default/README.md', 'models/default/config.json', 'models/default/model.safetensors',
-  'models/default/tokenizer.json',
-  'models/huggingtweets/barackobama-karlousm-uofofn/README.md',
-  'models/huggingtweets/elonmusk-hirox246-hitoshinagai1/README.md',
-  'models/huggingtweets/joebiden/README.md',
+  './', 'index.html', 'embed.html', 'style.css', 'widget.css', 'app.js', 'widget.js', 'card-view.js', 'models.js',
+  'worker.js', 'pkg/botcard.js', 'pkg/botcard_bg.wasm', 'models/bundled.json', 'models/default/README.md',
 ];
 
 self.addEventListener('install', (e) => {
-  e.waitUntil(caches.open(CACHE).then((c) => c.addAll(SHELL)).then(() => self.skipWaiting()));
+  e.waitUntil((async () => {
+    const cache = await caches.open(CACHE);
+    await cache.addAll(SHELL);
+    // The bundled cards, from the one list of them.
+    const bundled = await (await cache.match('models/bundled.json')).json();
+    await cache.addAll(bundled.map((m) => `models/${m}/README.md`));
+    await self.skipWaiting();
+  })());
 });
 
 self.addEventListener('activate', (e) => {
@@ -29,7 +33,8 @@ self.addEventListener('fetch', (e) => {
     const cache = await caches.open(CACHE);
     try {
       const res = await fetch(e.request);
-      if (res.ok && SHELL.some((p) => url.pathname.endsWith(p === './' ? '/' : `/${p}`))) cache.put(e.request, res.clone());
+      // Refresh what is already cached (shell files, bundled cards).
+      if (res.ok && await cache.match(e.request, { ignoreSearch: true })) cache.put(e.request, res.clone());
       return res;
     } catch (err) {
       const hit = await cache.match(e.request, { ignoreSearch: true });

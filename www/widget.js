@@ -1,17 +1,10 @@
-// The "My dream is" widget, shared by the card page, embed.html and <bot-widget>.
+// The "My dream is" widget, <bot-widget>, shared by the card page, embed.html and other pages:
+// it brings its own styles (shadow DOM + widget.css) and draws its settings form from what the
+// worker reports about the model's generation settings.
 import { DEFAULT_MODEL, hubUrl, modelBase } from './models.js';
 
-/** Settings the widget exposes, with the URL / HF parameter names. */
-const SETTINGS = [
-  ['max_new_tokens', 'Max new tokens', 'int'],
-  ['min_new_tokens', 'Min new tokens', 'int'],
-  ['temperature', 'Temperature', 'float'],
-  ['top_k', 'Top k', 'int'],
-  ['top_p', 'Top p', 'float'],
-  ['repetition_penalty', 'Repetition penalty', 'float'],
-  ['num_return_sequences', 'Samples', 'int'],
-  ['seed', 'Seed', 'int'],
-];
+/** Attributes that are not generation settings. */
+const OWN_ATTRIBUTES = ['model', 'hub', 'prompt', 'class', 'id', 'style'];
 
 /** Talks to one worker with request ids; `on(id, fn)` receives its messages. */
 export class WorkerClient {
@@ -26,7 +19,7 @@ export class WorkerClient {
   }
 
   /** Sends a request; `onMessage` sees every reply; resolves on the final one. */
-  request(msg, onMessage = () => {}, final = ['card', 'loaded', 'done']) {
+  request(msg, onMessage = () => {}, final = ['info', 'card', 'loaded', 'done']) {
     const id = this.next++;
     return new Promise((resolve, reject) => {
       this.handlers.set(id, (data) => {
@@ -34,23 +27,33 @@ export class WorkerClient {
         if (data.type === 'error') { this.handlers.delete(id); reject(new Error(data.message)); }
         else if (final.includes(data.type)) { this.handlers.delete(id); resolve(data); }
       });
-      this.worker.postMessage({ ...msg, id }, msg.transfer || []);
+      this.worker.postMessage({ ...msg, id });
     });
   }
 
-  renderCard(bytes) {
+  /** A model card's bytes, parsed and sanitized by the library. */
+  parseCard(bytes) {
     return this.request({ type: 'card', bytes }).then((d) => d.card);
   }
 
-  stop() { this.worker.postMessage({ type: 'stop' }); }
+  /** Facts the library owns that the page shows: the prompt cards open with. */
+  info() {
+    this.infoReply ??= this.request({ type: 'info' });
+    return this.infoReply;
+  }
+
+  /** Fire-and-forget messages about one widget ('stop', 'release'). */
+  tell(type, widget) { this.worker.postMessage({ type, widget }); }
 }
 
 let sharedClient = null;
-/** The page's worker, created on first use. */
+/** The page's worker, created on first use and shared by all its widgets. */
 export function sharedWorker() {
   sharedClient ??= new WorkerClient();
   return sharedClient;
 }
+
+let widgetCount = 0;
 
 function el(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);
@@ -59,23 +62,6 @@ function el(tag, attrs = {}, ...children) {
   }
   e.append(...children);
   return e;
-}
-
-function parseSetting(kind, raw) {
-  if (raw === null || raw === undefined || String(raw).trim() === '') return undefined;
-  const n = kind === 'int' ? Number.parseInt(raw, 10) : Number.parseFloat(raw);
-  return Number.isFinite(n) ? n : undefined;
-}
-
-/** Reads a model folder chosen with the picker or dropped on the widget. */
-async function readLocalFiles(fileList) {
-  const wanted = new Set(['config.json', 'generation_config.json', 'model.safetensors', 'pytorch_model.bin', 'tokenizer.json', 'vocab.json', 'merges.txt']);
-  const files = {};
-  for (const f of fileList) {
-    if (wanted.has(f.name)) files[f.name] = await f.arrayBuffer();
-  }
-  if (!files['config.json']) throw new Error('The chosen folder has no config.json.');
-  return files;
 }
 
 async function filesFromDrop(items) {
@@ -104,39 +90,38 @@ export class BotWidget extends HTMLElement {
 
   constructor() {
     super();
-    /** Overrides from the page's URL or the embedder (HF names). */
+    /** Setting overrides by HF name, as text: from the page's URL, or the element's attributes. */
     this.params = {};
     this.client = null;
     this.loaded = null;
     this.busy = false;
+    this.widgetId = `w${++widgetCount}`;
   }
 
   connectedCallback() {
-    if (this.built) return;
+    if (this.built) {
+      if (this.released) { this.released = false; this.load(); }
+      return;
+    }
     this.built = true;
     this.client ??= sharedWorker();
-    this.classList.add('bot-widget');
+    for (const a of this.getAttributeNames()) {
+      if (!OWN_ATTRIBUTES.includes(a)) this.params[a] ??= this.getAttribute(a);
+    }
+    const root = this.attachShadow({ mode: 'open' });
     const prompt = el('textarea', { 'aria-label': 'Prompt', rows: 3, class: 'prompt' });
-    prompt.value = this.getAttribute('prompt') ?? 'My dream is';
+    prompt.value = this.getAttribute('prompt') ?? '';
+    if (!this.hasAttribute('prompt')) {
+      this.client.info().then((d) => { if (!this.hasAttribute('prompt') && !prompt.value) prompt.value = d.prompt; }, () => {});
+    }
     prompt.addEventListener('keydown', (e) => {
       if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) { e.preventDefault(); this.compute(); }
     });
     const compute = el('button', { type: 'button', class: 'compute' }, 'Compute');
     compute.addEventListener('click', () => this.compute());
     const stop = el('button', { type: 'button', class: 'stop', disabled: true }, 'Stop');
-    stop.addEventListener('click', () => this.client.stop());
-    const inputs = {};
+    stop.addEventListener('click', () => this.client.tell('stop', this.widgetId));
     const grid = el('div', { class: 'settings-grid' });
-    for (const [name, label, kind] of SETTINGS) {
-      const input = el('input', { type: 'number', name, step: kind === 'int' ? '1' : 'any', inputmode: kind === 'int' ? 'numeric' : 'decimal' });
-      const v = this.params[name];
-      if (v !== undefined) input.value = v;
-      inputs[name] = input;
-      grid.append(el('label', {}, label, input));
-    }
-    const doSample = el('input', { type: 'checkbox', name: 'do_sample' });
-    inputs.do_sample = doSample;
-    grid.append(el('label', { class: 'check' }, doSample, 'Sample (off: greedy)'));
     const settings = el('details', { class: 'settings' }, el('summary', {}, 'Settings'), grid);
     const picker = el('input', { type: 'file', multiple: true, webkitdirectory: true, hidden: true });
     picker.addEventListener('change', () => this.loadLocal(picker.files));
@@ -146,10 +131,12 @@ export class BotWidget extends HTMLElement {
     const status = el('p', { class: 'status', role: 'status' });
     const samples = el('ol', { 'aria-label': 'Generated samples', class: 'samples' });
     const recover = el('div', { class: 'recover', hidden: true });
-    this.append(
-      prompt,
-      el('div', { class: 'actions' }, compute, stop, local, picker),
-      settings, progress, status, recover, samples,
+    root.append(
+      el('link', { rel: 'stylesheet', href: new URL('./widget.css', import.meta.url).href }),
+      el('div', { class: 'bot-widget', part: 'widget' },
+        prompt,
+        el('div', { class: 'actions' }, compute, stop, local, picker),
+        settings, progress, status, recover, samples),
     );
     this.addEventListener('dragover', (e) => { e.preventDefault(); this.classList.add('drop'); });
     this.addEventListener('dragleave', () => this.classList.remove('drop'));
@@ -158,9 +145,15 @@ export class BotWidget extends HTMLElement {
       this.classList.remove('drop');
       try { this.loadLocal(await filesFromDrop([...e.dataTransfer.items])); } catch (err) { this.fail(err); }
     });
-    this.ui = { prompt, compute, stop, inputs, progress, status, samples, recover };
-    if (this.params.do_sample !== undefined) doSample.checked = this.params.do_sample;
+    this.ui = { prompt, compute, stop, grid, inputs: {}, picker, progress, status, samples, recover };
     this.load();
+  }
+
+  disconnectedCallback() {
+    // The worker frees the model once no widget shows it.
+    this.client?.tell('release', this.widgetId);
+    this.released = true;
+    this.loaded = null;
   }
 
   attributeChangedCallback(name, old, value) {
@@ -187,7 +180,7 @@ export class BotWidget extends HTMLElement {
       r.append(b);
     }
     const l = el('button', { type: 'button' }, 'Use local files');
-    l.addEventListener('click', () => this.querySelector('input[type=file]').click());
+    l.addEventListener('click', () => this.ui.picker.click());
     r.append(l);
     r.hidden = false;
   }
@@ -207,20 +200,42 @@ export class BotWidget extends HTMLElement {
     this.say(`Downloading ${d.file}: ${mb(d.loaded)}${d.total ? ` of ${mb(d.total)}` : ''} MB`);
   }
 
+  /** The settings form, drawn from the settings the worker reported for this model. Values the
+   * person typed, or that came from the URL or attributes, stay; the model's values are the
+   * placeholders (and the checkboxes' starting state). */
+  drawSettings(settings) {
+    const old = this.ui.inputs;
+    const inputs = {};
+    const grid = this.ui.grid;
+    grid.replaceChildren();
+    for (const s of settings) {
+      if (!s.form) continue;
+      const given = old[s.name] ? undefined : this.params[s.name];
+      let input;
+      if (s.kind === 'bool') {
+        input = el('input', { type: 'checkbox', name: s.name });
+        const parsed = given === undefined ? undefined : !['false', '0', 'no', 'off'].includes(String(given).toLowerCase());
+        input.checked = old[s.name] ? old[s.name].checked : parsed ?? s.value === true;
+        grid.append(el('label', { class: 'check', title: s.help }, input, s.label));
+      } else {
+        const number = s.kind === 'int' || s.kind === 'float';
+        input = el('input', number
+          ? { type: 'number', name: s.name, step: s.kind === 'int' ? '1' : 'any', inputmode: s.kind === 'int' ? 'numeric' : 'decimal' }
+          : { type: 'text', name: s.name });
+        input.value = old[s.name] ? old[s.name].value : given ?? '';
+        input.placeholder = s.placeholder;
+        grid.append(el('label', { title: s.help }, s.label, input));
+      }
+      inputs[s.name] = input;
+    }
+    this.ui.inputs = inputs;
+    this.settingNames = settings.map((s) => s.name);
+  }
+
   afterLoad(d, what) {
     this.ui.progress.hidden = true;
     this.ui.recover.hidden = true;
-    this.defaults = d.defaults;
-    const i = this.ui.inputs;
-    const def = d.defaults;
-    const placeholder = {
-      max_new_tokens: def.max_new_tokens ?? `${def.max_length} − prompt`,
-      min_new_tokens: def.min_new_tokens ?? `${def.min_length} − prompt`,
-      temperature: def.temperature, top_k: def.top_k, top_p: def.top_p,
-      repetition_penalty: def.repetition_penalty, num_return_sequences: def.num_return_sequences, seed: 'random',
-    };
-    for (const [k, v] of Object.entries(placeholder)) i[k].placeholder = String(v);
-    if (this.params.do_sample === undefined) i.do_sample.checked = def.do_sample;
+    this.drawSettings(d.settings);
     const size = d.bytes ? ` (${(d.bytes / 1e6).toFixed(1)} MB in ${d.seconds.toFixed(1)} s)` : '';
     this.say(`${what} is ready${size}. Press Compute.`);
     this.dispatchEvent(new CustomEvent('bot-ready', { detail: d }));
@@ -230,8 +245,9 @@ export class BotWidget extends HTMLElement {
     if (!this.ui) return Promise.resolve();
     let base;
     try { base = modelBase(this.model, hubUrl(this.getAttribute('hub'))); } catch (e) { this.fail(e); return Promise.resolve(); }
-    this.say(`Loading ${this.model === DEFAULT_MODEL ? 'the default bot' : this.model}…`);
-    this.loaded = this.client.request({ type: 'load', base }, (d) => this.onProgress(d))
+    const name = this.model === DEFAULT_MODEL ? 'the default bot' : this.model;
+    this.say(`Loading ${name}…`);
+    this.loaded = this.client.request({ type: 'load', widget: this.widgetId, base }, (d) => this.onProgress(d))
       .then((d) => this.afterLoad(d, this.model === DEFAULT_MODEL ? 'The default bot' : this.model))
       .catch((e) => { this.loaded = null; this.fail(e); throw e; });
     this.loaded.catch(() => {});
@@ -239,10 +255,13 @@ export class BotWidget extends HTMLElement {
   }
 
   async loadLocal(fileList) {
+    // Every picked file by name (File objects are handles: the worker reads only the files the
+    // library asks for); the first of two same-named files wins.
+    const files = {};
+    for (const f of fileList) files[f.name] ??= f;
+    this.say('Loading local files…');
     try {
-      const files = await readLocalFiles(fileList);
-      this.say('Loading local files…');
-      this.loaded = this.client.request({ type: 'load', files, transfer: Object.values(files) })
+      this.loaded = this.client.request({ type: 'load', widget: this.widgetId, files })
         .then((d) => this.afterLoad(d, 'The local model'));
       await this.loaded;
     } catch (e) {
@@ -251,14 +270,17 @@ export class BotWidget extends HTMLElement {
     }
   }
 
+  /** Overrides by setting name: the form's filled fields and checkboxes, and the URL's or
+   * attributes' values of settings the form does not show. Blank fields are left out, so the
+   * model's value applies (a blank seed draws a random one). */
   overrides() {
     const o = {};
-    for (const [name, , kind] of SETTINGS) {
-      const v = parseSetting(kind, this.ui.inputs[name].value);
-      if (v !== undefined) o[name] = v;
+    for (const name of this.settingNames || []) {
+      const input = this.ui.inputs[name];
+      if (input?.type === 'checkbox') o[name] = input.checked;
+      else if (input) { if (input.value.trim() !== '') o[name] = input.value; }
+      else if (this.params[name] !== undefined) o[name] = String(this.params[name]);
     }
-    o.do_sample = this.ui.inputs.do_sample.checked;
-    if (o.seed === undefined) o.seed = Math.floor(Math.random() * 2 ** 31);
     return o;
   }
 
@@ -276,7 +298,7 @@ export class BotWidget extends HTMLElement {
     this.ui.samples.replaceChildren();
     this.say('Writing…');
     try {
-      const done = await this.client.request({ type: 'generate', prompt, params }, (d) => {
+      const done = await this.client.request({ type: 'generate', widget: this.widgetId, prompt, params }, (d) => {
         if (d.type === 'started') {
           for (let i = 0; i < d.sequences; i++) {
             texts.push(prompt);
@@ -290,7 +312,7 @@ export class BotWidget extends HTMLElement {
         }
       });
       const rate = done.seconds > 0 ? (done.tokens / done.seconds).toFixed(1) : '–';
-      this.say(`${done.stopped ? 'Stopped' : 'Done'}: ${done.tokens} tokens at ${rate} tokens/s (seed ${params.seed}).`);
+      this.say(`${done.stopped ? 'Stopped' : 'Done'}: ${done.tokens} tokens at ${rate} tokens/s (seed ${done.seed}).`);
       this.dispatchEvent(new CustomEvent('bot-done', { detail: done }));
     } catch (e) {
       this.say(e.message);
@@ -302,14 +324,13 @@ export class BotWidget extends HTMLElement {
 
 customElements.define('bot-widget', BotWidget);
 
-/** A widget configured from URL parameters: model, hub, prompt, and the generation settings. */
+/** A widget configured from URL parameters: model, hub, prompt, and generation settings by
+ * their HF names (the worker's settings list decides which names count). */
 export function widgetFromUrl(params) {
   const w = document.createElement('bot-widget');
-  for (const a of ['model', 'hub', 'prompt']) if (params.has(a)) w.setAttribute(a, params.get(a));
-  for (const [name, , kind] of SETTINGS) {
-    const v = parseSetting(kind, params.get(name));
-    if (v !== undefined) w.params[name] = v;
+  for (const [k, v] of params) {
+    if (['model', 'hub', 'prompt'].includes(k)) w.setAttribute(k, v);
+    else w.params[k] = v;
   }
-  if (params.has('do_sample')) w.params.do_sample = !['false', '0', 'no'].includes(params.get('do_sample').toLowerCase());
   return w;
 }

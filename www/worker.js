@@ -1,30 +1,46 @@
-// The Web Worker that owns the WebAssembly module and the model; the only importer of pkg/.
-// In:  {type: 'card', id, bytes} | {type: 'load', id, base, files?} | {type: 'generate', id, prompt, params} | {type: 'stop'}
-// Out: {type: 'card' | 'progress' | 'loaded' | 'started' | 'tokens' | 'done' | 'error', id, ...}
-import init, { renderCard, WasmBot } from './pkg/botcard.js';
+// The Web Worker that owns the WebAssembly module and the models; the only importer of pkg/.
+// It serves every widget of a page: each request names its widget, each distinct model is
+// loaded once and shared by the widgets that show it, and Stop stops one widget's generation.
+// In:  {type: 'info' | 'card', id, bytes?}
+//      {type: 'load', id, widget, base} | {type: 'load', id, widget, files: {name: File}}
+//      {type: 'generate', id, widget, prompt, params} | {type: 'stop' | 'release', widget}
+// Out: {type: 'info' | 'card' | 'progress' | 'loaded' | 'started' | 'tokens' | 'done' | 'error', id, ...}
+import init, { nextModelFile, parseCard, samplePrompt, WasmBot } from './pkg/botcard.js';
 
 const ready = init();
 const CACHE = 'botcard-models-v1';
-// A tab has a few GB of wasm memory at most; the model is copied once more while loading.
-const MAX_BYTES = 1.5e9;
+// One file larger than this cannot be loaded: wasm32 has 4 GB of memory in all, and a file's
+// bytes and its tensors are both in memory while it loads.
+const MAX_FILE_BYTES = 1.5e9;
+// In-memory weights (f32) the worker keeps for all models together; past it, models no widget
+// is using right now are dropped (least recently used first) and reloaded, from the Cache API,
+// when their widget computes again. Two GPT-2 124M (498 MB each) fit.
+const MAX_RESIDENT_BYTES = 1.2e9;
 
-let bot = null;
-let loadedBase = null;
-let stopped = false;
+/** key -> {bot, weightBytes, widgets: Set, lastUsed, busy} for each model in memory. */
+const models = new Map();
+/** key -> Promise of the model entry, while it loads. */
+const loading = new Map();
+/** widget -> {key, source, stopped} */
+const widgets = new Map();
+let localLoads = 0;
 
 const post = (msg, transfer) => self.postMessage(msg, transfer || []);
 
-// Yields to the event loop so a 'stop' message can arrive between tokens (faster than setTimeout).
+// Yields to the event loop so 'stop' and other widgets' steps get through between tokens
+// (a MessageChannel is faster than setTimeout). Several generations may wait at once.
 const channel = new MessageChannel();
-const yieldNow = () => new Promise((resolve) => { channel.port1.onmessage = resolve; channel.port2.postMessage(0); });
+const waiting = [];
+channel.port1.onmessage = () => waiting.shift()?.();
+const yieldNow = () => new Promise((resolve) => { waiting.push(resolve); channel.port2.postMessage(0); });
 
-class MissingFile extends Error {}
+const ABSENT = Symbol('absent');
 
 async function download(url, name, id) {
   let cache = null;
   try { cache = await caches.open(CACHE); } catch { /* no Cache API (e.g. opaque origin) */ }
   const cached = cache && await cache.match(url);
-  if (cached?.status === 404) throw new MissingFile(name);
+  if (cached?.status === 404) return ABSENT;
   if (cached) return new Uint8Array(await cached.arrayBuffer());
   let res;
   try {
@@ -36,11 +52,11 @@ async function download(url, name, id) {
     // Remembered, so that offline the optional files a model lacks (generation_config.json)
     // are known to be absent instead of unreachable.
     if (cache) await cache.put(url, new Response(null, { status: 404 })).catch(() => {});
-    throw new MissingFile(name);
+    return ABSENT;
   }
   if (!res.ok) throw new Error(`Could not download ${name} (HTTP ${res.status}).`);
   const total = Number(res.headers.get('content-length')) || 0;
-  if (total > MAX_BYTES) throw new Error(`${name} is ${(total / 1e9).toFixed(1)} GB, too big to run in a browser tab.`);
+  if (total > MAX_FILE_BYTES) throw new Error(`${name} is ${(total / 1e9).toFixed(1)} GB, too big to run in a browser tab.`);
   const reader = res.body.getReader();
   const chunks = [];
   let loaded = 0;
@@ -49,9 +65,10 @@ async function download(url, name, id) {
     if (done) break;
     chunks.push(value);
     loaded += value.length;
-    if (loaded > MAX_BYTES) throw new Error(`${name} is too big to run in a browser tab.`);
+    if (loaded > MAX_FILE_BYTES) throw new Error(`${name} is too big to run in a browser tab.`);
     post({ type: 'progress', id, file: name, loaded, total });
   }
+  // Copy 1 of a file's bytes: the chunks joined (they are dropped right after).
   const bytes = new Uint8Array(loaded);
   let at = 0;
   for (const c of chunks) { bytes.set(c, at); at += c.length; }
@@ -59,70 +76,124 @@ async function download(url, name, id) {
   return bytes;
 }
 
-// The files of a model, faster formats first: config.json; model.safetensors, else
-// pytorch_model.bin; tokenizer.json, else vocab.json + merges.txt.
-async function fetchModel(base, id) {
+/** The model's files, in the order and formats the library asks for, from `get(name)`. */
+async function collect(get) {
   const files = {};
-  const get = async (name, optional = false) => {
-    try {
-      files[name] = await download(base + name, name, id);
-      return true;
-    } catch (e) {
-      if (e instanceof MissingFile && optional) return false;
-      if (e instanceof MissingFile) throw new Error(`The model has no ${name}.`);
-      throw e;
-    }
-  };
-  await get('config.json');
-  await get('generation_config.json', true);
-  if (!(await get('model.safetensors', true))) {
-    if (!(await get('pytorch_model.bin', true))) throw new Error('The model has neither model.safetensors nor pytorch_model.bin.');
-  }
-  if (!(await get('tokenizer.json', true))) {
-    await get('vocab.json');
-    await get('merges.txt');
+  const known = {};
+  for (let name; (name = nextModelFile(known)) !== undefined;) {
+    const bytes = await get(name);
+    known[name] = bytes !== ABSENT;
+    if (bytes !== ABSENT) files[name] = bytes;
   }
   return files;
 }
 
-async function handle(msg) {
-  const { type, id } = msg;
-  await ready;
-  if (type === 'card') {
-    post({ type: 'card', id, card: renderCard(new Uint8Array(msg.bytes)) });
-  } else if (type === 'load') {
-    if (msg.base && msg.base === loadedBase && bot) { post({ type: 'loaded', id, defaults: bot.defaults(), cached: true }); return; }
-    const t0 = performance.now();
-    const files = msg.files ? Object.fromEntries(Object.entries(msg.files).map(([k, v]) => [k, new Uint8Array(v)])) : await fetchModel(msg.base, id);
-    const bytes = Object.values(files).reduce((n, f) => n + f.length, 0);
-    if (bot) { bot.free(); bot = null; loadedBase = null; }
-    bot = new WasmBot(files);
-    loadedBase = msg.files ? null : msg.base;
-    post({ type: 'loaded', id, defaults: bot.defaults(), bytes, seconds: (performance.now() - t0) / 1000 });
-  } else if (type === 'generate') {
-    if (!bot) throw new Error('No model is loaded.');
-    stopped = false;
-    const n = bot.start(msg.prompt, msg.params || {});
-    post({ type: 'started', id, sequences: n });
-    const t0 = performance.now();
-    let tokens = 0;
-    while (!bot.isDone() && !stopped) {
-      const step = bot.step();
-      tokens += step.length;
-      post({ type: 'tokens', id, tokens: step });
-      await yieldNow();
-    }
-    const seconds = (performance.now() - t0) / 1000;
-    post({ type: 'done', id, sequences: bot.sequences(), tokens, seconds, stopped });
-    if (stopped) bot.stop();
+function fetchSource(source, id) {
+  if (source.base) return collect((name) => download(source.base + name, name, id));
+  return collect(async (name) => {
+    const f = source.files[name];
+    return f ? new Uint8Array(await f.arrayBuffer()) : ABSENT;
+  });
+}
+
+const residentBytes = () => [...models.values()].reduce((n, m) => n + m.weightBytes, 0);
+
+/** Drops models until `room` more bytes fit, least recently used first, never a busy one. */
+function makeRoom(room) {
+  const idle = [...models.entries()].filter(([, m]) => !m.busy).sort((a, b) => a[1].lastUsed - b[1].lastUsed);
+  for (const [key, m] of idle) {
+    if (residentBytes() + room <= MAX_RESIDENT_BYTES) break;
+    m.bot.free();
+    models.delete(key);
   }
 }
 
-// Messages are handled one at a time, except 'stop', which must overtake a running generation.
-let queue = Promise.resolve();
+/** The model of `source` in memory, loading it (once, however many widgets ask) if needed. */
+async function model(key, source, id) {
+  const have = models.get(key);
+  if (have) return { entry: have, cached: true };
+  if (!loading.has(key)) {
+    loading.set(key, (async () => {
+      const t0 = performance.now();
+      const files = await fetchSource(source, id);
+      const bytes = Object.values(files).reduce((n, f) => n + f.length, 0);
+      // Copy 2: the tensors wasm builds; the JS bytes are garbage once this returns.
+      const bot = new WasmBot(files);
+      makeRoom(bot.weightBytes);
+      const entry = { bot, weightBytes: bot.weightBytes, widgets: new Set(), lastUsed: 0, busy: 0, bytes, seconds: (performance.now() - t0) / 1000 };
+      models.set(key, entry);
+      return entry;
+    })().finally(() => loading.delete(key)));
+  }
+  return { entry: await loading.get(key), cached: false };
+}
+
+/** Forgets `widget`'s hold on its model; a model no widget holds is freed. */
+function release(widget) {
+  const w = widgets.get(widget);
+  if (!w) return;
+  w.stopped = true;
+  widgets.delete(widget);
+  const m = models.get(w.key);
+  if (!m) return;
+  m.widgets.delete(widget);
+  if (m.widgets.size === 0 && !m.busy) { m.bot.free(); models.delete(w.key); }
+}
+
+async function handle(msg) {
+  const { type, id, widget } = msg;
+  await ready;
+  if (type === 'info') {
+    post({ type: 'info', id, prompt: samplePrompt() });
+  } else if (type === 'card') {
+    post({ type: 'card', id, card: parseCard(new Uint8Array(msg.bytes)) });
+  } else if (type === 'load') {
+    const source = msg.files ? { files: msg.files } : { base: msg.base };
+    const key = msg.files ? `local:${++localLoads}` : msg.base;
+    const { entry, cached } = await model(key, source, id);
+    if (widgets.get(widget)?.key !== key) release(widget);
+    widgets.set(widget, { key, source, stopped: false });
+    entry.widgets.add(widget);
+    post({ type: 'loaded', id, settings: entry.bot.settings(), bytes: entry.bytes, seconds: entry.seconds, cached });
+  } else if (type === 'generate') {
+    const w = widgets.get(widget);
+    if (!w) throw new Error('No model is loaded.');
+    w.stopped = false;
+    const { entry } = await model(w.key, w.source, id);
+    entry.widgets.add(widget);
+    entry.busy++;
+    entry.lastUsed = performance.now();
+    try {
+      const session = entry.bot.start(msg.prompt, msg.params || {});
+      try {
+        post({ type: 'started', id, sequences: session.sequenceCount, seed: session.seed });
+        const t0 = performance.now();
+        let tokens = 0;
+        while (!session.isDone() && !w.stopped) {
+          const step = session.step(entry.bot);
+          tokens += step.length;
+          post({ type: 'tokens', id, tokens: step });
+          await yieldNow();
+        }
+        const seconds = (performance.now() - t0) / 1000;
+        post({ type: 'done', id, sequences: session.sequences(), tokens, seconds, stopped: w.stopped, seed: session.seed });
+      } finally {
+        session.free();
+      }
+    } finally {
+      entry.busy--;
+      entry.lastUsed = performance.now();
+      if (entry.widgets.size === 0 && !entry.busy && models.get(w.key) === entry) { entry.bot.free(); models.delete(w.key); }
+    }
+  }
+}
+
+// Every message is handled as it comes; generations of different widgets interleave token by
+// token. 'stop' and 'release' act at once, between two tokens of a running generation.
 self.onmessage = ({ data }) => {
-  if (data.type === 'stop') { stopped = true; return; }
-  queue = queue.then(() => handle(data)).catch((e) => {
+  if (data.type === 'stop') { const w = widgets.get(data.widget); if (w) w.stopped = true; return; }
+  if (data.type === 'release') { ready.then(() => release(data.widget)); return; }
+  handle(data).catch((e) => {
     post({ type: 'error', id: data.id, message: (e && e.message) || String(e) });
   });
 };

@@ -31,11 +31,13 @@ async function sendFile(res, path, extraHeaders = {}) {
   res.end(body);
 }
 
-/** Serves www/ like any static host would (no special headers). */
-export function staticServer() {
+/** Serves www/ like any static host would (no special headers), plus `extraPages` (path -> a
+ * function giving HTML), pages of someone else's site on the same origin. */
+export function staticServer({ extraPages = {} } = {}) {
   const www = join(ROOT, 'www');
   return listen(async (req, res) => {
     let path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
+    if (extraPages[path]) { res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(extraPages[path]()); return; }
     if (path.endsWith('/')) path += 'index.html';
     const file = normalize(join(www, path));
     if (!file.startsWith(www)) { res.writeHead(403).end(); return; }
@@ -78,7 +80,7 @@ export async function browser() {
 }
 
 /** A fresh context whose requests to the internet fail at once (the tests run offline). */
-export async function page(b, origins) {
+export async function page(b) {
   const context = await b.newContext();
   await context.route(/^https?:\/\/(?!127\.0\.0\.1)/, (r) => r.abort('internetdisconnected'));
   const p = await context.newPage();

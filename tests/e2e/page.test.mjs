@@ -112,8 +112,9 @@ test('the page opens on the default bot\'s card and Compute streams its samples'
   const samples = p.getByRole('list', { name: 'Generated samples' }).locator('li');
   // Streaming: a sample grows while the generation is still running.
   await p.waitForFunction(() => {
-    const li = document.querySelector('ol[aria-label="Generated samples"] li');
-    return li && li.textContent.length > 'My dream is'.length && !document.querySelector('.bot-widget .compute').disabled === false;
+    const root = document.querySelector('bot-widget').shadowRoot;
+    const li = root.querySelector('ol[aria-label="Generated samples"] li');
+    return li && li.textContent.length > 'My dream is'.length && root.querySelector('.compute').disabled;
   });
   await p.locator('.bot-widget .status').filter({ hasText: /tokens\/s/ }).waitFor({ timeout: 60000 });
   assert.equal(await samples.count(), 2);
@@ -130,10 +131,15 @@ test('greedy in the browser equals the CLI for a 2021-layout model from the hub'
   // Every status line the widget shows, to see the download progress go by.
   await p.addInitScript(() => {
     window.__statuses = [];
-    new MutationObserver(() => {
-      const s = document.querySelector('.bot-widget .status')?.textContent;
-      if (s && window.__statuses.at(-1) !== s) window.__statuses.push(s);
-    }).observe(document, { subtree: true, childList: true, characterData: true });
+    const attach = Element.prototype.attachShadow;
+    Element.prototype.attachShadow = function (init) {
+      const root = attach.call(this, init);
+      new MutationObserver(() => {
+        const s = root.querySelector('.status')?.textContent;
+        if (s && window.__statuses.at(-1) !== s) window.__statuses.push(s);
+      }).observe(root, { subtree: true, childList: true, characterData: true });
+      return root;
+    };
   });
   await p.goto(`${site.url}/?${q}`);
   await ready(p);
@@ -270,9 +276,10 @@ test('Stop ends a running generation early', async () => {
   await ready(p);
   // Press Stop the moment the first token shows.
   await p.evaluate(() => {
-    const list = document.querySelector('ol[aria-label="Generated samples"]');
+    const root = document.querySelector('bot-widget').shadowRoot;
+    const list = root.querySelector('ol[aria-label="Generated samples"]');
     new MutationObserver((_, obs) => {
-      if (list.textContent.length > 64 * 'My dream is'.length) { obs.disconnect(); document.querySelector('.bot-widget .stop').click(); }
+      if (list.textContent.length > 64 * 'My dream is'.length) { obs.disconnect(); root.querySelector('.stop').click(); }
     }).observe(list, { subtree: true, childList: true, characterData: true });
   });
   await p.getByRole('button', { name: 'Compute' }).click();
