@@ -130,7 +130,7 @@ test('the settings form is drawn from the model\'s settings as the library repor
   const p = await page(b);
   await p.goto(`${site.url}/?top_k=7&stop_at_newline=true&utm_source=blog`);
   await p.locator('bot-widget .status').filter({ hasText: /is ready/ }).waitFor({ timeout: 60000 });
-  await p.getByText('Settings').click();
+  await p.locator('bot-widget').getByText('Settings', { exact: true }).click();
   const w = p.locator('bot-widget');
   // Every setting the library marks for the form, with the model's values as placeholders.
   for (const label of ['Max new tokens', 'Min new tokens', 'Temperature', 'Top k', 'Top p', 'Repetition penalty', 'No repeat n-gram', 'Samples', 'Seed']) {
