@@ -170,7 +170,7 @@ impl Attention {
         };
         let y = att.matmul(&v.contiguous()?)?; // (B, nh, T, hs)
         let y = y.transpose(1, 2)?.reshape((b, t, c))?; // (B, T, C)
-        Ok(self.c_proj.forward(&y)?)
+        self.c_proj.forward(&y)
     }
 }
 
@@ -202,7 +202,7 @@ impl Mlp {
             Activation::Sigmoid => candle_nn::ops::sigmoid(&h)?,
             Activation::Identity => h,
         };
-        Ok(self.c_proj.forward(&h)?)
+        self.c_proj.forward(&h)
     }
 }
 
@@ -376,7 +376,7 @@ impl Gpt2 {
 
     /// Logits over the vocabulary for hidden states (…, C) -> (…, V).
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        Ok(self.lm_head.forward(hidden)?)
+        self.lm_head.forward(hidden)
     }
 
     /// Logits (B, V) of the next token after `ids`, the common case in generation.
