@@ -453,37 +453,6 @@ fn utf8_with_losses(bytes: &[u8], loss: Loss) -> Option<String> {
     String::from_utf8(fixed).ok()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn repairs_windows_1252_and_mac_roman_runs() {
-        assert_eq!(repair_mojibake("ðŸ¤– AI BOT ðŸ¤–"), "🤖 AI BOT 🤖");
-        assert_eq!(repair_mojibake("ü§ñ AI CYBORG ü§ñ"), "🤖 AI CYBORG 🤖");
-        assert_eq!(
-            repair_mojibake("„Å≤„Çç„ÇÜ„Åç, Ê∞∏‰∫ïÂùá"),
-            "ひろゆき, 永井均"
-        );
-        assert_eq!(repair_mojibake("OnFoeNem ðŸ‡ðŸ‡¹"), "OnFoeNem 🇭🇹");
-        assert_eq!(repair_mojibake("cafÃ©"), "café");
-    }
-
-    #[test]
-    fn leaves_correct_text_alone() {
-        for s in [
-            "Ünïcödé ßtraße Ωμέγα",
-            "永井均 ひろゆき",
-            "🤖 AI BOT 🤖 🇭🇹",
-            "naïve café",
-            "Ü",
-            "plain",
-        ] {
-            assert_eq!(repair_mojibake(s), s);
-        }
-    }
-}
-
 /// What a generated card says besides the counts and figures.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CardNotes {
@@ -619,4 +588,35 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repairs_windows_1252_and_mac_roman_runs() {
+        assert_eq!(repair_mojibake("ðŸ¤– AI BOT ðŸ¤–"), "🤖 AI BOT 🤖");
+        assert_eq!(repair_mojibake("ü§ñ AI CYBORG ü§ñ"), "🤖 AI CYBORG 🤖");
+        assert_eq!(
+            repair_mojibake("„Å≤„Çç„ÇÜ„Åç, Ê∞∏‰∫ïÂùá"),
+            "ひろゆき, 永井均"
+        );
+        assert_eq!(repair_mojibake("OnFoeNem ðŸ‡ðŸ‡¹"), "OnFoeNem 🇭🇹");
+        assert_eq!(repair_mojibake("cafÃ©"), "café");
+    }
+
+    #[test]
+    fn leaves_correct_text_alone() {
+        for s in [
+            "Ünïcödé ßtraße Ωμέγα",
+            "永井均 ひろゆき",
+            "🤖 AI BOT 🤖 🇭🇹",
+            "naïve café",
+            "Ü",
+            "plain",
+        ] {
+            assert_eq!(repair_mojibake(s), s);
+        }
+    }
 }

@@ -22,7 +22,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "botcard",
     version,
-    about = "huggingtweets-style GPT-2 bots: generate, score, tokenize, convert"
+    about = "huggingtweets-style GPT-2 bots: generate, score, tokenize, train, convert"
 )]
 struct Cli {
     #[command(subcommand)]

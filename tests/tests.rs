@@ -1,4 +1,4 @@
-//! One integration-test binary for the engine; each module mirrors a part of `src/`.
+//! One integration-test binary (shared helpers in util.rs); each module names the behaviour it checks.
 
 mod util;
 

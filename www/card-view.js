@@ -1,4 +1,4 @@
-// Draws a parsed card (from the worker's renderCard) the way the hub shows huggingtweets cards.
+// Draws a parsed card (from the worker's parseCard) the way the hub shows huggingtweets cards.
 // The header is built here from plain text and checked URLs; the body is HTML that ammonia has
 // already sanitized in Rust.
 
