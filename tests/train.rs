@@ -184,6 +184,15 @@ fn jsonl_posts(n: usize) -> Vec<u8> {
         .into_bytes()
 }
 
+/// One user's posts as the recipe's input.
+fn alice(posts: &[u8]) -> [DataFile<'_>; 1] {
+    [DataFile {
+        user: "Alice".into(),
+        label: "a.jsonl".into(),
+        bytes: posts,
+    }]
+}
+
 fn tiny_recipe<'a>() -> Recipe<'a> {
     Recipe {
         start: Start::Scratch {
@@ -295,11 +304,7 @@ fn the_recipe_runs_in_process_from_posts_to_a_folder_with_a_card() {
 #[test]
 fn the_recipe_stops_when_cancelled() {
     let posts = jsonl_posts(200);
-    let data = [DataFile {
-        user: "Alice".into(),
-        label: "a.jsonl".into(),
-        bytes: &posts,
-    }];
+    let data = alice(&posts);
     let recipe = Recipe {
         length: Length::Steps(50),
         ..tiny_recipe()
@@ -312,11 +317,7 @@ fn the_recipe_stops_when_cancelled() {
 #[test]
 fn epochs_count_training_tokens_only() {
     let posts = jsonl_posts(200);
-    let data = [DataFile {
-        user: "Alice".into(),
-        label: "a.jsonl".into(),
-        bytes: &posts,
-    }];
+    let data = alice(&posts);
     let recipe = Recipe {
         length: Length::Epochs(1.0),
         ..tiny_recipe()
