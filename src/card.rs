@@ -499,7 +499,8 @@ pub fn huggingtweets_card(
     };
     let perplexity = t.heldout_loss.exp();
     let mut s = String::new();
-    s.push_str("---\nlanguage: en\ntags:\n- huggingtweets\n- botcard\nwidget:\n- text: \"My dream is\"\n---\n\n");
+    let prompt = crate::recipe::SAMPLE_PROMPT;
+    s.push_str(&format!("---\nlanguage: en\ntags:\n- huggingtweets\n- botcard\nwidget:\n- text: \"{prompt}\"\n---\n\n"));
     s.push_str("<div class=\"inline-flex flex-col\" style=\"line-height: 1.5;\">\n    <div class=\"flex\">\n");
     for _ in users {
         s.push_str(avatar);
@@ -556,13 +557,13 @@ pub fn huggingtweets_card(
             s.push_str(&format!("> {}\n\n", markdown_text(sample)));
         }
     }
-    s.push_str(
+    s.push_str(&format!(
         "\n## How to use\n\nOpen botcard's page with this folder as the model (\"Use local files\", or \
          `?model=<owner>/<name>` once it is on a hub) and press **Compute**. From the command line:\n\n\
-         ```bash\nbotcard generate --model <this folder> --prompt \"My dream is\"\n```\n\n\
+         ```bash\nbotcard generate --model <this folder> --prompt \"{prompt}\"\n```\n\n\
          ## Limitations and bias\n\nThe model writes like the posts it was trained on, including their \
          limitations and biases.\n"
-    );
+    ));
     s
 }
 
