@@ -82,10 +82,18 @@ impl WasmBot {
         self.bot.config.parameter_count() as f64 * 4.0
     }
 
-    /// Every generation setting with this model's value and what a blank means
-    /// (`[{name, kind, label, help, form, value, placeholder}]`), for the settings form.
-    pub fn settings(&self) -> Result<JsValue, JsError> {
-        to_js(&self.bot.defaults.describe())
+    /// Every generation setting with its value — the model's, or the one `given` (URL
+    /// parameters, widget attributes; names that are not settings are ignored) — and what a
+    /// blank means (`[{name, kind, label, help, form, value, placeholder}]`), for the form.
+    pub fn settings(&self, given: JsValue) -> Result<JsValue, JsError> {
+        let mut settings = self.bot.settings();
+        if !(given.is_undefined() || given.is_null()) {
+            let mut o: Map<String, Value> =
+                serde_wasm_bindgen::from_value(given).map_err(js_err)?;
+            o.retain(|name, _| crate::settings::find(name).is_some());
+            settings.apply(&o).map_err(js_err)?;
+        }
+        to_js(&settings.describe())
     }
 
     /// Starts generating after `prompt`. `overrides` maps setting names to values or text (URL

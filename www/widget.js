@@ -213,9 +213,9 @@ export class BotWidget extends HTMLElement {
       const given = old[s.name] ? undefined : this.params[s.name];
       let input;
       if (s.kind === 'bool') {
+        // `s.value` already holds a value given by URL or attribute, as the library read it.
         input = el('input', { type: 'checkbox', name: s.name });
-        const parsed = given === undefined ? undefined : !['false', '0', 'no', 'off'].includes(String(given).toLowerCase());
-        input.checked = old[s.name] ? old[s.name].checked : parsed ?? s.value === true;
+        input.checked = old[s.name] ? old[s.name].checked : s.value === true;
         grid.append(el('label', { class: 'check', title: s.help }, input, s.label));
       } else {
         const number = s.kind === 'int' || s.kind === 'float';
@@ -247,7 +247,7 @@ export class BotWidget extends HTMLElement {
     try { base = modelBase(this.model, hubUrl(this.getAttribute('hub'))); } catch (e) { this.fail(e); return Promise.resolve(); }
     const name = this.model === DEFAULT_MODEL ? 'the default bot' : this.model;
     this.say(`Loading ${name}…`);
-    this.loaded = this.client.request({ type: 'load', widget: this.widgetId, base }, (d) => this.onProgress(d))
+    this.loaded = this.client.request({ type: 'load', widget: this.widgetId, base, params: this.params }, (d) => this.onProgress(d))
       .then((d) => this.afterLoad(d, this.model === DEFAULT_MODEL ? 'The default bot' : this.model))
       .catch((e) => { this.loaded = null; this.fail(e); throw e; });
     this.loaded.catch(() => {});
@@ -261,7 +261,7 @@ export class BotWidget extends HTMLElement {
     for (const f of fileList) files[f.name] ??= f;
     this.say('Loading local files…');
     try {
-      this.loaded = this.client.request({ type: 'load', widget: this.widgetId, files })
+      this.loaded = this.client.request({ type: 'load', widget: this.widgetId, files, params: this.params })
         .then((d) => this.afterLoad(d, 'The local model'));
       await this.loaded;
     } catch (e) {

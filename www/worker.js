@@ -2,7 +2,7 @@
 // It serves every widget of a page: each request names its widget, each distinct model is
 // loaded once and shared by the widgets that show it, and Stop stops one widget's generation.
 // In:  {type: 'info' | 'card', id, bytes?}
-//      {type: 'load', id, widget, base} | {type: 'load', id, widget, files: {name: File}}
+//      {type: 'load', id, widget, base | files: {name: File}, params}
 //      {type: 'generate', id, widget, prompt, params} | {type: 'stop' | 'release', widget}
 // Out: {type: 'info' | 'card' | 'progress' | 'loaded' | 'started' | 'tokens' | 'done' | 'error', id, ...}
 import init, { nextModelFile, parseCard, samplePrompt, WasmBot } from './pkg/botcard.js';
@@ -128,16 +128,20 @@ async function model(key, source, id) {
   return { entry: await loading.get(key), cached: false };
 }
 
-/** Forgets `widget`'s hold on its model; a model no widget holds is freed. */
+/** Frees the model of `key` once no widget holds it and no generation runs on it. */
+function freeIfUnused(key) {
+  const m = models.get(key);
+  if (m && m.widgets.size === 0 && !m.busy) { m.bot.free(); models.delete(key); }
+}
+
+/** Forgets `widget`'s hold on its model. */
 function release(widget) {
   const w = widgets.get(widget);
   if (!w) return;
   w.stopped = true;
   widgets.delete(widget);
-  const m = models.get(w.key);
-  if (!m) return;
-  m.widgets.delete(widget);
-  if (m.widgets.size === 0 && !m.busy) { m.bot.free(); models.delete(w.key); }
+  models.get(w.key)?.widgets.delete(widget);
+  freeIfUnused(w.key);
 }
 
 async function handle(msg) {
@@ -154,7 +158,7 @@ async function handle(msg) {
     if (widgets.get(widget)?.key !== key) release(widget);
     widgets.set(widget, { key, source, stopped: false });
     entry.widgets.add(widget);
-    post({ type: 'loaded', id, settings: entry.bot.settings(), bytes: entry.bytes, seconds: entry.seconds, cached });
+    post({ type: 'loaded', id, settings: entry.bot.settings(msg.params || {}), bytes: entry.bytes, seconds: entry.seconds, cached });
   } else if (type === 'generate') {
     const w = widgets.get(widget);
     if (!w) throw new Error('No model is loaded.');
@@ -183,7 +187,7 @@ async function handle(msg) {
     } finally {
       entry.busy--;
       entry.lastUsed = performance.now();
-      if (entry.widgets.size === 0 && !entry.busy && models.get(w.key) === entry) { entry.bot.free(); models.delete(w.key); }
+      freeIfUnused(w.key);
     }
   }
 }
