@@ -9,7 +9,6 @@
 //! - `temperature == 0` means greedy decoding. Greedy decoding returns one sequence whatever
 //!   `num_return_sequences` says, since every copy would be the same.
 
-use candle_core::Tensor;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -55,8 +54,11 @@ pub struct Session {
     cache: Cache,
     rows: Vec<Row>,
     rng: ChaCha8Rng,
-    /// Logits for the next token of each row, (B, V).
-    next: Tensor,
+    /// The unfinished rows, in the order the cache holds them: a finished row leaves the batch,
+    /// so later steps compute only for the rows still writing.
+    live: Vec<usize>,
+    /// Logits for the next token of each live row.
+    next: Vec<Vec<f32>>,
     min_new: usize,
     max_new: usize,
     eos: Option<u32>,
@@ -116,9 +118,14 @@ impl Session {
         } else {
             1
         };
+        // The prompt runs once; its cache is then copied for every sequence.
         let mut cache = model.new_cache(ids.len() + max_new);
-        let next = model.next_logits(&vec![ids.clone(); batch], &mut cache)?;
-        let rows = (0..batch)
+        let first: Vec<f32> = model
+            .next_logits(std::slice::from_ref(&ids), &mut cache)?
+            .squeeze(0)?
+            .to_vec1()?;
+        cache.select_rows(&vec![0; batch])?;
+        let rows: Vec<Row> = (0..batch)
             .map(|_| Row {
                 context: ids.clone(),
                 generated: Vec::new(),
@@ -127,13 +134,19 @@ impl Session {
                 finished: max_new == 0,
             })
             .collect();
+        let live = if max_new == 0 {
+            Vec::new()
+        } else {
+            (0..batch).collect()
+        };
         Ok(Self {
             rng: ChaCha8Rng::seed_from_u64(seed),
             seed,
             params,
             cache,
+            next: vec![first; live.len()],
+            live,
             rows,
-            next,
             min_new: min_new.min(max_new),
             max_new,
             eos,
@@ -166,12 +179,10 @@ impl Session {
         if self.is_done() {
             return Ok(Vec::new());
         }
-        let logits: Vec<Vec<f32>> = self.next.to_vec2()?;
+        let logits = std::mem::take(&mut self.next);
         let mut out = Vec::new();
-        for (i, (row, mut l)) in self.rows.iter_mut().zip(logits).enumerate() {
-            if row.finished {
-                continue;
-            }
+        for (&i, mut l) in self.live.iter().zip(logits) {
+            let row = &mut self.rows[i];
             let p = &self.params;
             if p.repetition_penalty != 1.0 {
                 sampling::repetition_penalty(&mut l, &row.context, p.repetition_penalty);
@@ -214,14 +225,22 @@ impl Session {
                 text,
             });
         }
-        if !self.is_done() {
-            // Finished rows ride along with their last token so the batch stays rectangular.
+        let keep: Vec<usize> = (0..self.live.len())
+            .filter(|&slot| !self.rows[self.live[slot]].finished)
+            .collect();
+        if keep.len() < self.live.len() {
+            self.live = keep.iter().map(|&slot| self.live[slot]).collect();
+            if !keep.is_empty() {
+                self.cache.select_rows(&keep)?;
+            }
+        }
+        if !self.live.is_empty() {
             let last: Vec<Vec<u32>> = self
-                .rows
+                .live
                 .iter()
-                .map(|r| vec![*r.context.last().unwrap()])
+                .map(|&i| vec![*self.rows[i].context.last().unwrap()])
                 .collect();
-            self.next = model.next_logits(&last, &mut self.cache)?;
+            self.next = model.next_logits(&last, &mut self.cache)?.to_vec2()?;
         }
         Ok(out)
     }

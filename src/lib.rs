@@ -12,7 +12,9 @@ pub mod error;
 pub mod files;
 pub mod generate;
 pub mod model;
+mod parallel;
 mod pickle;
+pub mod quant;
 pub mod recipe;
 pub mod sampling;
 pub mod settings;
@@ -27,6 +29,7 @@ pub use error::{Error, Result};
 pub use files::ModelFiles;
 pub use generate::{generate, Sequence, Session, StepToken};
 pub use model::Gpt2;
+pub use quant::Dtype;
 pub use settings::GenerationSettings;
 pub use tokenizer::{TextStream, Tokenizer};
 pub use weights::Weights;
@@ -41,8 +44,9 @@ pub struct Bot {
 }
 
 impl Bot {
-    /// Loads a bot from the bytes of its files, checking that they agree with each other.
-    pub fn load(files: &ModelFiles) -> Result<Self> {
+    /// Loads a bot from the bytes of its files, checking that they agree with each other, with
+    /// its weight matrices held as `dtype`.
+    pub fn load(files: &ModelFiles, dtype: Dtype) -> Result<Self> {
         let config_json = files.config()?;
         let config = Config::from_json(config_json)?;
         let defaults =
@@ -58,7 +62,7 @@ impl Bot {
                 ),
             });
         }
-        let model = Gpt2::from_source(&config, &files.weights()?)?;
+        let model = Gpt2::from_source(&config, &files.weights()?, dtype)?;
         Ok(Self {
             model,
             tokenizer,

@@ -8,11 +8,14 @@
 //! [out, in] so that a later quantized matmul can take them as they are), `lm_head` is usually
 //! tied to `wte`, and old checkpoints carry `attn.bias`/`attn.masked_bias` buffers we never read.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{kv_cache::KvCache, LayerNorm};
 
 use crate::config::{Activation, Config};
 use crate::error::{Error, Result};
+use crate::quant::{self, Dtype, Q8Matrix};
 use crate::weights::Weights;
 
 /// How a pass runs, chosen by the caller: training (differentiable ops only, every position
@@ -45,18 +48,77 @@ impl TensorSource for Weights<'_> {
     }
 }
 
+/// A weight matrix W [out, in] as the model holds it: an f32 tensor, or q8_0 (shared through an
+/// `Arc` where one matrix serves twice, as a tied `wte` does).
+#[derive(Clone)]
+enum Matrix {
+    F32(Tensor),
+    Q8(Arc<Q8Matrix>),
+}
+
+impl Matrix {
+    /// `t` [out, in] in `dtype`; f32 where the rows do not split into q8_0 blocks.
+    fn new(t: Tensor, dtype: Dtype) -> Result<Self> {
+        let (rows, cols) = t.dims2()?;
+        Ok(match dtype {
+            Dtype::Q8_0 if cols % quant::BLOCK == 0 => {
+                let values = t.flatten_all()?.to_vec1::<f32>()?;
+                drop(t);
+                Matrix::Q8(Arc::new(Q8Matrix::quantize(&values, rows, cols)?))
+            }
+            _ => Matrix::F32(t),
+        })
+    }
+
+    fn rows(&self) -> Result<usize> {
+        Ok(match self {
+            Matrix::F32(t) => t.dim(0)?,
+            Matrix::Q8(q) => q.rows(),
+        })
+    }
+
+    /// Rows `ids` as f32 (n, in): an embedding lookup.
+    fn select_rows(&self, ids: &Tensor) -> Result<Tensor> {
+        match self {
+            Matrix::F32(t) => Ok(t.index_select(ids, 0)?),
+            Matrix::Q8(q) => {
+                let ids = ids.to_vec1::<u32>()?;
+                let data: Vec<f32> = ids
+                    .iter()
+                    .flat_map(|&i| q.dequantize_row(i as usize))
+                    .collect();
+                Ok(Tensor::from_vec(data, (ids.len(), q.cols()), &Device::Cpu)?)
+            }
+        }
+    }
+
+    /// Bytes the matrix holds in memory.
+    fn byte_size(&self) -> usize {
+        match self {
+            Matrix::F32(t) => t.elem_count() * 4,
+            Matrix::Q8(q) => q.byte_size(),
+        }
+    }
+}
+
 /// `y = x·Wᵀ + b`, W stored [out, in]. Every weight multiplication of the model goes through
-/// here, so another weight format (a quantized one) replaces W without touching the blocks.
+/// here, so the weight format ([`Dtype`]) changes nothing in the blocks.
 struct Linear {
-    weight: Tensor,
+    weight: Matrix,
     bias: Option<Tensor>,
 }
 
 impl Linear {
     /// An HF Conv1D layer (`{name}.weight` [in, out] + `{name}.bias`).
-    fn conv1d(w: &dyn TensorSource, name: &str, n_in: usize, n_out: usize) -> Result<Self> {
+    fn conv1d(
+        w: &dyn TensorSource,
+        name: &str,
+        n_in: usize,
+        n_out: usize,
+        dtype: Dtype,
+    ) -> Result<Self> {
         Ok(Self {
-            weight: w.linear_weight(&format!("{name}.weight"), n_in, n_out)?,
+            weight: Matrix::new(w.linear_weight(&format!("{name}.weight"), n_in, n_out)?, dtype)?,
             bias: Some(w.tensor(&format!("{name}.bias"), &[n_out])?),
         })
     }
@@ -67,11 +129,15 @@ impl Linear {
         let mut dims = x.dims().to_vec();
         let k = dims.pop().unwrap_or(1);
         let rows = dims.iter().product::<usize>();
-        let y = x
-            .contiguous()?
-            .reshape((rows, k))?
-            .matmul(&self.weight.t()?)?;
-        dims.push(self.weight.dim(0)?);
+        let x = x.contiguous()?.reshape((rows, k))?;
+        let y = match &self.weight {
+            Matrix::F32(w) => x.matmul(&w.t()?)?,
+            Matrix::Q8(w) => {
+                let values = w.matmul(&x.flatten_all()?.to_vec1::<f32>()?, rows);
+                Tensor::from_vec(values, (rows, w.rows()), x.device())?
+            }
+        };
+        dims.push(self.weight.rows()?);
         let y = y.reshape(dims)?;
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
@@ -118,7 +184,7 @@ struct Attention {
 }
 
 impl Attention {
-    fn load(w: &dyn TensorSource, layer: usize, cfg: &Config) -> Result<Self> {
+    fn load(w: &dyn TensorSource, layer: usize, cfg: &Config, dtype: Dtype) -> Result<Self> {
         let p = format!("h.{layer}.attn");
         let e = cfg.n_embd;
         let mut scale = 1.0;
@@ -129,8 +195,8 @@ impl Attention {
             scale /= (layer + 1) as f64;
         }
         Ok(Self {
-            c_attn: Linear::conv1d(w, &format!("{p}.c_attn"), e, 3 * e)?,
-            c_proj: Linear::conv1d(w, &format!("{p}.c_proj"), e, e)?,
+            c_attn: Linear::conv1d(w, &format!("{p}.c_attn"), e, 3 * e, dtype)?,
+            c_proj: Linear::conv1d(w, &format!("{p}.c_proj"), e, e, dtype)?,
             n_head: cfg.n_head,
             scale,
         })
@@ -181,11 +247,11 @@ struct Mlp {
 }
 
 impl Mlp {
-    fn load(w: &dyn TensorSource, layer: usize, cfg: &Config) -> Result<Self> {
+    fn load(w: &dyn TensorSource, layer: usize, cfg: &Config, dtype: Dtype) -> Result<Self> {
         let p = format!("h.{layer}.mlp");
         Ok(Self {
-            c_fc: Linear::conv1d(w, &format!("{p}.c_fc"), cfg.n_embd, cfg.n_inner)?,
-            c_proj: Linear::conv1d(w, &format!("{p}.c_proj"), cfg.n_inner, cfg.n_embd)?,
+            c_fc: Linear::conv1d(w, &format!("{p}.c_fc"), cfg.n_embd, cfg.n_inner, dtype)?,
+            c_proj: Linear::conv1d(w, &format!("{p}.c_proj"), cfg.n_inner, cfg.n_embd, dtype)?,
             act: cfg.activation,
         })
     }
@@ -214,12 +280,12 @@ struct Block {
 }
 
 impl Block {
-    fn load(w: &dyn TensorSource, layer: usize, cfg: &Config) -> Result<Self> {
+    fn load(w: &dyn TensorSource, layer: usize, cfg: &Config, dtype: Dtype) -> Result<Self> {
         Ok(Self {
             ln_1: Norm::load(w, &format!("h.{layer}.ln_1"), cfg)?,
-            attn: Attention::load(w, layer, cfg)?,
+            attn: Attention::load(w, layer, cfg, dtype)?,
             ln_2: Norm::load(w, &format!("h.{layer}.ln_2"), cfg)?,
-            mlp: Mlp::load(w, layer, cfg)?,
+            mlp: Mlp::load(w, layer, cfg, dtype)?,
         })
     }
 
@@ -249,11 +315,29 @@ impl Cache {
     pub fn position(&self) -> usize {
         self.pos
     }
+
+    /// Keeps batch rows `rows` of what the cache holds, in that order; an index may repeat, so
+    /// one prefilled prompt can become the start of several sequences.
+    pub fn select_rows(&mut self, rows: &[usize]) -> Result<()> {
+        let idx = Tensor::new(
+            rows.iter().map(|&r| r as u32).collect::<Vec<_>>(),
+            &Device::Cpu,
+        )?;
+        for layer in &mut self.layers {
+            if let (Some(k), Some(v)) = (layer.k()?, layer.v()?) {
+                let k = k.contiguous()?.index_select(&idx, 0)?;
+                let v = v.contiguous()?.index_select(&idx, 0)?;
+                layer.reset();
+                layer.append(&k, &v)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A loaded GPT-2 language model.
 pub struct Gpt2 {
-    wte: Tensor,
+    wte: Matrix,
     wpe: Tensor,
     h: Vec<Block>,
     ln_f: Norm,
@@ -266,19 +350,26 @@ pub struct Gpt2 {
 impl Gpt2 {
     /// Builds the model from a tensor source: checkpoint [`Weights`] (every shape checked
     /// against `cfg`), or training variables (the model then computes with the variables
-    /// themselves, so optimizer steps show at once).
-    pub fn from_source(cfg: &Config, w: &dyn TensorSource) -> Result<Self> {
-        let wte = w.tensor("wte.weight", &[cfg.vocab_size, cfg.n_embd])?;
+    /// themselves, so optimizer steps show at once; `dtype` must then be [`Dtype::F32`]).
+    /// Weight matrices are converted to `dtype` one at a time, as they are read.
+    pub fn from_source(cfg: &Config, w: &dyn TensorSource, dtype: Dtype) -> Result<Self> {
+        let wte = Matrix::new(
+            w.tensor("wte.weight", &[cfg.vocab_size, cfg.n_embd])?,
+            dtype,
+        )?;
         let wpe = w.tensor("wpe.weight", &[cfg.n_positions, cfg.n_embd])?;
         let h = (0..cfg.n_layer)
-            .map(|l| Block::load(w, l, cfg))
+            .map(|l| Block::load(w, l, cfg, dtype))
             .collect::<Result<_>>()?;
         let ln_f = Norm::load(w, "ln_f", cfg)?;
         // A stored lm_head.weight in a tied model is a copy of wte: use wte, as HF does.
         let lm_head = if cfg.tie_word_embeddings {
             wte.clone()
         } else {
-            w.tensor("lm_head.weight", &[cfg.vocab_size, cfg.n_embd])?
+            Matrix::new(
+                w.tensor("lm_head.weight", &[cfg.vocab_size, cfg.n_embd])?,
+                dtype,
+            )?
         };
         Ok(Self {
             wte,
@@ -297,6 +388,31 @@ impl Gpt2 {
     /// The architecture this model was built with.
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// Bytes its weights take in memory (a tied matrix counted once).
+    pub fn weight_bytes(&self) -> usize {
+        let tensor = |t: &Tensor| t.elem_count() * 4;
+        let linear = |l: &Linear| l.weight.byte_size() + l.bias.as_ref().map_or(0, tensor);
+        let norm = |n: &Norm| tensor(n.ln.weight()) + n.ln.bias().map_or(0, tensor);
+        let blocks: usize = self
+            .h
+            .iter()
+            .map(|b| {
+                norm(&b.ln_1)
+                    + norm(&b.ln_2)
+                    + linear(&b.attn.c_attn)
+                    + linear(&b.attn.c_proj)
+                    + linear(&b.mlp.c_fc)
+                    + linear(&b.mlp.c_proj)
+            })
+            .sum();
+        let head = if self.cfg.tie_word_embeddings {
+            0
+        } else {
+            self.lm_head.weight.byte_size()
+        };
+        self.wte.byte_size() + tensor(&self.wpe) + blocks + norm(&self.ln_f) + head
     }
 
     /// An empty cache with room for `capacity` positions (it grows if needed, up to
@@ -352,10 +468,10 @@ impl Gpt2 {
     /// Final hidden states (B, T, C) of ids (B, T) at positions past..past+T.
     fn hidden(&self, ids: &Tensor, past: usize, mut mode: Mode<&mut [KvCache]>) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
-        let tok =
-            self.wte
-                .index_select(&ids.flatten_all()?, 0)?
-                .reshape((b, t, self.cfg.n_embd))?;
+        let tok = self
+            .wte
+            .select_rows(&ids.flatten_all()?)?
+            .reshape((b, t, self.cfg.n_embd))?;
         let positions = Tensor::arange(past as u32, (past + t) as u32, &self.device)?;
         let pos = self.wpe.index_select(&positions, 0)?; // (T, C)
         let mut x = tok.broadcast_add(&pos)?;

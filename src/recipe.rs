@@ -240,7 +240,7 @@ pub fn train_bot(data: &[DataFile], recipe: &Recipe, hooks: Hooks) -> Result<Tra
                 .find(|(k, _)| *k == n)
                 .map(|(_, b)| b.as_slice())
         });
-        let bot = Bot::load(&written)?;
+        let bot = Bot::load(&written, crate::Dtype::default())?;
         let mut settings = bot.settings();
         settings.num_return_sequences = CARD_SAMPLES;
         settings.seed = Some(recipe.seed);

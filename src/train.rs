@@ -227,7 +227,7 @@ impl Trainer {
             vars.push((name, Var::from_tensor(&t.to_dtype(DType::F32)?)?));
         }
         let vars = Vars(vars);
-        let model = Gpt2::from_source(&cfg, &vars)?;
+        let model = Gpt2::from_source(&cfg, &vars, crate::Dtype::F32)?;
         let params = ParamsAdamW {
             lr: opts.learning_rate,
             weight_decay: opts.weight_decay,

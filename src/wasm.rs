@@ -5,7 +5,7 @@
 use serde_json::{Map, Value};
 use wasm_bindgen::prelude::*;
 
-use crate::{card, files, recipe, Bot, ModelFiles, Session};
+use crate::{card, files, recipe, Bot, Dtype, ModelFiles, Session};
 
 fn js_err(e: impl std::fmt::Display) -> JsError {
     JsError::new(&e.to_string())
@@ -55,9 +55,14 @@ pub struct WasmBot {
 #[wasm_bindgen]
 impl WasmBot {
     /// Loads a bot from `{ "config.json": Uint8Array, "model.safetensors": Uint8Array, … }`
-    /// (the files [`next_model_file`] asked for; absent ones left out).
+    /// (the files [`next_model_file`] asked for; absent ones left out), its weights held as
+    /// `dtype` (`"f32"`, `"q8_0"`; the library's default when absent).
     #[wasm_bindgen(constructor)]
-    pub fn new(files: &js_sys::Object) -> Result<WasmBot, JsError> {
+    pub fn new(files: &js_sys::Object, dtype: Option<String>) -> Result<WasmBot, JsError> {
+        let dtype = match dtype {
+            Some(name) => Dtype::parse(&name).map_err(js_err)?,
+            None => Dtype::default(),
+        };
         let mut bytes: Vec<(&str, Vec<u8>)> = Vec::new();
         for name in files::all_names() {
             let v = js_sys::Reflect::get(files, &JsValue::from_str(name))
@@ -72,14 +77,14 @@ impl WasmBot {
                 .find(|(k, _)| *k == n)
                 .map(|(_, b)| b.as_slice())
         });
-        let bot = Bot::load(&files).map_err(js_err)?;
+        let bot = Bot::load(&files, dtype).map_err(js_err)?;
         Ok(WasmBot { bot })
     }
 
-    /// Bytes its weights take in memory (f32), for the worker's memory limit.
+    /// Bytes its weights take in memory, for the worker's memory limit.
     #[wasm_bindgen(getter, js_name = weightBytes)]
     pub fn weight_bytes(&self) -> f64 {
-        self.bot.config.parameter_count() as f64 * 4.0
+        self.bot.model.weight_bytes() as f64
     }
 
     /// Every generation setting with its value — the model's, or the one `given` (URL

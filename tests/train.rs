@@ -157,7 +157,9 @@ fn loaded_logprob_gap(
         "model.safetensors" => Some(safetensors),
         "tokenizer.json" => Some(tokenizer_json),
         _ => None,
-    }))
+        }),
+        botcard::Dtype::F32,
+    )
     .unwrap();
     let a = bot.model.logprobs(ids).unwrap();
     let b = t.model().logprobs(ids).unwrap();
@@ -286,7 +288,7 @@ fn the_recipe_runs_in_process_from_posts_to_a_folder_with_a_card() {
     );
     // The vocabulary was learned from the posts (no tokenizer was given).
     let folder = ModelFiles::from_lookup(|n| bot.file(n));
-    let loaded = Bot::load(&folder).unwrap();
+    let loaded = Bot::load(&folder, botcard::Dtype::F32).unwrap();
     assert!(loaded.tokenizer.vocab_size() <= 400);
     assert_eq!(
         loaded.defaults.top_p, 0.95,

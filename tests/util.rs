@@ -60,7 +60,7 @@ impl Files {
     }
 
     pub fn load(&self) -> botcard::Result<Bot> {
-        Bot::load(&self.model_files())
+        Bot::load(&self.model_files(), botcard::Dtype::F32)
     }
 }
 

@@ -4,7 +4,7 @@
 import { DEFAULT_MODEL, hubUrl, modelBase } from './models.js';
 
 /** Attributes that are not generation settings. */
-const OWN_ATTRIBUTES = ['model', 'hub', 'prompt', 'class', 'id', 'style'];
+const OWN_ATTRIBUTES = ['model', 'hub', 'prompt', 'class', 'id', 'style', 'dtype'];
 
 /** Talks to one worker with request ids; `on(id, fn)` receives its messages. */
 export class WorkerClient {
@@ -86,7 +86,7 @@ async function filesFromDrop(items) {
 }
 
 export class BotWidget extends HTMLElement {
-  static get observedAttributes() { return ['model', 'prompt', 'hub']; }
+  static get observedAttributes() { return ['model', 'prompt', 'hub', 'dtype']; }
 
   constructor() {
     super();
@@ -163,6 +163,8 @@ export class BotWidget extends HTMLElement {
   }
 
   get model() { return this.getAttribute('model') || DEFAULT_MODEL; }
+  /** How the weights are held (`f32`, `q8_0`); the library's default when unset. */
+  get dtype() { return this.getAttribute('dtype') || undefined; }
 
   say(text) { this.ui.status.textContent = text; }
 
@@ -247,7 +249,7 @@ export class BotWidget extends HTMLElement {
     try { base = modelBase(this.model, hubUrl(this.getAttribute('hub'))); } catch (e) { this.fail(e); return Promise.resolve(); }
     const name = this.model === DEFAULT_MODEL ? 'the default bot' : this.model;
     this.say(`Loading ${name}…`);
-    this.loaded = this.client.request({ type: 'load', widget: this.widgetId, base, params: this.params }, (d) => this.onProgress(d))
+    this.loaded = this.client.request({ type: 'load', widget: this.widgetId, base, dtype: this.dtype, params: this.params }, (d) => this.onProgress(d))
       .then((d) => this.afterLoad(d, this.model === DEFAULT_MODEL ? 'The default bot' : this.model))
       .catch((e) => { this.loaded = null; this.fail(e); throw e; });
     this.loaded.catch(() => {});
@@ -261,7 +263,7 @@ export class BotWidget extends HTMLElement {
     for (const f of fileList) files[f.name] ??= f;
     this.say('Loading local files…');
     try {
-      this.loaded = this.client.request({ type: 'load', widget: this.widgetId, files, params: this.params })
+      this.loaded = this.client.request({ type: 'load', widget: this.widgetId, files, dtype: this.dtype, params: this.params })
         .then((d) => this.afterLoad(d, 'The local model'));
       await this.loaded;
     } catch (e) {
@@ -329,7 +331,7 @@ customElements.define('bot-widget', BotWidget);
 export function widgetFromUrl(params) {
   const w = document.createElement('bot-widget');
   for (const [k, v] of params) {
-    if (['model', 'hub', 'prompt'].includes(k)) w.setAttribute(k, v);
+    if (['model', 'hub', 'prompt', 'dtype'].includes(k)) w.setAttribute(k, v);
     else w.params[k] = v;
   }
   return w;

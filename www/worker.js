@@ -2,7 +2,7 @@
 // It serves every widget of a page: each request names its widget, each distinct model is
 // loaded once and shared by the widgets that show it, and Stop stops one widget's generation.
 // In:  {type: 'info' | 'card', id, bytes?}
-//      {type: 'load', id, widget, base | files: {name: File}, params}
+//      {type: 'load', id, widget, base | files: {name: File}, dtype?, params}
 //      {type: 'generate', id, widget, prompt, params} | {type: 'stop' | 'release', widget}
 // Out: {type: 'info' | 'card' | 'progress' | 'loaded' | 'started' | 'tokens' | 'done' | 'error', id, ...}
 import init, { nextModelFile, parseCard, samplePrompt, WasmBot } from './pkg/botcard.js';
@@ -12,9 +12,9 @@ const CACHE = 'botcard-models-v1';
 // One file larger than this cannot be loaded: wasm32 has 4 GB of memory in all, and a file's
 // bytes and its tensors are both in memory while it loads.
 const MAX_FILE_BYTES = 1.5e9;
-// In-memory weights (f32) the worker keeps for all models together; past it, models no widget
-// is using right now are dropped (least recently used first) and reloaded, from the Cache API,
-// when their widget computes again. Two GPT-2 124M (498 MB each) fit.
+// In-memory weights the worker keeps for all models together; past it, models no widget is
+// using right now are dropped (least recently used first) and reloaded, from the Cache API,
+// when their widget computes again. Two GPT-2 124M in f32 (498 MB each) fit, or eight in q8_0.
 const MAX_RESIDENT_BYTES = 1.2e9;
 
 /** key -> {bot, weightBytes, widgets: Set, lastUsed, busy} for each model in memory. */
@@ -118,7 +118,7 @@ async function model(key, source, id) {
       const files = await fetchSource(source, id);
       const bytes = Object.values(files).reduce((n, f) => n + f.length, 0);
       // Copy 2: the tensors wasm builds; the JS bytes are garbage once this returns.
-      const bot = new WasmBot(files);
+      const bot = new WasmBot(files, source.dtype);
       makeRoom(bot.weightBytes);
       const entry = { bot, weightBytes: bot.weightBytes, widgets: new Set(), lastUsed: 0, busy: 0, bytes, seconds: (performance.now() - t0) / 1000 };
       models.set(key, entry);
@@ -152,8 +152,8 @@ async function handle(msg) {
   } else if (type === 'card') {
     post({ type: 'card', id, card: parseCard(new Uint8Array(msg.bytes)) });
   } else if (type === 'load') {
-    const source = msg.files ? { files: msg.files } : { base: msg.base };
-    const key = msg.files ? `local:${++localLoads}` : msg.base;
+    const source = msg.files ? { files: msg.files, dtype: msg.dtype } : { base: msg.base, dtype: msg.dtype };
+    const key = msg.files ? `local:${++localLoads}` : `${msg.base}#${msg.dtype ?? ''}`;
     const { entry, cached } = await model(key, source, id);
     if (widgets.get(widget)?.key !== key) release(widget);
     widgets.set(widget, { key, source, stopped: false });

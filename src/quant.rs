@@ -1,0 +1,424 @@
+//! Weights in ggml's q8_0 format (blocks of 32 signed bytes sharing one scale) and the matrix
+//! product the model's linear layers run on them.
+//!
+//! Why our own kernel rather than candle's `QMatMul`: candle keeps each block's scale as f16 and
+//! converts two of them per block inside its dot product (a software conversion in wasm), runs
+//! one activation row at a time (a batch of B rows reads every weight B times), and in wasm runs
+//! on one thread. Here scales are f32 in memory (rounded through f16 when quantized, as ggml
+//! stores them, so a GGUF file round-trips exactly), activations are quantized once per row into
+//! i16 lanes, every weight block is loaded once for up to [`ROW_GROUP`] activation rows, and the
+//! output rows split into independent ranges ([`Q8Matrix::matmul_rows`]) a caller may spread over
+//! threads. [`dot_scalar`] is the reference the SIMD kernels are tested against.
+
+use half::f16;
+
+use crate::error::{Error, Result};
+
+/// Values per q8_0 block.
+pub const BLOCK: usize = 32;
+
+/// Activation rows that share one pass over a weight row.
+const ROW_GROUP: usize = 4;
+
+/// How the model holds its weight matrices in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dtype {
+    /// The checkpoint's numbers as f32: HF transformers' exact numerics.
+    F32,
+    /// ggml's q8_0: 8-bit weights, one scale per 32 — a quarter of f32's bytes, and faster.
+    #[default]
+    Q8_0,
+}
+
+impl Dtype {
+    /// Every dtype, in the order the CLI and the page list them.
+    pub const ALL: [Dtype; 2] = [Dtype::F32, Dtype::Q8_0];
+
+    /// The name users type (`--dtype q8_0`, `dtype="f32"`), as ggml and GGUF spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "f32",
+            Dtype::Q8_0 => "q8_0",
+        }
+    }
+
+    /// Reads a dtype name.
+    pub fn parse(name: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|d| d.name().eq_ignore_ascii_case(name.trim()))
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|d| d.name()).collect();
+                Error::Parameter(format!(
+                    "unknown dtype `{name}` (known: {})",
+                    names.join(", ")
+                ))
+            })
+    }
+}
+
+/// Quantizes `x` (a multiple of [`BLOCK`] long) as ggml's `quantize_row_q8_0_ref` does: per
+/// block, scale = max|x| / 127, values rounded half away from zero. Returns one scale per block
+/// (not rounded: `f16` rounding is the caller's choice).
+fn quantize_blocks(x: &[f32], qs: &mut [i8], scales: &mut [f32]) {
+    for ((xb, qb), s) in x
+        .chunks_exact(BLOCK)
+        .zip(qs.chunks_exact_mut(BLOCK))
+        .zip(scales.iter_mut())
+    {
+        let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        for (q, v) in qb.iter_mut().zip(xb) {
+            *q = (v * id).round() as i8;
+        }
+        *s = d;
+    }
+}
+
+/// A weight matrix `[rows, cols]` (a linear layer's `[out, in]`) in q8_0.
+#[derive(Clone)]
+pub struct Q8Matrix {
+    rows: usize,
+    cols: usize,
+    /// rows × cols quantized values, row-major.
+    qs: Vec<i8>,
+    /// rows × cols/BLOCK scales, as f16 values held in f32.
+    scales: Vec<f32>,
+}
+
+impl Q8Matrix {
+    /// Quantizes a row-major `[rows, cols]` f32 matrix; `cols` must be a multiple of [`BLOCK`].
+    pub fn quantize(values: &[f32], rows: usize, cols: usize) -> Result<Self> {
+        if cols % BLOCK != 0 || values.len() != rows * cols {
+            return Err(Error::Parameter(format!(
+                "q8_0 needs rows of a multiple of {BLOCK} values; got [{rows}, {cols}]"
+            )));
+        }
+        let mut qs = vec![0i8; rows * cols];
+        let mut scales = vec![0f32; rows * cols / BLOCK];
+        quantize_blocks(values, &mut qs, &mut scales);
+        for s in &mut scales {
+            *s = f16::from_f32(*s).to_f32();
+        }
+        Ok(Self {
+            rows,
+            cols,
+            qs,
+            scales,
+        })
+    }
+
+    /// Builds a matrix from stored q8_0 data (a GGUF tensor): `scales` one per block.
+    pub fn from_parts(rows: usize, cols: usize, qs: Vec<i8>, scales: Vec<f32>) -> Result<Self> {
+        if cols % BLOCK != 0 || qs.len() != rows * cols || scales.len() * BLOCK != qs.len() {
+            return Err(Error::Parameter(format!(
+                "q8_0 data does not fit a [{rows}, {cols}] matrix"
+            )));
+        }
+        Ok(Self {
+            rows,
+            cols,
+            qs,
+            scales,
+        })
+    }
+
+    /// Output features (rows).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Input features (columns).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The quantized values and the per-block scales, row-major.
+    pub fn parts(&self) -> (&[i8], &[f32]) {
+        (&self.qs, &self.scales)
+    }
+
+    /// Bytes held in memory.
+    pub fn byte_size(&self) -> usize {
+        self.qs.len() + 4 * self.scales.len()
+    }
+
+    /// Row `r` back as f32 (an embedding lookup in a tied embedding matrix).
+    pub fn dequantize_row(&self, r: usize) -> Vec<f32> {
+        let nb = self.cols / BLOCK;
+        self.qs[r * self.cols..(r + 1) * self.cols]
+            .chunks_exact(BLOCK)
+            .zip(&self.scales[r * nb..(r + 1) * nb])
+            .flat_map(|(q, &s)| q.iter().map(move |&v| f32::from(v) * s))
+            .collect()
+    }
+
+    /// `x · Wᵀ` for `x` of `m` rows of `cols` values: `m × rows` values, row-major.
+    pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        // Rows per piece of work: enough to amortize a task, few enough to balance threads.
+        const ROWS_PER_TASK: usize = 64;
+        let xq = QuantizedRows::new(x, m, self.cols);
+        let mut part = vec![0f32; m * self.rows];
+        crate::parallel::for_each_chunk(&mut part, m, ROWS_PER_TASK, |first, out| {
+            self.matmul_rows(&xq, first..first + out.len() / m, out)
+        });
+        if m == 1 {
+            return part;
+        }
+        let mut out = vec![0f32; m * self.rows];
+        transpose_into(&part, self.rows, m, &mut out);
+        out
+    }
+
+    /// Output rows `range` of `x · Wᵀ`, written to `out` output-row-major (`range.len() × m`:
+    /// all of output row r's activations together), so disjoint ranges can run on different
+    /// threads and be put together afterwards.
+    pub fn matmul_rows(&self, x: &QuantizedRows, range: std::ops::Range<usize>, out: &mut [f32]) {
+        debug_assert_eq!(x.cols, self.cols);
+        debug_assert_eq!(out.len(), range.len() * x.m);
+        let nb = self.cols / BLOCK;
+        for (o, out_row) in range.zip(out.chunks_exact_mut(x.m)) {
+            let w = &self.qs[o * self.cols..(o + 1) * self.cols];
+            let ws = &self.scales[o * nb..(o + 1) * nb];
+            for (g, out_group) in out_row.chunks_mut(ROW_GROUP).enumerate() {
+                let first = g * ROW_GROUP;
+                let n = out_group.len();
+                kernel::dot_rows(
+                    w,
+                    ws,
+                    &x.qs[first * self.cols..(first + n) * self.cols],
+                    &x.scales[first * nb..(first + n) * nb],
+                    out_group,
+                );
+            }
+        }
+    }
+}
+
+/// Activation rows quantized to q8_0 (held in i16 lanes, so the kernels multiply them without
+/// widening), made once per matrix product and shared by every output row.
+pub struct QuantizedRows {
+    m: usize,
+    cols: usize,
+    qs: Vec<i16>,
+    scales: Vec<f32>,
+}
+
+impl QuantizedRows {
+    /// Quantizes `m` rows of `cols` values (a multiple of [`BLOCK`]).
+    pub fn new(x: &[f32], m: usize, cols: usize) -> Self {
+        assert!(cols % BLOCK == 0 && x.len() == m * cols, "[{m}, {cols}] rows");
+        let mut q8 = vec![0i8; m * cols];
+        let mut scales = vec![0f32; m * cols / BLOCK];
+        quantize_blocks(x, &mut q8, &mut scales);
+        Self {
+            m,
+            cols,
+            qs: q8.into_iter().map(i16::from).collect(),
+            scales,
+        }
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.m
+    }
+
+    /// True when there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.m == 0
+    }
+}
+
+/// `src` is `[r, c]`; writes its transpose `[c, r]` to `dst`.
+pub fn transpose_into(src: &[f32], r: usize, c: usize, dst: &mut [f32]) {
+    for i in 0..r {
+        for j in 0..c {
+            dst[j * r + i] = src[i * c + j];
+        }
+    }
+}
+
+/// The reference: one weight row `w` (scales `ws`) against one activation row `x` (scales `xs`),
+/// block by block in plain integer arithmetic.
+pub fn dot_scalar(w: &[i8], ws: &[f32], x: &[i16], xs: &[f32]) -> f32 {
+    w.chunks_exact(BLOCK)
+        .zip(x.chunks_exact(BLOCK))
+        .zip(ws.iter().zip(xs))
+        .map(|((wb, xb), (a, b))| {
+            let sum: i32 = wb
+                .iter()
+                .zip(xb)
+                .map(|(&p, &q)| i32::from(p) * i32::from(q))
+                .sum();
+            sum as f32 * (a * b)
+        })
+        .sum()
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod kernel {
+    //! wasm simd128: per block, the weight's 32 bytes widen to four i16x8 (loaded once for all
+    //! rows of the group); `i32x4.dot_i16x8_s` multiplies and pairs them with each row; the
+    //! block's integer sum is scaled into an f32x4 accumulator per row, summed across lanes last.
+    use super::BLOCK;
+    use core::arch::wasm32::*;
+
+    pub fn dot_rows(w: &[i8], ws: &[f32], x: &[i16], xs: &[f32], out: &mut [f32]) {
+        let cols = w.len();
+        let nb = ws.len();
+        let n = out.len();
+        assert!(x.len() == n * cols && xs.len() == n * nb && n <= super::ROW_GROUP);
+        let mut acc = [f32x4_splat(0.0); super::ROW_GROUP];
+        for j in 0..nb {
+            // SAFETY: block j spans w[j*32..j*32+32] and x[r*cols + j*32..+32], in bounds by
+            // the assert above; v128 loads need no alignment.
+            unsafe {
+                let wp = w.as_ptr().add(j * BLOCK);
+                let w0 = i16x8_load_extend_i8x8(wp);
+                let w1 = i16x8_load_extend_i8x8(wp.add(8));
+                let w2 = i16x8_load_extend_i8x8(wp.add(16));
+                let w3 = i16x8_load_extend_i8x8(wp.add(24));
+                for (r, a) in acc.iter_mut().enumerate().take(n) {
+                    let xp = x.as_ptr().add(r * cols + j * BLOCK) as *const v128;
+                    let s = i32x4_add(
+                        i32x4_add(
+                            i32x4_dot_i16x8(w0, v128_load(xp)),
+                            i32x4_dot_i16x8(w1, v128_load(xp.add(1))),
+                        ),
+                        i32x4_add(
+                            i32x4_dot_i16x8(w2, v128_load(xp.add(2))),
+                            i32x4_dot_i16x8(w3, v128_load(xp.add(3))),
+                        ),
+                    );
+                    let scale = f32x4_splat(ws[j] * xs[r * nb + j]);
+                    *a = f32x4_add(*a, f32x4_mul(f32x4_convert_i32x4(s), scale));
+                }
+            }
+        }
+        for (o, a) in out.iter_mut().zip(acc) {
+            *o = f32x4_extract_lane::<0>(a)
+                + f32x4_extract_lane::<1>(a)
+                + f32x4_extract_lane::<2>(a)
+                + f32x4_extract_lane::<3>(a);
+        }
+    }
+}
+
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+mod kernel {
+    //! Portable Rust that compilers vectorize (i8×i16 products summed in i32 per block); on
+    //! x86-64 the same body is also compiled for AVX2 and chosen at run time.
+    use super::BLOCK;
+
+    #[inline(always)]
+    fn body(w: &[i8], ws: &[f32], x: &[i16], xs: &[f32], out: &mut [f32]) {
+        let cols = w.len();
+        let nb = ws.len();
+        let mut acc = [0f32; super::ROW_GROUP];
+        for j in 0..nb {
+            let wb: &[i8; BLOCK] = w[j * BLOCK..][..BLOCK].try_into().unwrap();
+            for (r, a) in acc.iter_mut().enumerate().take(out.len()) {
+                let xb: &[i16; BLOCK] = x[r * cols + j * BLOCK..][..BLOCK].try_into().unwrap();
+                let mut s = 0i32;
+                for k in 0..BLOCK {
+                    s += i32::from(wb[k]) * i32::from(xb[k]);
+                }
+                *a += s as f32 * (ws[j] * xs[r * nb + j]);
+            }
+        }
+        out.copy_from_slice(&acc[..out.len()]);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn body_avx2(w: &[i8], ws: &[f32], x: &[i16], xs: &[f32], out: &mut [f32]) {
+        body(w, ws, x, xs, out)
+    }
+
+    pub fn dot_rows(w: &[i8], ws: &[f32], x: &[i16], xs: &[f32], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { body_avx2(w, ws, x, xs, out) };
+        }
+        body(w, ws, x, xs, out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 4.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn kernel_equals_the_scalar_reference_for_every_row_count() {
+        let (rows, cols) = (37, 96);
+        let w = Q8Matrix::quantize(&values(rows * cols, 1), rows, cols).unwrap();
+        for m in 1..=9 {
+            let x = values(m * cols, m as u64 + 7);
+            let xq = QuantizedRows::new(&x, m, cols);
+            let got = w.matmul(&x, m);
+            let nb = cols / BLOCK;
+            for i in 0..m {
+                for o in 0..rows {
+                    let want = dot_scalar(
+                        &w.qs[o * cols..(o + 1) * cols],
+                        &w.scales[o * nb..(o + 1) * nb],
+                        &xq.qs[i * cols..(i + 1) * cols],
+                        &xq.scales[i * nb..(i + 1) * nb],
+                    );
+                    let g = got[i * rows + o];
+                    assert!((g - want).abs() <= 1e-5 * want.abs().max(1.0), "{g} vs {want}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn quantization_follows_ggml() {
+        let x: Vec<f32> = (0..32).map(|i| i as f32 - 10.5).collect();
+        let w = Q8Matrix::quantize(&x, 1, 32).unwrap();
+        let d = f16::from_f32(20.5 / 127.0).to_f32();
+        assert_eq!(w.scales, vec![d]);
+        assert_eq!(w.qs[31], 127);
+        assert_eq!(w.qs[0], (-10.5f32 * (127.0 / 20.5)).round() as i8);
+        let back = w.dequantize_row(0);
+        for (a, b) in back.iter().zip(&x) {
+            assert!((a - b).abs() <= d * 0.51 + 1e-3, "{a} vs {b}");
+        }
+        assert!(Q8Matrix::quantize(&[0.0; 48], 1, 48).is_err());
+    }
+
+    #[test]
+    fn product_is_close_to_the_f32_product() {
+        let (rows, cols) = (16, 256);
+        let wf = values(rows * cols, 3);
+        let x = values(2 * cols, 4);
+        let got = Q8Matrix::quantize(&wf, rows, cols).unwrap().matmul(&x, 2);
+        for i in 0..2 {
+            for o in 0..rows {
+                let exact: f32 = (0..cols).map(|k| wf[o * cols + k] * x[i * cols + k]).sum();
+                assert!((got[i * rows + o] - exact).abs() < 0.02 * (cols as f32).sqrt() * 2.0);
+            }
+        }
+    }
+
+    #[test]
+    fn dtype_names_round_trip() {
+        for d in Dtype::ALL {
+            assert_eq!(Dtype::parse(d.name()).unwrap(), d);
+        }
+        assert!(Dtype::parse("q3").is_err());
+    }
+}

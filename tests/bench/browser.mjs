@@ -1,0 +1,112 @@
+// The browser half of `./build.sh bench`: runs the real page's worker (www/worker.js, the one
+// the widget uses) in headless Chromium, served as a plain static site, and prints one JSON line
+// per dtype with the figures ../shared/peer measures for transformers.js: ready time (cold, and
+// cached in the Cache API), prefill, batch-1 greedy decode, the widget job, peak memory.
+//   node tests/bench/browser.mjs MODEL_DIR [dtype,dtype...]
+// Not a test: nothing here passes or fails.
+import { readdirSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { browser, mockHub, staticServer } from '../e2e/helpers.mjs';
+
+
+const JOBS = JSON.parse(readFileSync(new URL('./jobs.json', import.meta.url), 'utf8'));
+const dir = resolve(process.argv[2]);
+const dtypes = (process.argv[3] || 'f32,q8_0').split(',');
+
+// The page: a worker exactly as the widget starts it, and a function that runs one job.
+const PAGE = `<!doctype html><meta charset="utf-8"><title>bench</title><script type="module">
+const worker = new Worker('/worker.js', { type: 'module' });
+let next = 0;
+const pending = new Map();
+worker.onmessage = ({ data }) => pending.get(data.id)?.(data);
+const request = (msg, seen = () => {}) => new Promise((resolve, reject) => {
+  const id = ++next;
+  pending.set(id, (d) => {
+    seen(d, performance.now());
+    if (d.type === 'error') reject(new Error(d.message));
+    if (['loaded', 'done', 'info'].includes(d.type)) { pending.delete(id); resolve(d); }
+  });
+  worker.postMessage({ ...msg, id });
+});
+window.load = async (base, dtype) => {
+  await request({ type: 'load', widget: 'bench', base, dtype, params: {} });
+  return performance.now() / 1000;
+};
+window.job = async (prompt, params) => {
+  const t0 = performance.now();
+  let started = null;
+  const tokens = [];
+  const done = await request({ type: 'generate', widget: 'bench', prompt, params }, (d, t) => {
+    if (d.type === 'started') started = t - t0;
+    if (d.type === 'tokens') for (const _ of d.tokens) tokens.push(t - t0);
+  });
+  return { startedMs: started, tokenMs: tokens, totalMs: performance.now() - t0, sequences: done.sequences.length };
+};
+</script>`;
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+/** Peak resident memory (VmHWM) of Chromium renderer processes not in `before`, in bytes. */
+function rendererPeak(before) {
+  let peak = 0;
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    if (before.has(pid)) continue;
+    try {
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      if (!cmd.includes('--type=renderer')) continue;
+      const m = readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmHWM:\s+(\d+) kB/);
+      if (m) peak = Math.max(peak, Number(m[1]) * 1024);
+    } catch { /* gone */ }
+  }
+  return peak;
+}
+const pids = () => new Set(readdirSync('/proc').filter((p) => /^\d+$/.test(p)));
+
+/** Runs `fn` once to warm up and `reps` more times; returns the timed results. */
+async function timed(reps, fn) {
+  await fn(-1);
+  const out = [];
+  for (let i = 0; i < reps; i++) out.push(await fn(i));
+  return out;
+}
+
+const site = await staticServer({ extraPages: { '/bench.html': () => PAGE } });
+const hub = await mockHub({ repos: { 'local/model': dir } });
+const base = `${hub.url}/local/model/resolve/main/`;
+const b = await browser();
+const version = b.version();
+try {
+  for (const dtype of dtypes) {
+    const before = pids();
+    const context = await b.newContext();
+    const p = await context.newPage();
+    await p.goto(`${site.url}/bench.html`);
+    const readyCold = await p.evaluate(([u, d]) => window.load(u, d), [base, dtype]);
+    const run = (prompt, settings) => p.evaluate(([t, s]) => window.job(t, s), [prompt, settings]);
+    const prefill = await timed(JOBS.reps, async () => {
+      const r = await run(JOBS.prefill.prompt, JOBS.prefill.settings);
+      return JOBS.prefill.tokens / (r.startedMs / 1000);
+    });
+    const greedy = await timed(JOBS.reps, () => run(JOBS.prompt, JOBS.greedy.settings));
+    const widget = await timed(JOBS.reps, (i) => run(JOBS.prompt, { ...JOBS.widget.settings, seed: String(i + 1) }));
+    const peak = rendererPeak(before);
+    // A second visit: the model comes from the Cache API.
+    const p2 = await context.newPage();
+    await p.close();
+    await p2.goto(`${site.url}/bench.html`);
+    const readyCached = await p2.evaluate(([u, d]) => window.load(u, d), [base, dtype]);
+    await context.close();
+    const decode = greedy.map((r) => (r.tokenMs.length - 1) / ((r.tokenMs.at(-1) - r.tokenMs[0]) / 1000));
+    console.log(JSON.stringify({
+      engine: 'botcard tab', dtype, threads: 1, chromium: version,
+      ready_cold_s: readyCold, ready_cached_s: readyCached,
+      prefill_tok_s: median(prefill), ttft_ms: median(greedy.map((r) => r.tokenMs[0])),
+      decode_tok_s: median(decode), widget_job_s: median(widget.map((r) => r.totalMs / 1000)),
+      widget_sequences: widget[0].sequences, peak_memory_bytes: peak,
+    }));
+  }
+} finally {
+  await b.close();
+  await site.close();
+  await hub.close();
+}
