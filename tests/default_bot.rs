@@ -93,3 +93,36 @@ fn default_bot_finds_english_far_likelier_than_the_same_words_reversed() {
     eprintln!("default bot perplexity: English {a:.1}, words reversed {b:.1}");
     assert!(a * 3.0 < b, "English {a} vs reversed {b}");
 }
+
+/// q8_0 (the default in the tab and the CLI) must keep the bot's text: on held-out posts its
+/// perplexity moves by less than 1% and no token's log-probability by more than 0.2.
+#[test]
+fn q8_0_keeps_the_default_bots_text() {
+    let files = Files::read(&dir());
+    let exact = Bot::load(&files.model_files(), botcard::Dtype::F32).unwrap();
+    let quantized = Bot::load(&files.model_files(), botcard::Dtype::Q8_0).unwrap();
+    assert!(
+        quantized.model.weight_bytes() * 3 < exact.model.weight_bytes(),
+        "q8_0 holds a quarter of f32's bytes (plus scales and f32 norms)"
+    );
+    let text = include_str!("bench/heldout.txt");
+    let (mut sum_exact, mut sum_q, mut n, mut worst) = (0f64, 0f64, 0usize, 0f32);
+    for line in text.lines() {
+        let ids = exact.tokenizer.encode(line).unwrap();
+        let a = exact.model.logprobs(&ids).unwrap();
+        let b = quantized.model.logprobs(&ids).unwrap();
+        for (x, y) in a.iter().zip(&b) {
+            worst = worst.max((x - y).abs());
+            sum_exact += f64::from(*x);
+            sum_q += f64::from(*y);
+            n += 1;
+        }
+    }
+    let change = ((sum_exact - sum_q) / n as f64).exp() - 1.0;
+    assert!(
+        change.abs() < 0.01,
+        "perplexity changed by {:.3}%",
+        change * 100.0
+    );
+    assert!(worst < 0.2, "a log-probability moved by {worst}");
+}

@@ -8,6 +8,7 @@ mod cli;
 mod dataset;
 mod default_bot;
 mod generation;
+mod kernels;
 mod parity;
 mod sampling;
 mod tokenizer;

@@ -152,11 +152,12 @@ fn loaded_logprob_gap(
     ids: &[u32],
 ) -> f32 {
     let config = serde_json::to_vec(&cfg.to_hf_json(None)).unwrap();
-    let bot = Bot::load(&ModelFiles::from_lookup(|name| match name {
-        "config.json" => Some(config.as_slice()),
-        "model.safetensors" => Some(safetensors),
-        "tokenizer.json" => Some(tokenizer_json),
-        _ => None,
+    let bot = Bot::load(
+        &ModelFiles::from_lookup(|name| match name {
+            "config.json" => Some(config.as_slice()),
+            "model.safetensors" => Some(safetensors),
+            "tokenizer.json" => Some(tokenizer_json),
+            _ => None,
         }),
         botcard::Dtype::F32,
     )

@@ -9,6 +9,14 @@ use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
 
+#[path = "kernels.rs"]
+mod kernels;
+
+#[wasm_bindgen_test]
+fn quantized_simd128_kernel_equals_the_scalar_reference() {
+    kernels::kernel_equals_scalar_reference();
+}
+
 const REFERENCE: &str = include_str!("fixtures/reference.json");
 
 fn tiny_st() -> Object {
@@ -49,7 +57,9 @@ fn greedy_generation_in_the_browser_matches_transformers() {
         .iter()
         .map(|v| v.as_u64().unwrap() as u32)
         .collect();
-    let bot = WasmBot::new(&tiny_st()).map_err(JsValue::from).unwrap();
+    let bot = WasmBot::new(&tiny_st(), None)
+        .map_err(JsValue::from)
+        .unwrap();
     let overrides = Object::new();
     for (k, v) in [
         ("do_sample", JsValue::FALSE),
@@ -81,7 +91,9 @@ fn greedy_generation_in_the_browser_matches_transformers() {
 
 #[wasm_bindgen_test]
 fn same_seed_samples_the_same_text_in_the_browser() {
-    let bot = WasmBot::new(&tiny_st()).map_err(JsValue::from).unwrap();
+    let bot = WasmBot::new(&tiny_st(), None)
+        .map_err(JsValue::from)
+        .unwrap();
     // Settings arrive as numbers (attributes parsed) or as text (URL parameters, form fields).
     let run = |seed: JsValue| {
         let o = Object::new();
@@ -104,7 +116,9 @@ fn same_seed_samples_the_same_text_in_the_browser() {
 
 #[wasm_bindgen_test]
 fn two_sessions_on_one_bot_interleave_without_mixing() {
-    let bot = WasmBot::new(&tiny_st()).map_err(JsValue::from).unwrap();
+    let bot = WasmBot::new(&tiny_st(), None)
+        .map_err(JsValue::from)
+        .unwrap();
     let start = |seed: u32| {
         let o = Object::new();
         Reflect::set(&o, &"seed".into(), &seed.into()).unwrap();
@@ -165,11 +179,13 @@ fn bad_input_is_a_js_error_with_a_sentence() {
         &Uint8Array::from(&b"garbage"[..]).into(),
     )
     .unwrap();
-    let err = JsValue::from(WasmBot::new(&files).err().unwrap());
+    let err = JsValue::from(WasmBot::new(&files, None).err().unwrap());
     let msg = get(&err, "message").as_string().unwrap();
     assert!(msg.starts_with("model.safetensors:"), "{msg}");
 
-    let bot = WasmBot::new(&tiny_st()).map_err(JsValue::from).unwrap();
+    let bot = WasmBot::new(&tiny_st(), None)
+        .map_err(JsValue::from)
+        .unwrap();
     let o = Object::new();
     Reflect::set(&o, &"top_p".into(), &5.into()).unwrap();
     let err = JsValue::from(bot.start("x", o.into()).err().unwrap());

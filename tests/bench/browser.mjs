@@ -2,16 +2,21 @@
 // the widget uses) in headless Chromium, served as a plain static site, and prints one JSON line
 // per dtype with the figures ../shared/peer measures for transformers.js: ready time (cold, and
 // cached in the Cache API), prefill, batch-1 greedy decode, the widget job, peak memory.
-//   node tests/bench/browser.mjs MODEL_DIR [dtype,dtype...]
-// Not a test: nothing here passes or fails.
-import { readdirSync, readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+// Also one line with the bytes the page downloads besides the model, gzipped.
+//   node tests/bench/browser.mjs MODEL_DIR DTYPES LABEL [ready]
+// DTYPES is a comma list (f32,q8_0); LABEL names the model in the lines; `ready` measures only
+// the ready times and memory. Not a test: nothing here passes or fails.
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join, relative, resolve } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { browser, mockHub, staticServer } from '../e2e/helpers.mjs';
 
 
 const JOBS = JSON.parse(readFileSync(new URL('./jobs.json', import.meta.url), 'utf8'));
 const dir = resolve(process.argv[2]);
-const dtypes = (process.argv[3] || 'f32,q8_0').split(',');
+const dtypes = process.argv[3].split(',');
+const label = process.argv[4];
+const readyOnly = process.argv[5] === 'ready';
 
 // The page: a worker exactly as the widget starts it, and a function that runs one job.
 const PAGE = `<!doctype html><meta charset="utf-8"><title>bench</title><script type="module">
@@ -28,9 +33,23 @@ const request = (msg, seen = () => {}) => new Promise((resolve, reject) => {
   });
   worker.postMessage({ ...msg, id });
 });
+let loaded = null;
 window.load = async (base, dtype) => {
-  await request({ type: 'load', widget: 'bench', base, dtype, params: {} });
+  loaded = await request({ type: 'load', widget: 'bench', base, dtype, params: {} });
   return performance.now() / 1000;
+};
+window.weightBytes = () => loaded.weightBytes;
+window.copyBandwidth = () => {
+  const n = 256 << 20;
+  const a = new Uint8Array(n).fill(1);
+  const b = new Uint8Array(n);
+  let best = 0;
+  for (let i = 0; i < 5; i++) {
+    const t = performance.now();
+    b.set(a);
+    best = Math.max(best, (2 * n) / ((performance.now() - t) / 1000) / 1e9);
+  }
+  return best;
 };
 window.job = async (prompt, params) => {
   const t0 = performance.now();
@@ -82,6 +101,17 @@ try {
     const p = await context.newPage();
     await p.goto(`${site.url}/bench.html`);
     const readyCold = await p.evaluate(([u, d]) => window.load(u, d), [base, dtype]);
+    const weightBytes = await p.evaluate(() => window.weightBytes());
+    if (readyOnly) {
+      const peak = rendererPeak(before);
+      const p2 = await context.newPage();
+      await p.close();
+      await p2.goto(`${site.url}/bench.html`);
+      const readyCached = await p2.evaluate(([u, d]) => window.load(u, d), [base, dtype]);
+      await context.close();
+      console.log(JSON.stringify({ engine: 'botcard tab', model: label, dtype, threads: 1, chromium: version, ready_cold_s: readyCold, ready_cached_s: readyCached, weight_bytes: weightBytes, peak_memory_bytes: peak }));
+      continue;
+    }
     const run = (prompt, settings) => p.evaluate(([t, s]) => window.job(t, s), [prompt, settings]);
     const prefill = await timed(JOBS.reps, async () => {
       const r = await run(JOBS.prefill.prompt, JOBS.prefill.settings);
@@ -95,16 +125,26 @@ try {
     await p.close();
     await p2.goto(`${site.url}/bench.html`);
     const readyCached = await p2.evaluate(([u, d]) => window.load(u, d), [base, dtype]);
-    await context.close();
+    const copy = await p2.evaluate(() => window.copyBandwidth());
     const decode = greedy.map((r) => (r.tokenMs.length - 1) / ((r.tokenMs.at(-1) - r.tokenMs[0]) / 1000));
     console.log(JSON.stringify({
-      engine: 'botcard tab', dtype, threads: 1, chromium: version,
+      engine: 'botcard tab', model: label, dtype, threads: 1, chromium: version,
       ready_cold_s: readyCold, ready_cached_s: readyCached,
       prefill_tok_s: median(prefill), ttft_ms: median(greedy.map((r) => r.tokenMs[0])),
       decode_tok_s: median(decode), widget_job_s: median(widget.map((r) => r.totalMs / 1000)),
-      widget_sequences: widget[0].sequences, peak_memory_bytes: peak,
+      widget_sequences: widget[0].sequences, peak_memory_bytes: peak, weight_bytes: weightBytes, copy_gb_s: copy,
     }));
+    await context.close();
   }
+  // What the page downloads besides models: everything in www/ but models/ and the embed page.
+  const www = resolve(new URL('../../www', import.meta.url).pathname);
+  const walk = (d) => readdirSync(d).flatMap((n) => (statSync(join(d, n)).isDirectory() ? walk(join(d, n)) : [join(d, n)]));
+  const shipped = walk(www).filter((f) => !relative(www, f).startsWith('models') && !f.endsWith('embed.html'));
+  const gz = (f) => gzipSync(readFileSync(f), { level: 9 }).length;
+  console.log(JSON.stringify({
+    kind: 'page_bytes', files: shipped.length, gzip_bytes: shipped.reduce((n, f) => n + gz(f), 0),
+    wasm_gzip_bytes: shipped.filter((f) => f.endsWith('.wasm')).reduce((n, f) => n + gz(f), 0),
+  }));
 } finally {
   await b.close();
   await site.close();

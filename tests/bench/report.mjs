@@ -1,0 +1,119 @@
+// Turns the JSON lines of one `./build.sh bench` run into BENCHMARKS.md: the machine, one table
+// of every engine's figures, the goals of the speed issue as measured ratios, and the quality of
+// each dtype against f32.
+//   node tests/bench/report.mjs RESULTS.jsonl MACHINE.json > BENCHMARKS.md
+import { readFileSync } from 'node:fs';
+
+const lines = readFileSync(process.argv[2], 'utf8').split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+const machine = JSON.parse(readFileSync(process.argv[3], 'utf8'));
+
+const f = (x, d = 2) => (x === null || x === undefined || Number.isNaN(x) ? '–' : Number(x).toFixed(d));
+const mb = (x) => (x ? `${(x / 1e6).toFixed(0)} MB` : '–');
+const ours = lines.filter((r) => r.engine?.startsWith('botcard') && r.model === 'gpt2-124m');
+const tab = (dtype, threads = 1) => ours.find((r) => r.engine === 'botcard tab' && r.dtype === dtype && r.threads === threads);
+const native = (dtype, threads) => ours.find((r) => r.engine === 'botcard native' && r.dtype === dtype && r.threads === threads);
+const tjs = lines.filter((r) => r.engine === 'transformers.js' && !r.error);
+const torch = lines.filter((r) => r.engine === 'pytorch');
+const torchAt = (t) => torch.find((r) => r.threads === t);
+const tjsAt = (dtype, threads, origin) => tjs.find((r) => r.dtype === dtype && r.threads === threads && r.origin === origin);
+const best = (rows, key, lowest) => rows.filter((r) => r[key] != null).sort((a, b) => (lowest ? a[key] - b[key] : b[key] - a[key]))[0];
+const page = lines.find((r) => r.kind === 'page_bytes');
+const defaultBot = lines.find((r) => r.engine === 'botcard tab' && r.model === 'default');
+const quality = lines.filter((r) => r.kind === 'quality');
+
+const out = [];
+const p = (s = '') => out.push(s);
+p('# Benchmarks');
+p();
+p(`Written by \`./build.sh bench\` on ${machine.date}. Compare ratios within this file: absolute figures move ±30% between runs and machines.`);
+p();
+p(`- Machine: ${machine.cpu}, ${machine.nproc} cores, ${machine.memory}; load average at the end of the run ${machine.loadavg}.`);
+p(`- botcard ${machine.commit}, ${machine.rustc}; Chromium ${ours.find((r) => r.chromium)?.chromium ?? '–'}, node ${machine.node}.`);
+p(`- Model: a randomly initialised GPT-2 124M with the real shapes and vocabulary${machine.model_note ? ` (${machine.model_note})` : ''}.`);
+p('- Jobs (tests/bench/jobs.json, as ../shared/peer runs them): prefill = a 64-token prompt to its first token; decode = greedy, 128 new tokens after "My dream is", tok/s = 127 / (time of token 128 − time of token 1); widget job = 5 sequences × 50 new tokens, do_sample, top_k 50, one call. Medians of 3 timed runs after a warm-up.');
+p('- Ready: from page open (or process start) to a model that can generate; "cached" is a second visit with the model in the Cache API. Peak memory: the tab\'s renderer process (VmHWM), or the CLI process.');
+p();
+p('## Figures');
+p();
+p('| engine | dtype | threads | ready s (cached) | prefill tok/s | decode tok/s | widget job s | weights in memory | peak memory |');
+p('|---|---|---|---|---|---|---|---|---|');
+for (const r of ours) {
+  p(`| ${r.engine} | ${r.dtype} | ${r.threads} | ${f(r.ready_cold_s ?? r.ready_s)}${r.ready_cached_s != null ? ` (${f(r.ready_cached_s)})` : ''} | ${f(r.prefill_tok_s, 0)} | ${f(r.decode_tok_s, 1)} | ${f(r.widget_job_s)} | ${mb(r.weight_bytes)} | ${mb(r.peak_memory_bytes)} |`);
+}
+for (const r of tjs) {
+  p(`| transformers.js ${r.origin === 'coi' ? '(cross-origin isolated)' : ''} | ${r.dtype} | ${r.threads} | ${f(r.load_s)} | – | ${f(r.decode_tok_s, 1)} | ${f(r.widget_batch5_s)} | – | – |`);
+}
+for (const r of torch) {
+  p(`| PyTorch native | fp32 | ${r.threads} | ${f(r.load_s)} | – | ${f(r.decode_tok_s, 1)} | ${f(r.widget_batch5_s)} | – | – |`);
+}
+if (defaultBot) p(`| botcard tab, default bot | ${defaultBot.dtype} | 1 | ${f(defaultBot.ready_cold_s)} (${f(defaultBot.ready_cached_s)}) | – | – | – | ${mb(defaultBot.weight_bytes)} | ${mb(defaultBot.peak_memory_bytes)} |`);
+p();
+p(`Page bytes besides the model, gzipped: ${page ? `${(page.gzip_bytes / 1e6).toFixed(2)} MB (${page.files} files; wasm ${(page.wasm_gzip_bytes / 1e6).toFixed(2)} MB)` : '–'}.`);
+p(`Copy bandwidth (bytes read + written per second): native ${f(native('q8_0', 1)?.copy_gb_s ?? native('f32', 1)?.copy_gb_s, 1)} GB/s, in the tab ${f(tab('q8_0')?.copy_gb_s, 1)} GB/s.`);
+p();
+
+// Goals of the speed issue, each a ratio measured above.
+const goals = [];
+const goal = (name, measured, target, met) => goals.push({ name, measured, target, met });
+const tabBestJob = best(ours.filter((r) => r.engine === 'botcard tab'), 'widget_job_s', true);
+const tjsBestJob = best(tjs, 'widget_batch5_s', true);
+if (tabBestJob && tjsBestJob) {
+  const r = tabBestJob.widget_job_s / tjsBestJob.widget_batch5_s;
+  goal(`(a) widget job, tab (${tabBestJob.dtype}, ${tabBestJob.threads} thread) ÷ transformers.js best (${tjsBestJob.dtype}, ${tjsBestJob.threads} threads${tjsBestJob.origin === 'coi' ? ', isolated' : ''})`, f(r), '≤ 0.50', r <= 0.5);
+}
+const torch2 = torchAt(2) ?? best(torch, 'threads');
+if (tabBestJob && torch2) {
+  const r = tabBestJob.widget_job_s / torch2.widget_batch5_s;
+  goal(`(a) widget job, tab ÷ PyTorch native ${torch2.threads} threads`, f(r), '≤ 1.00', r <= 1);
+}
+for (const [ours_, theirs] of [['q8_0', 'q8'], ['f32', 'fp32']]) {
+  const a = tab(ours_);
+  const b = tjsAt(theirs, 1, 'plain');
+  if (a && b) {
+    const r = a.decode_tok_s / b.decode_tok_s;
+    goal(`(b) batch-1 decode, tab ${ours_} ÷ transformers.js ${theirs}, 1 thread`, f(r), '≥ 2.00', r >= 2);
+  }
+}
+for (const t of [1, 2]) {
+  const ref = torchAt(t);
+  const n = best(ours.filter((r) => r.engine === 'botcard native' && r.threads === t), 'decode_tok_s');
+  if (ref && n) {
+    const r = n.decode_tok_s / ref.decode_tok_s;
+    goal(`(c) CLI ${n.dtype} ÷ PyTorch, batch-1 decode, ${t} thread${t > 1 ? 's' : ''}`, f(r), '≥ 1.00', r >= 1);
+    const j = best(ours.filter((r) => r.engine === 'botcard native' && r.threads === t), 'widget_job_s', true);
+    const rj = ref.widget_batch5_s / j.widget_job_s;
+    goal(`(c) CLI ${j.dtype} widget job speed ÷ PyTorch's, ${t} thread${t > 1 ? 's' : ''}`, f(rj), '≥ 1.00', rj >= 1);
+  }
+}
+const q8tab = tab('q8_0');
+if (q8tab) goal('(d) ready with a cached 124M, seconds', f(q8tab.ready_cached_s), '≤ 2.00', q8tab.ready_cached_s <= 2);
+if (defaultBot) goal('(d) ready with the cached default bot, seconds', f(defaultBot.ready_cached_s), '≤ 0.30', defaultBot.ready_cached_s <= 0.3);
+if (q8tab && defaultBot) {
+  const r = (q8tab.peak_memory_bytes - defaultBot.peak_memory_bytes) / q8tab.weight_bytes;
+  goal(`(e) tab peak memory above the default bot's (${mb(defaultBot.peak_memory_bytes)}, the fixed overhead) ÷ weights in memory`, f(r), '≤ 1.30', r <= 1.3);
+}
+for (const r of [q8tab, native('q8_0', 1), native('q8_0', 2)].filter(Boolean)) {
+  const bound = (r.copy_gb_s * 1e9) / r.weight_bytes;
+  const share = r.decode_tok_s / bound;
+  goal(`(f) ${r.engine} q8_0 ${r.threads} thread decode ÷ bandwidth bound (${f(bound, 0)} tok/s)`, f(share), '≥ 0.50', share >= 0.5);
+}
+if (page) goal('(g) page bytes besides the model, gzipped, MB', f(page.gzip_bytes / 1e6), '≤ 1.50', page.gzip_bytes <= 1.5e6);
+
+p('## Goals');
+p();
+p('| goal | measured | target | met |');
+p('|---|---|---|---|');
+for (const g of goals) p(`| ${g.name} | ${g.measured} | ${g.target} | ${g.met ? 'yes' : '**no**'} |`);
+p();
+p('## Quality of each dtype against f32');
+p();
+p('Held-out text: tests/bench/heldout.txt (40 lines the models never saw). Greedy: 32 new tokens after each of the first 20 lines\' first three words.');
+p();
+p('| model | dtype | max \\|Δ logprob\\| | perplexity (f32) | change | greedy identical | mean common prefix |');
+p('|---|---|---|---|---|---|---|');
+for (const q of quality) {
+  const change = (q.perplexity / q.perplexity_f32 - 1) * 100;
+  p(`| ${q.model_name} | ${q.dtype} | ${f(q.max_abs_delta_logprob, 4)} | ${f(q.perplexity, 2)} (${f(q.perplexity_f32, 2)}) | ${change >= 0 ? '+' : ''}${f(change, 2)}% | ${q.greedy_identical}/${q.greedy_prompts} | ${f(q.greedy_mean_common_prefix, 1)} of ${q.greedy_tokens} |`);
+}
+p();
+console.log(out.join('\n'));

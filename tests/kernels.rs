@@ -1,0 +1,55 @@
+//! The quantized matrix product against its scalar reference, for every activation row count
+//! the kernels group differently; run natively (`tests.rs`) and in the browser (`wasm.rs`, where
+//! the simd128 kernel runs).
+
+use botcard::quant::{dot_scalar, Q8Matrix, QuantizedRows, BLOCK};
+
+/// Values in [-2, 2) from a fixed generator.
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 4.0
+        })
+        .collect()
+}
+
+/// Panics unless every output of `Q8Matrix::matmul` equals the scalar dot product of the same
+/// quantized rows (up to f32 summation order).
+pub fn kernel_equals_scalar_reference() {
+    // 200 rows: several 64-row pieces of work and a short last one.
+    let (rows, cols) = (200, 3 * BLOCK);
+    let w = Q8Matrix::quantize(&values(rows * cols, 1), rows, cols).unwrap();
+    let (wq, ws) = w.parts();
+    let nb = cols / BLOCK;
+    for m in 1..=9 {
+        let x = values(m * cols, m as u64 + 7);
+        let got = w.matmul(&x, m);
+        let xq = QuantizedRows::new(&x, m, cols);
+        let (xv, xs) = xq.parts();
+        for i in 0..m {
+            for o in 0..rows {
+                let want = dot_scalar(
+                    &wq[o * cols..(o + 1) * cols],
+                    &ws[o * nb..(o + 1) * nb],
+                    &xv[i * cols..(i + 1) * cols],
+                    &xs[i * nb..(i + 1) * nb],
+                );
+                let g = got[i * rows + o];
+                assert!(
+                    (g - want).abs() <= 1e-5 * want.abs().max(1.0),
+                    "row {o} of {m}: {g} vs {want}"
+                );
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn quantized_kernel_equals_the_scalar_reference() {
+    kernel_equals_scalar_reference();
+}
