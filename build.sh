@@ -66,6 +66,19 @@ build() {
   cargo build --lib --release --target wasm32-unknown-unknown
   wasm-bindgen --target web --no-typescript --out-dir www/pkg \
     target/wasm32-unknown-unknown/release/botcard.wasm
+
+  step "WebAssembly, multi-threaded (www/pkg-threads/)"
+  # Threads in wasm need std rebuilt with atomics, which only nightly can do.
+  rustup toolchain install nightly --profile minimal --component rust-src \
+    --target wasm32-unknown-unknown >/dev/null
+  # Shared memory, and the TLS exports wasm-bindgen's thread support needs from the linker.
+  local link="--shared-memory --import-memory --max-memory=4294967296 --export=__wasm_init_tls"
+  link="$link --export=__tls_size --export=__tls_align --export=__tls_base"
+  RUSTFLAGS="-C target-feature=+atomics,+bulk-memory,+mutable-globals,+simd128 $(printf -- ' -C link-arg=%s' $link)" \
+    cargo +nightly build --lib --release --target wasm32-unknown-unknown --features threads \
+    -Z build-std=panic_abort,std --target-dir target/threads
+  wasm-bindgen --target web --no-typescript --out-dir www/pkg-threads \
+    target/threads/wasm32-unknown-unknown/release/botcard.wasm
 }
 
 # The posts: every fortune in Debian 12's fortunes + fortunes-min except drawings (ascii-art)
@@ -125,8 +138,8 @@ bench() {
     done
   done
   step "botcard in Chromium"
-  node tests/bench/browser.mjs "$model" q8_0,f32 gpt2-124m | tee -a "$results"
-  node tests/bench/browser.mjs www/models/default q8_0 default ready | tee -a "$results"
+  node tests/bench/browser.mjs "$model" q8_0:1,q8_0:2,f32:1,f32:2 gpt2-124m | tee -a "$results"
+  node tests/bench/browser.mjs www/models/default q8_0:1 default ready | tee -a "$results"
   step "quality of each dtype against f32"
   target/release/examples/bench quality "$model" tests/bench/heldout.txt gpt2-124m | tee -a "$results"
   target/release/examples/bench quality www/models/default tests/bench/heldout.txt default | tee -a "$results"

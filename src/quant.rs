@@ -111,7 +111,10 @@ impl Q8Matrix {
 
     /// Builds a matrix from stored q8_0 data (a GGUF tensor): `scales` one per block.
     pub fn from_parts(rows: usize, cols: usize, qs: Vec<i8>, scales: Vec<f32>) -> Result<Self> {
-        if !cols.is_multiple_of(BLOCK) || qs.len() != rows * cols || scales.len() * BLOCK != qs.len() {
+        if !cols.is_multiple_of(BLOCK)
+            || qs.len() != rows * cols
+            || scales.len() * BLOCK != qs.len()
+        {
             return Err(Error::Parameter(format!(
                 "q8_0 data does not fit a [{rows}, {cols}] matrix"
             )));
@@ -156,11 +159,9 @@ impl Q8Matrix {
 
     /// `x · Wᵀ` for `x` of `m` rows of `cols` values: `m × rows` values, row-major.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
-        // Rows per piece of work: enough to amortize a task, few enough to balance threads.
-        const ROWS_PER_TASK: usize = 64;
         let xq = QuantizedRows::new(x, m, self.cols);
         let mut part = vec![0f32; m * self.rows];
-        crate::parallel::for_each_chunk(&mut part, m, ROWS_PER_TASK, |first, out| {
+        crate::parallel::for_each_chunk(&mut part, m, self.rows, |first, out| {
             self.matmul_rows(&xq, first..first + out.len() / m, out)
         });
         if m == 1 {

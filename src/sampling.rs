@@ -112,7 +112,17 @@ pub fn sample(logits: &[f32], u: f32) -> u32 {
     if max == f32::NEG_INFINITY || max.is_nan() {
         return argmax(logits);
     }
-    let weights: Vec<f64> = logits.iter().map(|&l| f64::from(l - max).exp()).collect();
+    // -inf (removed by top_k/top_p) weighs 0: skip its exp, most of the vocabulary after top_k.
+    let weights: Vec<f64> = logits
+        .iter()
+        .map(|&l| {
+            if l == f32::NEG_INFINITY {
+                0.0
+            } else {
+                f64::from(l - max).exp()
+            }
+        })
+        .collect();
     let total: f64 = weights.iter().sum();
     let target = f64::from(u) * total;
     let mut cum = 0.0;

@@ -16,6 +16,10 @@ fn to_js<T: serde::Serialize>(v: &T) -> Result<JsValue, JsError> {
         .map_err(js_err)
 }
 
+/// `initThreadPool(n)`: starts the `threads` build's n Web Workers (call once, before any model).
+#[cfg(feature = "threads")]
+pub use wasm_bindgen_rayon::init_thread_pool;
+
 #[wasm_bindgen(start)]
 fn start() {
     console_error_panic_hook::set_once();

@@ -20,7 +20,7 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
 /// Panics unless every output of `Q8Matrix::matmul` equals the scalar dot product of the same
 /// quantized rows (up to f32 summation order).
 pub fn kernel_equals_scalar_reference() {
-    // 200 rows: several 64-row pieces of work and a short last one.
+    // 200 rows: pieces of work of different lengths when split over threads.
     let (rows, cols) = (200, 3 * BLOCK);
     let w = Q8Matrix::quantize(&values(rows * cols, 1), rows, cols).unwrap();
     let (wq, ws) = w.parts();

@@ -2,11 +2,23 @@
 // requests go to the network first (so updates show), the cache when offline. Model files are
 // not this cache's business: the worker keeps every model it loads, the default bot included, in
 // its own Cache API store.
-const CACHE = 'botcard-shell-v3';
+// Cross-origin isolation: a static host cannot send COOP/COEP headers, so every same-origin
+// response gets them here; from the second visit on the page is isolated and the worker runs
+// the multi-threaded build. `credentialless` lets other sites' avatars load without CORP.
+const CACHE = 'botcard-shell-v4';
 const SHELL = [
   './', 'index.html', 'embed.html', 'style.css', 'widget.css', 'app.js', 'widget.js', 'card-view.js', 'models.js',
   'worker.js', 'pkg/botcard.js', 'pkg/botcard_bg.wasm', 'models/bundled.json', 'models/default/README.md',
 ];
+
+/** `res` with the headers that make a page cross-origin isolated. */
+function isolated(res) {
+  if (res.status === 0 || res.status === 204 || res.status === 304) return res;
+  const headers = new Headers(res.headers);
+  headers.set('Cross-Origin-Opener-Policy', 'same-origin');
+  headers.set('Cross-Origin-Embedder-Policy', 'credentialless');
+  return new Response(res.body, { status: res.status, statusText: res.statusText, headers });
+}
 
 self.addEventListener('install', (e) => {
   e.waitUntil((async () => {
@@ -35,10 +47,10 @@ self.addEventListener('fetch', (e) => {
       const res = await fetch(e.request);
       // Refresh what is already cached (shell files, bundled cards).
       if (res.ok && await cache.match(e.request, { ignoreSearch: true })) cache.put(e.request, res.clone());
-      return res;
+      return isolated(res);
     } catch (err) {
       const hit = await cache.match(e.request, { ignoreSearch: true });
-      if (hit) return hit;
+      if (hit) return isolated(hit);
       throw err;
     }
   })());

@@ -314,7 +314,7 @@ export class BotWidget extends HTMLElement {
         }
       });
       const rate = done.seconds > 0 ? (done.tokens / done.seconds).toFixed(1) : '–';
-      this.say(`${done.stopped ? 'Stopped' : 'Done'}: ${done.tokens} tokens at ${rate} tokens/s (seed ${done.seed}).`);
+      this.say(`${done.stopped ? 'Stopped' : 'Done'}: ${done.tokens} tokens at ${rate} tokens/s${done.threads > 1 ? ` on ${done.threads} threads` : ''} (seed ${done.seed}).`);
       this.dispatchEvent(new CustomEvent('bot-done', { detail: done }));
     } catch (e) {
       this.say(e.message);

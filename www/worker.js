@@ -5,9 +5,31 @@
 //      {type: 'load', id, widget, base | files: {name: File}, dtype?, params}
 //      {type: 'generate', id, widget, prompt, params} | {type: 'stop' | 'release', widget}
 // Out: {type: 'info' | 'card' | 'progress' | 'loaded' | 'started' | 'tokens' | 'done' | 'error', id, ...}
-import init, { nextModelFile, parseCard, samplePrompt, WasmBot } from './pkg/botcard.js';
+// Two builds of the same library: pkg-threads/ splits each matrix product over Web Workers on
+// shared memory, which browsers allow only in a cross-origin isolated page (the service worker
+// makes the page one from its second visit); pkg/ runs on this worker's thread, anywhere.
+const THREADS = self.crossOriginIsolated && (navigator.hardwareConcurrency || 1) > 1;
 
-const ready = init();
+/** Threads a generation runs on: 1 unless the threaded build started. */
+let threadCount = 1;
+
+/** The library's exports, once its WebAssembly runs (with its thread pool, when threaded). */
+const ready = (async () => {
+  if (THREADS) {
+    try {
+      const lib = await import('./pkg-threads/botcard.js');
+      await lib.default();
+      await lib.initThreadPool(navigator.hardwareConcurrency);
+      threadCount = navigator.hardwareConcurrency;
+      return lib;
+    } catch (e) {
+      console.warn('botcard: the multi-threaded build did not start; using one thread.', e);
+    }
+  }
+  const lib = await import('./pkg/botcard.js');
+  await lib.default();
+  return lib;
+})();
 const CACHE = 'botcard-models-v1';
 // One file larger than this cannot be loaded: wasm32 has 4 GB of memory in all, and a file's
 // bytes and its tensors are both in memory while it loads.
@@ -80,6 +102,7 @@ async function download(url, name, id) {
 async function collect(get) {
   const files = {};
   const known = {};
+  const { nextModelFile } = await ready;
   for (let name; (name = nextModelFile(known)) !== undefined;) {
     const bytes = await get(name);
     known[name] = bytes !== ABSENT;
@@ -118,6 +141,7 @@ async function model(key, source, id) {
       const files = await fetchSource(source, id);
       const bytes = Object.values(files).reduce((n, f) => n + f.length, 0);
       // Copy 2: the tensors wasm builds; the JS bytes are garbage once this returns.
+      const { WasmBot } = await ready;
       const bot = new WasmBot(files, source.dtype);
       makeRoom(bot.weightBytes);
       const entry = { bot, weightBytes: bot.weightBytes, widgets: new Set(), lastUsed: 0, busy: 0, bytes, seconds: (performance.now() - t0) / 1000 };
@@ -146,11 +170,11 @@ function release(widget) {
 
 async function handle(msg) {
   const { type, id, widget } = msg;
-  await ready;
+  const lib = await ready;
   if (type === 'info') {
-    post({ type: 'info', id, prompt: samplePrompt() });
+    post({ type: 'info', id, prompt: lib.samplePrompt(), threads: threadCount });
   } else if (type === 'card') {
-    post({ type: 'card', id, card: parseCard(new Uint8Array(msg.bytes)) });
+    post({ type: 'card', id, card: lib.parseCard(new Uint8Array(msg.bytes)) });
   } else if (type === 'load') {
     const source = msg.files ? { files: msg.files, dtype: msg.dtype } : { base: msg.base, dtype: msg.dtype };
     const key = msg.files ? `local:${++localLoads}` : `${msg.base}#${msg.dtype ?? ''}`;
@@ -180,7 +204,7 @@ async function handle(msg) {
           await yieldNow();
         }
         const seconds = (performance.now() - t0) / 1000;
-        post({ type: 'done', id, sequences: session.sequences(), tokens, seconds, stopped: w.stopped, seed: session.seed });
+        post({ type: 'done', id, sequences: session.sequences(), tokens, seconds, stopped: w.stopped, seed: session.seed, threads: threadCount });
       } finally {
         session.free();
       }

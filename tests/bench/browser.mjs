@@ -3,9 +3,11 @@
 // per dtype with the figures ../shared/peer measures for transformers.js: ready time (cold, and
 // cached in the Cache API), prefill, batch-1 greedy decode, the widget job, peak memory.
 // Also one line with the bytes the page downloads besides the model, gzipped.
-//   node tests/bench/browser.mjs MODEL_DIR DTYPES LABEL [ready]
-// DTYPES is a comma list (f32,q8_0); LABEL names the model in the lines; `ready` measures only
-// the ready times and memory. Not a test: nothing here passes or fails.
+//   node tests/bench/browser.mjs MODEL_DIR CONFIGS LABEL [ready]
+// CONFIGS is a comma list of dtype:threads (q8_0:1,q8_0:2,f32:1): threads 1 is a plain page,
+// more is the page the service worker made cross-origin isolated (the worker then runs the
+// threaded build on all cores). LABEL names the model in the lines; `ready` measures only the
+// ready times and memory. Not a test: nothing here passes or fails.
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -14,7 +16,7 @@ import { browser, mockHub, staticServer } from '../e2e/helpers.mjs';
 
 const JOBS = JSON.parse(readFileSync(new URL('./jobs.json', import.meta.url), 'utf8'));
 const dir = resolve(process.argv[2]);
-const dtypes = process.argv[3].split(',');
+const configs = process.argv[3].split(',').map((c) => c.split(':')).map(([dtype, t]) => ({ dtype, isolated: Number(t || 1) > 1 }));
 const label = process.argv[4];
 const readyOnly = process.argv[5] === 'ready';
 
@@ -39,6 +41,8 @@ window.load = async (base, dtype) => {
   return performance.now() / 1000;
 };
 window.weightBytes = () => loaded.weightBytes;
+window.threads = async () => (await request({ type: 'info' })).threads;
+window.isolate = async () => { await navigator.serviceWorker.register('/sw.js'); await navigator.serviceWorker.ready; };
 window.copyBandwidth = () => {
   const n = 256 << 20;
   const a = new Uint8Array(n).fill(1);
@@ -95,11 +99,20 @@ const base = `${hub.url}/local/model/resolve/main/`;
 const b = await browser();
 const version = b.version();
 try {
-  for (const dtype of dtypes) {
+  for (const { dtype, isolated } of configs) {
     const before = pids();
     const context = await b.newContext();
-    const p = await context.newPage();
+    let p = await context.newPage();
     await p.goto(`${site.url}/bench.html`);
+    if (isolated) {
+      // As a second visit to the real page: the service worker adds COOP/COEP.
+      await p.evaluate(() => window.isolate());
+      await p.close();
+      p = await context.newPage();
+      await p.goto(`${site.url}/bench.html`);
+      if (!await p.evaluate(() => self.crossOriginIsolated)) throw new Error('the service worker did not isolate the page');
+    }
+    const threads = await p.evaluate(() => window.threads());
     const readyCold = await p.evaluate(([u, d]) => window.load(u, d), [base, dtype]);
     const weightBytes = await p.evaluate(() => window.weightBytes());
     if (readyOnly) {
@@ -109,7 +122,7 @@ try {
       await p2.goto(`${site.url}/bench.html`);
       const readyCached = await p2.evaluate(([u, d]) => window.load(u, d), [base, dtype]);
       await context.close();
-      console.log(JSON.stringify({ engine: 'botcard tab', model: label, dtype, threads: 1, chromium: version, ready_cold_s: readyCold, ready_cached_s: readyCached, weight_bytes: weightBytes, peak_memory_bytes: peak }));
+      console.log(JSON.stringify({ engine: 'botcard tab', model: label, dtype, threads, chromium: version, ready_cold_s: readyCold, ready_cached_s: readyCached, weight_bytes: weightBytes, peak_memory_bytes: peak }));
       continue;
     }
     const run = (prompt, settings) => p.evaluate(([t, s]) => window.job(t, s), [prompt, settings]);
@@ -128,7 +141,7 @@ try {
     const copy = await p2.evaluate(() => window.copyBandwidth());
     const decode = greedy.map((r) => (r.tokenMs.length - 1) / ((r.tokenMs.at(-1) - r.tokenMs[0]) / 1000));
     console.log(JSON.stringify({
-      engine: 'botcard tab', model: label, dtype, threads: 1, chromium: version,
+      engine: 'botcard tab', model: label, dtype, threads, chromium: version,
       ready_cold_s: readyCold, ready_cached_s: readyCached,
       prefill_tok_s: median(prefill), ttft_ms: median(greedy.map((r) => r.tokenMs[0])),
       decode_tok_s: median(decode), widget_job_s: median(widget.map((r) => r.totalMs / 1000)),
