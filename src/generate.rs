@@ -176,6 +176,10 @@ impl Session {
 
     /// Generates one token for every unfinished sequence. Returns nothing once done.
     pub fn step(&mut self, model: &Gpt2, tokenizer: &Tokenizer) -> Result<Vec<StepToken>> {
+        crate::parallel::on_pool(|| self.step_here(model, tokenizer))
+    }
+
+    fn step_here(&mut self, model: &Gpt2, tokenizer: &Tokenizer) -> Result<Vec<StepToken>> {
         if self.is_done() {
             return Ok(Vec::new());
         }

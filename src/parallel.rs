@@ -24,3 +24,16 @@ where
     let _ = (width, items);
     f(0, out);
 }
+
+/// Runs `f` on one of the pool's threads and waits for it: the matrix products inside then split
+/// with cheap work-stealing joins (an idle thread takes half; if it is slow to wake, the running
+/// thread does both halves) instead of a hand-off and a wake-up from outside the pool each.
+pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
+    if rayon::current_num_threads() > 1 && rayon::current_thread_index().is_none() {
+        let mut out = None;
+        rayon::scope(|_| out = Some(f()));
+        return out.expect("the scope ran f");
+    }
+    f()
+}

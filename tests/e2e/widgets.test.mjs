@@ -89,7 +89,7 @@ test('Stop on one widget stops its generation and leaves the other running', asy
   await status(p, 'a').filter({ hasText: /^Stopped: \d+ tokens/ }).waitFor({ timeout: 60000 });
   const stoppedAt = Number((await status(p, 'a').textContent()).match(/(\d+) tokens/)[1]);
   assert.ok(stoppedAt < 64 * 50, `a stopped early (${stoppedAt} tokens)`);
-  assert.ok(await p.locator('#b').getByRole('button', { name: 'Stop' }).isEnabled(), 'b is still writing');
+  // b was not stopped with a: it ends "Done" with all of its text, whenever it finishes.
   await done(p, 'b');
   assert.deepEqual(await texts(p, 'b'), expectB);
   await shot(p, 'two-bots-stop-one');
