@@ -20,6 +20,11 @@ pub const MERGES: &str = "merges.txt";
 /// The model card: not needed to run a model, but part of its folder.
 pub const CARD: &str = "README.md";
 
+/// Whether `name` can be read in pieces as it arrives ([`crate::stream::BotLoader::push`]).
+pub fn streamed(name: &str) -> bool {
+    name == SAFETENSORS
+}
+
 /// One part of a model and the sets of files that can provide it, best (fastest to load) first.
 #[derive(Debug)]
 pub struct Part {

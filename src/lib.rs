@@ -18,6 +18,7 @@ pub mod quant;
 pub mod recipe;
 pub mod sampling;
 pub mod settings;
+pub mod stream;
 pub mod tokenizer;
 pub mod train;
 #[cfg(target_arch = "wasm32")]
@@ -47,6 +48,16 @@ impl Bot {
     /// Loads a bot from the bytes of its files, checking that they agree with each other, with
     /// its weight matrices held as `dtype`.
     pub fn load(files: &ModelFiles, dtype: Dtype) -> Result<Self> {
+        Self::assemble(files, &files.weights()?, dtype)
+    }
+
+    /// A bot from its files' config and tokenizer and from `weights`, already read (a streamed
+    /// `model.safetensors`, [`stream::BotLoader`]) or read on demand (a checkpoint's bytes).
+    pub fn assemble(
+        files: &ModelFiles,
+        weights: &dyn model::TensorSource,
+        dtype: Dtype,
+    ) -> Result<Self> {
         let config_json = files.config()?;
         let config = Config::from_json(config_json)?;
         let defaults =
@@ -62,7 +73,7 @@ impl Bot {
                 ),
             });
         }
-        let model = Gpt2::from_source(&config, &files.weights()?, dtype)?;
+        let model = Gpt2::from_source(&config, weights, dtype)?;
         Ok(Self {
             model,
             tokenizer,

@@ -40,6 +40,42 @@ pub trait TensorSource {
     fn linear_weight(&self, name: &str, n_in: usize, n_out: usize) -> Result<Tensor> {
         Ok(self.tensor(name, &[n_in, n_out])?.t()?.contiguous()?)
     }
+
+    /// The weight matrix `name` as the model holds it: [rows, cols] = [out, in], in `dtype`.
+    fn matrix(&self, name: &str, rows: usize, cols: usize, dtype: Dtype) -> Result<Matrix> {
+        let t = match matrix_layout(name) {
+            Some(Layout::InOut) => self.linear_weight(name, cols, rows)?,
+            _ => self.tensor(name, &[rows, cols])?,
+        };
+        Matrix::new(t, dtype)
+    }
+}
+
+/// How a checkpoint stores a weight matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// [out, in], as the model holds it: `wte`, `lm_head`.
+    OutIn,
+    /// [in, out]: HF's Conv1D layers (`c_attn`, `c_proj`, `c_fc`).
+    InOut,
+}
+
+/// Whether the checkpoint tensor `name` is a weight matrix (held as [`Matrix`]), and how it is
+/// stored; `None` for vectors and position embeddings, held as f32 tensors.
+pub fn matrix_layout(name: &str) -> Option<Layout> {
+    const CONV1D: [&str; 4] = [
+        "attn.c_attn.weight",
+        "attn.c_proj.weight",
+        "mlp.c_fc.weight",
+        "mlp.c_proj.weight",
+    ];
+    if name == "wte.weight" || name == "lm_head.weight" {
+        Some(Layout::OutIn)
+    } else if name.starts_with("h.") && CONV1D.iter().any(|c| name.ends_with(c)) {
+        Some(Layout::InOut)
+    } else {
+        None
+    }
 }
 
 impl TensorSource for Weights<'_> {
@@ -51,12 +87,75 @@ impl TensorSource for Weights<'_> {
 /// A weight matrix W [out, in] as the model holds it: an f32 tensor, or q8_0 (shared through an
 /// `Arc` where one matrix serves twice, as a tied `wte` does).
 #[derive(Clone)]
-enum Matrix {
+pub enum Matrix {
     F32(Tensor),
     Q8(Arc<Q8Matrix>),
 }
 
 impl Matrix {
+    /// Made straight from a checkpoint's bytes (`shape` as stored, in `layout`), without an f32
+    /// copy of the whole tensor: rows are gathered a few at a time and quantized.
+    pub fn from_raw(
+        data: &[u8],
+        stored: DType,
+        shape: &[usize],
+        layout: Layout,
+        dtype: Dtype,
+    ) -> Result<Self> {
+        let &[a, b] = shape else {
+            return Err(Error::Parameter(format!(
+                "a weight matrix of shape {shape:?}"
+            )));
+        };
+        let (rows, cols) = match layout {
+            Layout::OutIn => (a, b),
+            Layout::InOut => (b, a),
+        };
+        let size = stored.size_in_bytes();
+        if data.len() != rows * cols * size {
+            return Err(Error::Parameter("weight bytes of the wrong size".into()));
+        }
+        let value = |i: usize| -> f32 {
+            let b = &data[i * size..(i + 1) * size];
+            match stored {
+                DType::F16 => half::f16::from_le_bytes([b[0], b[1]]).to_f32(),
+                DType::BF16 => half::bf16::from_le_bytes([b[0], b[1]]).to_f32(),
+                DType::F64 => f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32,
+                _ => f32::from_le_bytes(b.try_into().expect("4 bytes")),
+            }
+        };
+        // Rows [first, first + n) of W, row-major, into `out`.
+        let fill = |first: usize, out: &mut [f32]| {
+            let n = out.len() / cols;
+            match layout {
+                Layout::OutIn => {
+                    for (k, o) in out.iter_mut().enumerate() {
+                        *o = value(first * cols + k);
+                    }
+                }
+                // Column c of the stored [in, out] holds W's entries c of every row: each stored
+                // row gives its run of n values (one cache line) to the n rows at once.
+                Layout::InOut => {
+                    for c in 0..cols {
+                        for r in 0..n {
+                            out[r * cols + c] = value(c * rows + first + r);
+                        }
+                    }
+                }
+            }
+        };
+        Ok(match dtype {
+            Dtype::Q8_0 if cols.is_multiple_of(quant::BLOCK) => {
+                Matrix::Q8(Arc::new(Q8Matrix::from_rows(rows, cols, fill)?))
+            }
+            _ => {
+                let mut values = vec![0f32; rows * cols];
+                fill(0, &mut values);
+                Matrix::F32(Tensor::from_vec(values, (rows, cols), &Device::Cpu)?)
+            }
+        })
+    }
+
     /// `t` [out, in] in `dtype`; f32 where the rows do not split into q8_0 blocks.
     fn new(t: Tensor, dtype: Dtype) -> Result<Self> {
         let (rows, cols) = t.dims2()?;
@@ -118,10 +217,7 @@ impl Linear {
         dtype: Dtype,
     ) -> Result<Self> {
         Ok(Self {
-            weight: Matrix::new(
-                w.linear_weight(&format!("{name}.weight"), n_in, n_out)?,
-                dtype,
-            )?,
+            weight: w.matrix(&format!("{name}.weight"), n_out, n_in, dtype)?,
             bias: Some(w.tensor(&format!("{name}.bias"), &[n_out])?),
         })
     }
@@ -356,10 +452,7 @@ impl Gpt2 {
     /// themselves, so optimizer steps show at once; `dtype` must then be [`Dtype::F32`]).
     /// Weight matrices are converted to `dtype` one at a time, as they are read.
     pub fn from_source(cfg: &Config, w: &dyn TensorSource, dtype: Dtype) -> Result<Self> {
-        let wte = Matrix::new(
-            w.tensor("wte.weight", &[cfg.vocab_size, cfg.n_embd])?,
-            dtype,
-        )?;
+        let wte = w.matrix("wte.weight", cfg.vocab_size, cfg.n_embd, dtype)?;
         let wpe = w.tensor("wpe.weight", &[cfg.n_positions, cfg.n_embd])?;
         let h = (0..cfg.n_layer)
             .map(|l| Block::load(w, l, cfg, dtype))
@@ -369,10 +462,7 @@ impl Gpt2 {
         let lm_head = if cfg.tie_word_embeddings {
             wte.clone()
         } else {
-            Matrix::new(
-                w.tensor("lm_head.weight", &[cfg.vocab_size, cfg.n_embd])?,
-                dtype,
-            )?
+            w.matrix("lm_head.weight", cfg.vocab_size, cfg.n_embd, dtype)?
         };
         Ok(Self {
             wte,

@@ -109,6 +109,44 @@ impl Q8Matrix {
         })
     }
 
+    /// Quantizes a `[rows, cols]` matrix handed over a few rows at a time: `fill(first, out)`
+    /// writes rows `first..first + out.len() / cols`, row-major, so no f32 copy of the whole
+    /// matrix is ever made.
+    pub fn from_rows(
+        rows: usize,
+        cols: usize,
+        mut fill: impl FnMut(usize, &mut [f32]),
+    ) -> Result<Self> {
+        const ROWS_AT_ONCE: usize = 16;
+        if !cols.is_multiple_of(BLOCK) {
+            return Err(Error::Parameter(format!(
+                "q8_0 needs rows of a multiple of {BLOCK} values; got [{rows}, {cols}]"
+            )));
+        }
+        let mut qs = vec![0i8; rows * cols];
+        let mut scales = vec![0f32; rows * cols / BLOCK];
+        let mut buf = vec![0f32; ROWS_AT_ONCE * cols];
+        for first in (0..rows).step_by(ROWS_AT_ONCE) {
+            let n = ROWS_AT_ONCE.min(rows - first);
+            let part = &mut buf[..n * cols];
+            fill(first, part);
+            quantize_blocks(
+                part,
+                &mut qs[first * cols..(first + n) * cols],
+                &mut scales[first * cols / BLOCK..(first + n) * cols / BLOCK],
+            );
+        }
+        for s in &mut scales {
+            *s = f16::from_f32(*s).to_f32();
+        }
+        Ok(Self {
+            rows,
+            cols,
+            qs,
+            scales,
+        })
+    }
+
     /// Builds a matrix from stored q8_0 data (a GGUF tensor): `scales` one per block.
     pub fn from_parts(rows: usize, cols: usize, qs: Vec<i8>, scales: Vec<f32>) -> Result<Self> {
         if !cols.is_multiple_of(BLOCK)

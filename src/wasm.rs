@@ -5,6 +5,7 @@
 use serde_json::{Map, Value};
 use wasm_bindgen::prelude::*;
 
+use crate::stream::BotLoader;
 use crate::{card, files, recipe, Bot, Dtype, ModelFiles, Session};
 
 fn js_err(e: impl std::fmt::Display) -> JsError {
@@ -50,6 +51,65 @@ pub fn sample_prompt() -> String {
     recipe::SAMPLE_PROMPT.to_owned()
 }
 
+/// Whether the worker may hand `name` over in pieces as it downloads ([`WasmLoader::push`]).
+#[wasm_bindgen(js_name = isStreamed)]
+pub fn is_streamed(name: &str) -> bool {
+    files::streamed(name)
+}
+
+fn dtype_or_default(dtype: Option<String>) -> Result<Dtype, JsError> {
+    match dtype {
+        Some(name) => Dtype::parse(&name).map_err(js_err),
+        None => Ok(Dtype::default()),
+    }
+}
+
+/// A bot loading as its files arrive, in the order [`next_model_file`] asks for them: small files
+/// whole, `model.safetensors` in pieces as it downloads, so the tab never holds the whole file.
+#[wasm_bindgen]
+pub struct WasmLoader {
+    loader: Option<BotLoader>,
+}
+
+#[wasm_bindgen]
+impl WasmLoader {
+    /// A loader for a bot held as `dtype` (`"f32"`, `"q8_0"`; the library's default when absent).
+    #[wasm_bindgen(constructor)]
+    pub fn new(dtype: Option<String>) -> Result<WasmLoader, JsError> {
+        Ok(WasmLoader {
+            loader: Some(BotLoader::new(dtype_or_default(dtype)?)),
+        })
+    }
+
+    fn inner(&mut self) -> Result<&mut BotLoader, JsError> {
+        self.loader
+            .as_mut()
+            .ok_or_else(|| js_err("this loader has finished"))
+    }
+
+    /// Adds a whole file.
+    pub fn add(&mut self, name: &str, bytes: Vec<u8>) -> Result<(), JsError> {
+        self.inner()?.add(name, bytes);
+        Ok(())
+    }
+
+    /// Adds the next piece of a streamed file.
+    pub fn push(&mut self, name: &str, bytes: &[u8]) -> Result<(), JsError> {
+        self.inner()?.push(name, bytes).map_err(js_err)
+    }
+
+    /// The bot, once every file is in (the loader is spent).
+    pub fn finish(&mut self) -> Result<WasmBot, JsError> {
+        let loader = self
+            .loader
+            .take()
+            .ok_or_else(|| js_err("this loader has finished"))?;
+        Ok(WasmBot {
+            bot: loader.finish().map_err(js_err)?,
+        })
+    }
+}
+
 /// A loaded bot. Any number of [`WasmSession`]s can generate with it.
 #[wasm_bindgen]
 pub struct WasmBot {
@@ -63,10 +123,7 @@ impl WasmBot {
     /// `dtype` (`"f32"`, `"q8_0"`; the library's default when absent).
     #[wasm_bindgen(constructor)]
     pub fn new(files: &js_sys::Object, dtype: Option<String>) -> Result<WasmBot, JsError> {
-        let dtype = match dtype {
-            Some(name) => Dtype::parse(&name).map_err(js_err)?,
-            None => Dtype::default(),
-        };
+        let dtype = dtype_or_default(dtype)?;
         let mut bytes: Vec<(&str, Vec<u8>)> = Vec::new();
         for name in files::all_names() {
             let v = js_sys::Reflect::get(files, &JsValue::from_str(name))

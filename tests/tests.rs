@@ -11,5 +11,6 @@ mod generation;
 mod kernels;
 mod parity;
 mod sampling;
+mod stream;
 mod tokenizer;
 mod train;

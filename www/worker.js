@@ -31,8 +31,8 @@ const ready = (async () => {
   return lib;
 })();
 const CACHE = 'botcard-models-v1';
-// One file larger than this cannot be loaded: wasm32 has 4 GB of memory in all, and a file's
-// bytes and its tensors are both in memory while it loads.
+// One file larger than this cannot be loaded: wasm32 has 4 GB of memory in all, and a file that
+// cannot be streamed (pytorch_model.bin) is in memory whole beside its tensors while it loads.
 const MAX_FILE_BYTES = 1.5e9;
 // In-memory weights the worker keeps for all models together; past it, models no widget is
 // using right now are dropped (least recently used first) and reloaded, from the Cache API,
@@ -58,12 +58,33 @@ const yieldNow = () => new Promise((resolve) => { waiting.push(resolve); channel
 
 const ABSENT = Symbol('absent');
 
-async function download(url, name, id) {
+/** Reads a response's body with progress: to `sink` piece by piece (returns the byte count), or
+ * whole (returns the bytes). */
+async function consume(body, total, name, id, sink) {
+  const reader = body.getReader();
+  const chunks = [];
+  let loaded = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    loaded += value.length;
+    if (loaded > MAX_FILE_BYTES) { reader.cancel().catch(() => {}); throw new Error(`${name} is too big to run in a browser tab.`); }
+    if (sink) sink(value); else chunks.push(value);
+    post({ type: 'progress', id, file: name, loaded, total });
+  }
+  if (sink) return loaded;
+  const bytes = new Uint8Array(loaded);
+  let at = 0;
+  for (const c of chunks) { bytes.set(c, at); at += c.length; }
+  return bytes;
+}
+
+async function download(url, name, id, sink) {
   let cache = null;
   try { cache = await caches.open(CACHE); } catch { /* no Cache API (e.g. opaque origin) */ }
   const cached = cache && await cache.match(url);
   if (cached?.status === 404) return ABSENT;
-  if (cached) return new Uint8Array(await cached.arrayBuffer());
+  if (cached) return consume(cached.body, Number(cached.headers.get('content-length')) || 0, name, id, sink);
   let res;
   try {
     res = await fetch(url);
@@ -79,44 +100,35 @@ async function download(url, name, id) {
   if (!res.ok) throw new Error(`Could not download ${name} (HTTP ${res.status}).`);
   const total = Number(res.headers.get('content-length')) || 0;
   if (total > MAX_FILE_BYTES) throw new Error(`${name} is ${(total / 1e9).toFixed(1)} GB, too big to run in a browser tab.`);
-  const reader = res.body.getReader();
-  const chunks = [];
-  let loaded = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    chunks.push(value);
-    loaded += value.length;
-    if (loaded > MAX_FILE_BYTES) throw new Error(`${name} is too big to run in a browser tab.`);
-    post({ type: 'progress', id, file: name, loaded, total });
-  }
-  // Copy 1 of a file's bytes: the chunks joined (they are dropped right after).
-  const bytes = new Uint8Array(loaded);
-  let at = 0;
-  for (const c of chunks) { bytes.set(c, at); at += c.length; }
-  if (cache) await cache.put(url, new Response(bytes)).catch(() => {});
-  return bytes;
+  // The cache stores its own branch of the body as it arrives; a download that fails stores nothing.
+  if (cache) cache.put(url, res.clone()).catch(() => {});
+  return consume(res.body, total, name, id, sink);
 }
 
-/** The model's files, in the order and formats the library asks for, from `get(name)`. */
-async function collect(get) {
-  const files = {};
+/** A file of `source` (hub base URL or picked File objects), whole or to `sink`; ABSENT if the
+ * source does not have it. */
+async function read(source, name, id, sink) {
+  if (source.base) return download(source.base + name, name, id, sink);
+  const f = source.files[name];
+  if (!f) return ABSENT;
+  return consume(f.stream(), f.size, name, id, sink);
+}
+
+/** Feeds `loader` the model's files in the order and formats the library asks for; the weights
+ * go in pieces as they arrive. Returns the bytes read. */
+async function collect(source, id, loader) {
+  const { nextModelFile, isStreamed } = await ready;
   const known = {};
-  const { nextModelFile } = await ready;
+  let bytes = 0;
   for (let name; (name = nextModelFile(known)) !== undefined;) {
-    const bytes = await get(name);
-    known[name] = bytes !== ABSENT;
-    if (bytes !== ABSENT) files[name] = bytes;
+    const sink = isStreamed(name) ? (piece) => loader.push(name, piece) : null;
+    const got = await read(source, name, id, sink);
+    known[name] = got !== ABSENT;
+    if (got === ABSENT) continue;
+    if (sink) bytes += got;
+    else { bytes += got.length; loader.add(name, got); }
   }
-  return files;
-}
-
-function fetchSource(source, id) {
-  if (source.base) return collect((name) => download(source.base + name, name, id));
-  return collect(async (name) => {
-    const f = source.files[name];
-    return f ? new Uint8Array(await f.arrayBuffer()) : ABSENT;
-  });
+  return bytes;
 }
 
 const residentBytes = () => [...models.values()].reduce((n, m) => n + m.weightBytes, 0);
@@ -138,11 +150,15 @@ async function model(key, source, id) {
   if (!loading.has(key)) {
     loading.set(key, (async () => {
       const t0 = performance.now();
-      const files = await fetchSource(source, id);
-      const bytes = Object.values(files).reduce((n, f) => n + f.length, 0);
-      // Copy 2: the tensors wasm builds; the JS bytes are garbage once this returns.
-      const { WasmBot } = await ready;
-      const bot = new WasmBot(files, source.dtype);
+      const { WasmLoader } = await ready;
+      const loader = new WasmLoader(source.dtype);
+      let bot, bytes;
+      try {
+        bytes = await collect(source, id, loader);
+        bot = loader.finish();
+      } finally {
+        loader.free();
+      }
       makeRoom(bot.weightBytes);
       const entry = { bot, weightBytes: bot.weightBytes, widgets: new Set(), lastUsed: 0, busy: 0, bytes, seconds: (performance.now() - t0) / 1000 };
       models.set(key, entry);

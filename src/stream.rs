@@ -1,0 +1,332 @@
+//! Loading a bot as its files arrive: `model.safetensors` is read piece by piece, and each tensor
+//! becomes what the model holds (q8_0 or f32 matrices, f32 vectors) as soon as its bytes are in;
+//! those bytes are then dropped. A load never holds the whole weights file, so a tab needs little
+//! more memory than the model itself, and quantizing overlaps the download.
+//!
+//! The header is parsed here rather than by the `safetensors` crate, whose reader wants the whole
+//! file; the checks are the same (offsets in order, within the data, of the declared size), and a
+//! tensor is refused before any of its bytes are kept when its shape disagrees with the config.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::files::{self, ModelFiles, SAFETENSORS};
+use crate::model::{matrix_layout, Matrix, TensorSource};
+use crate::quant::Dtype;
+use crate::weights::expected_tensors;
+use crate::Bot;
+
+/// The largest header accepted, as the `safetensors` crate allows.
+const MAX_HEADER: usize = 100_000_000;
+
+fn bad(reason: impl Into<String>) -> Error {
+    Error::Weights {
+        file: SAFETENSORS,
+        reason: reason.into(),
+    }
+}
+
+/// One tensor of the header that the model needs.
+struct Entry {
+    name: String,
+    dtype: DType,
+    shape: Vec<usize>,
+    /// Offsets in the data section.
+    begin: usize,
+    end: usize,
+}
+
+/// `model.safetensors`, read as it arrives.
+pub struct SafetensorsStream {
+    expected: HashMap<String, Vec<usize>>,
+    dtype: Dtype,
+    /// Bytes received and not yet used; `buf[0]` is at `offset` in the file.
+    buf: Vec<u8>,
+    offset: usize,
+    /// Where the data section starts, and the needed tensors by position, once the header is in.
+    header: Option<(usize, Vec<Entry>)>,
+    next: usize,
+    tensors: HashMap<String, Tensor>,
+    matrices: HashMap<String, Matrix>,
+}
+
+impl SafetensorsStream {
+    /// A reader for the weights of a model with `cfg`, to be held as `dtype`.
+    pub fn new(cfg: &Config, dtype: Dtype) -> Self {
+        Self {
+            expected: expected_tensors(cfg).into_iter().collect(),
+            dtype,
+            buf: Vec::new(),
+            offset: 0,
+            header: None,
+            next: 0,
+            tensors: HashMap::new(),
+            matrices: HashMap::new(),
+        }
+    }
+
+    /// Takes the next bytes of the file.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<()> {
+        if let Some((start, entries)) = &self.header {
+            // Room for the tensor being read at once, not by doubling.
+            if let Some(e) = entries.get(self.next) {
+                let want = (start + e.end).saturating_sub(self.offset);
+                self.buf.reserve_exact(want.saturating_sub(self.buf.len()));
+            }
+        }
+        self.buf.extend_from_slice(bytes);
+        if self.header.is_none() && !self.read_header()? {
+            return Ok(());
+        }
+        let (start, entries) = self.header.as_ref().expect("read above");
+        while let Some(e) = entries.get(self.next) {
+            let (begin, end) = (start + e.begin, start + e.end);
+            if self.offset + self.buf.len() < end {
+                break;
+            }
+            let data = &self.buf[begin - self.offset..end - self.offset];
+            match matrix_layout(&e.name) {
+                Some(layout) => {
+                    let m = Matrix::from_raw(data, e.dtype, &e.shape, layout, self.dtype)?;
+                    self.matrices.insert(e.name.clone(), m);
+                }
+                None => {
+                    let t = Tensor::from_raw_buffer(data, e.dtype, &e.shape, &Device::Cpu)?
+                        .to_dtype(DType::F32)?;
+                    self.tensors.insert(e.name.clone(), t);
+                }
+            }
+            self.next += 1;
+            self.buf.drain(..end - self.offset);
+            self.offset = end;
+        }
+        // Bytes before the next needed tensor (the header, `attn.bias` buffers the model never
+        // reads) are not kept.
+        let next = entries
+            .get(self.next)
+            .map_or(usize::MAX, |n| start + n.begin);
+        let skip = next.saturating_sub(self.offset).min(self.buf.len());
+        self.buf.drain(..skip);
+        self.offset += skip;
+        Ok(())
+    }
+
+    /// Parses the header once all of it is in; false while it is not.
+    fn read_header(&mut self) -> Result<bool> {
+        let Some(len) = self.buf.get(..8) else {
+            return Ok(false);
+        };
+        let n = u64::from_le_bytes(len.try_into().expect("8 bytes"));
+        let n = usize::try_from(n)
+            .ok()
+            .filter(|&n| n <= MAX_HEADER)
+            .ok_or_else(|| bad("the header is larger than 100 MB"))?;
+        let Some(json) = self.buf.get(8..8 + n) else {
+            return Ok(false);
+        };
+        let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(json)
+            .map_err(|e| bad(format!("not a valid safetensors file (header: {e})")))?;
+        let mut all = Vec::new();
+        for (key, info) in &header {
+            if key == "__metadata__" {
+                continue;
+            }
+            let field = |f: &str| {
+                info.get(f)
+                    .ok_or_else(|| bad(format!("`{key}` has no {f}")))
+            };
+            let dtype = match field("dtype")?.as_str() {
+                Some("F32") => DType::F32,
+                Some("F16") => DType::F16,
+                Some("BF16") => DType::BF16,
+                Some("F64") => DType::F64,
+                other => {
+                    return Err(bad(format!(
+                        "tensor `{key}`: dtype {other:?} is not a float type the model can use"
+                    )))
+                }
+            };
+            let numbers = |f: &str| -> Result<Vec<usize>> {
+                field(f)?
+                    .as_array()
+                    .and_then(|a| a.iter().map(|v| v.as_u64()?.try_into().ok()).collect())
+                    .ok_or_else(|| bad(format!("`{key}`: {f} is not a list of sizes")))
+            };
+            let shape = numbers("shape")?;
+            let offsets = numbers("data_offsets")?;
+            let [begin, end] = offsets[..] else {
+                return Err(bad(format!("`{key}`: data_offsets needs two numbers")));
+            };
+            let size = shape
+                .iter()
+                .try_fold(dtype.size_in_bytes(), |a, &d| a.checked_mul(d));
+            if end < begin || size != Some(end - begin) {
+                return Err(bad(format!(
+                    "`{key}`: its offsets do not hold a {shape:?} tensor"
+                )));
+            }
+            all.push((
+                key.strip_prefix("transformer.").unwrap_or(key),
+                dtype,
+                shape,
+                begin,
+                end,
+            ));
+        }
+        // As the safetensors crate checks: tensors follow each other without gaps or overlaps.
+        all.sort_by_key(|t| t.3);
+        let mut at = 0;
+        for t in &all {
+            if t.3 != at {
+                return Err(bad(format!(
+                    "`{}` does not start where the previous tensor ends",
+                    t.0
+                )));
+            }
+            at = t.4;
+        }
+        let mut entries = Vec::new();
+        for (name, dtype, shape, begin, end) in all {
+            let Some(want) = self.expected.get(name) else {
+                continue;
+            };
+            if *want != shape {
+                return Err(Error::Shape {
+                    file: SAFETENSORS,
+                    name: name.to_owned(),
+                    expected: want.clone(),
+                    got: shape,
+                });
+            }
+            entries.push(Entry {
+                name: name.to_owned(),
+                dtype,
+                shape,
+                begin,
+                end,
+            });
+        }
+        self.header = Some((8 + n, entries));
+        Ok(true)
+    }
+
+    /// The weights, once every needed tensor has arrived.
+    pub fn finish(self) -> Result<Prepared> {
+        let mut missing: Vec<&String> = self
+            .expected
+            .keys()
+            .filter(|k| !self.tensors.contains_key(*k) && !self.matrices.contains_key(*k))
+            .collect();
+        missing.sort();
+        if let Some(name) = missing.first() {
+            return Err(match &self.header {
+                None => bad("the file ends before its header"),
+                Some((_, entries)) if entries.iter().any(|e| &e.name == *name) => {
+                    bad("the file ends before all of its tensors")
+                }
+                Some(_) => Error::MissingTensor {
+                    file: SAFETENSORS,
+                    name: (*name).clone(),
+                },
+            });
+        }
+        Ok(Prepared {
+            tensors: self.tensors,
+            matrices: self.matrices,
+        })
+    }
+}
+
+/// Tensors already made into what the model holds.
+pub struct Prepared {
+    tensors: HashMap<String, Tensor>,
+    matrices: HashMap<String, Matrix>,
+}
+
+impl TensorSource for Prepared {
+    fn tensor(&self, name: &str, _shape: &[usize]) -> Result<Tensor> {
+        self.tensors
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::MissingTensor {
+                file: SAFETENSORS,
+                name: name.to_owned(),
+            })
+    }
+
+    fn matrix(&self, name: &str, _rows: usize, _cols: usize, _dtype: Dtype) -> Result<Matrix> {
+        self.matrices
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::MissingTensor {
+                file: SAFETENSORS,
+                name: name.to_owned(),
+            })
+    }
+}
+
+/// A bot assembled from its files as they come, in the order [`files::next_wanted`] asks for
+/// them: small files whole ([`BotLoader::add`]), `model.safetensors` in pieces
+/// ([`BotLoader::push`]; [`files::streamed`] says which files may come that way).
+pub struct BotLoader {
+    dtype: Dtype,
+    files: Vec<(&'static str, Vec<u8>)>,
+    stream: Option<SafetensorsStream>,
+}
+
+impl BotLoader {
+    /// An empty loader for a bot whose weights are held as `dtype`.
+    pub fn new(dtype: Dtype) -> Self {
+        Self {
+            dtype,
+            files: Vec::new(),
+            stream: None,
+        }
+    }
+
+    /// Adds a whole file (unknown names are ignored).
+    pub fn add(&mut self, name: &str, bytes: Vec<u8>) {
+        if let Some(n) = files::all_names().find(|n| *n == name) {
+            self.files.push((n, bytes));
+        }
+    }
+
+    /// Adds the next piece of a streamed file; `config.json` must already be in.
+    pub fn push(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        if !files::streamed(name) {
+            return Err(Error::Parameter(format!("{name} cannot be read in pieces")));
+        }
+        if self.stream.is_none() {
+            let config = self
+                .files
+                .iter()
+                .find(|(n, _)| *n == files::CONFIG)
+                .ok_or_else(|| {
+                    Error::MissingFile(format!("{} comes before {name}", files::CONFIG))
+                })?;
+            let cfg = Config::from_json(&config.1)?;
+            self.stream = Some(SafetensorsStream::new(&cfg, self.dtype));
+        }
+        self.stream.as_mut().expect("just made").push(bytes)
+    }
+
+    /// The bot, once every file it needs is in.
+    pub fn finish(self) -> Result<Bot> {
+        let streamed = self.stream.is_some();
+        let files = ModelFiles::from_lookup(|n| {
+            self.files
+                .iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, b)| b.as_slice())
+                // A streamed file is present, though its bytes are gone.
+                .or_else(|| (streamed && files::streamed(n)).then_some(&[][..]))
+        });
+        match self.stream {
+            Some(stream) => Bot::assemble(&files, &stream.finish()?, self.dtype),
+            None => Bot::load(&files, self.dtype),
+        }
+    }
+}
