@@ -85,8 +85,7 @@ fn a_streamed_tensor_that_disagrees_with_the_config_is_refused() {
     let bytes = tiny.model_files().get("model.safetensors").unwrap();
     let err = loader
         .push("model.safetensors", bytes)
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(err.to_string().contains("config.json implies"), "{err}");
 }
 
