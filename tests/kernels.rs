@@ -48,8 +48,51 @@ pub fn kernel_equals_scalar_reference() {
     }
 }
 
+/// Panics unless quantizing follows ggml's `quantize_row_q8_0_ref` exactly (scale max|x|/127
+/// rounded through f16; values rounded half away from zero), halves included.
+pub fn quantization_equals_ggml_reference() {
+    let mut x = values(64 * BLOCK, 3);
+    // A block whose scale is 1: exact halves and values just below them.
+    let edge = [
+        127.0,
+        2.5,
+        -2.5,
+        0.5,
+        -0.5,
+        126.5,
+        -126.5,
+        0.499_999_97,
+        -1.5,
+        3.0,
+    ];
+    x[..edge.len()].copy_from_slice(&edge);
+    x[BLOCK..2 * BLOCK].fill(0.0);
+    let m = Q8Matrix::quantize(&x, 64, BLOCK).unwrap();
+    let (qs, scales) = m.parts();
+    for (b, xb) in x.chunks(BLOCK).enumerate() {
+        let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        assert_eq!(scales[b], half::f16::from_f32(d).to_f32(), "block {b}");
+        for (k, v) in xb.iter().enumerate() {
+            assert_eq!(
+                qs[b * BLOCK + k],
+                (v * id).round() as i8,
+                "block {b}, value {v}"
+            );
+        }
+    }
+    assert_eq!(&qs[1..6], &[3, -3, 1, -1, 127]);
+}
+
 #[cfg(not(target_arch = "wasm32"))]
 #[test]
 fn quantized_kernel_equals_the_scalar_reference() {
     kernel_equals_scalar_reference();
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn quantization_equals_ggml_reference_natively() {
+    quantization_equals_ggml_reference();
 }

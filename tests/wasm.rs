@@ -17,6 +17,11 @@ fn quantized_simd128_kernel_equals_the_scalar_reference() {
     kernels::kernel_equals_scalar_reference();
 }
 
+#[wasm_bindgen_test]
+fn simd128_quantization_equals_ggml_reference() {
+    kernels::quantization_equals_ggml_reference();
+}
+
 const REFERENCE: &str = include_str!("fixtures/reference.json");
 
 fn tiny_st() -> Object {

@@ -149,15 +149,20 @@ try {
     }));
     await context.close();
   }
-  // What the page downloads besides models: everything in www/ but models/ and the embed page.
+  // What a visit downloads besides models: the page's files (not models/, not the embed page)
+  // and one of the two builds — pkg/ on a plain page, pkg-threads/ on an isolated one.
   const www = resolve(new URL('../../www', import.meta.url).pathname);
   const walk = (d) => readdirSync(d).flatMap((n) => (statSync(join(d, n)).isDirectory() ? walk(join(d, n)) : [join(d, n)]));
-  const shipped = walk(www).filter((f) => !relative(www, f).startsWith('models') && !f.endsWith('embed.html'));
+  const all = walk(www).filter((f) => !relative(www, f).startsWith('models') && !f.endsWith('embed.html'));
   const gz = (f) => gzipSync(readFileSync(f), { level: 9 }).length;
-  console.log(JSON.stringify({
-    kind: 'page_bytes', files: shipped.length, gzip_bytes: shipped.reduce((n, f) => n + gz(f), 0),
-    wasm_gzip_bytes: shipped.filter((f) => f.endsWith('.wasm')).reduce((n, f) => n + gz(f), 0),
-  }));
+  for (const build of readyOnly ? [] : ['pkg', 'pkg-threads']) {
+    const other = build === 'pkg' ? 'pkg-threads' : 'pkg';
+    const files = all.filter((f) => !relative(www, f).startsWith(`${other}/`));
+    console.log(JSON.stringify({
+      kind: 'page_bytes', build, files: files.length, gzip_bytes: files.reduce((n, f) => n + gz(f), 0),
+      wasm_gzip_bytes: files.filter((f) => f.endsWith('.wasm')).reduce((n, f) => n + gz(f), 0),
+    }));
+  }
 } finally {
   await b.close();
   await site.close();

@@ -17,7 +17,9 @@ const torch = lines.filter((r) => r.engine === 'pytorch');
 const torchAt = (t) => torch.find((r) => r.threads === t);
 const tjsAt = (dtype, threads, origin) => tjs.find((r) => r.dtype === dtype && r.threads === threads && r.origin === origin);
 const best = (rows, key, lowest) => rows.filter((r) => r[key] != null).sort((a, b) => (lowest ? a[key] - b[key] : b[key] - a[key]))[0];
-const page = lines.find((r) => r.kind === 'page_bytes');
+const pages = lines.filter((r) => r.kind === 'page_bytes');
+// The larger of the two builds a visit may download.
+const page = pages.sort((a, b) => b.gzip_bytes - a.gzip_bytes)[0];
 const defaultBot = lines.find((r) => r.engine === 'botcard tab' && r.model === 'default');
 const quality = lines.filter((r) => r.kind === 'quality');
 
@@ -48,7 +50,7 @@ for (const r of torch) {
 }
 if (defaultBot) p(`| botcard tab, default bot | ${defaultBot.dtype} | 1 | ${f(defaultBot.ready_cold_s)} (${f(defaultBot.ready_cached_s)}) | – | – | – | ${mb(defaultBot.weight_bytes)} | ${mb(defaultBot.peak_memory_bytes)} |`);
 p();
-p(`Page bytes besides the model, gzipped: ${page ? `${(page.gzip_bytes / 1e6).toFixed(2)} MB (${page.files} files; wasm ${(page.wasm_gzip_bytes / 1e6).toFixed(2)} MB)` : '–'}.`);
+for (const pb of pages) p(`Page bytes besides the model, gzipped, with ${pb.build}/: ${(pb.gzip_bytes / 1e6).toFixed(2)} MB (${pb.files} files; wasm ${(pb.wasm_gzip_bytes / 1e6).toFixed(2)} MB).`);
 p(`Copy bandwidth (bytes read + written per second): native ${f(native('q8_0', 1)?.copy_gb_s ?? native('f32', 1)?.copy_gb_s, 1)} GB/s, in the tab ${f(tab('q8_0')?.copy_gb_s, 1)} GB/s.`);
 p();
 
@@ -97,7 +99,7 @@ for (const r of [q8tab, native('q8_0', 1), native('q8_0', 2)].filter(Boolean)) {
   const share = r.decode_tok_s / bound;
   goal(`(f) ${r.engine} q8_0 ${r.threads} thread decode ÷ bandwidth bound (${f(bound, 0)} tok/s)`, f(share), '≥ 0.50', share >= 0.5);
 }
-if (page) goal('(g) page bytes besides the model, gzipped, MB', f(page.gzip_bytes / 1e6), '≤ 1.50', page.gzip_bytes <= 1.5e6);
+if (page) goal(`(g) page bytes besides the model, gzipped, MB (with ${page.build}/)`, f(page.gzip_bytes / 1e6), '≤ 1.50', page.gzip_bytes <= 1.5e6);
 
 p('## Goals');
 p();
