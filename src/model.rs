@@ -115,15 +115,7 @@ impl Matrix {
         if data.len() != rows * cols * size {
             return Err(Error::Parameter("weight bytes of the wrong size".into()));
         }
-        let value = |i: usize| -> f32 {
-            let b = &data[i * size..(i + 1) * size];
-            match stored {
-                DType::F16 => half::f16::from_le_bytes([b[0], b[1]]).to_f32(),
-                DType::BF16 => half::bf16::from_le_bytes([b[0], b[1]]).to_f32(),
-                DType::F64 => f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32,
-                _ => f32::from_le_bytes(b.try_into().expect("4 bytes")),
-            }
-        };
+        let value = |i: usize| stored_value(data, stored, i);
         // Rows [first, first + n) of W, row-major, into `out`.
         let fill = |first: usize, out: &mut [f32]| {
             let n = out.len() / cols;
@@ -197,6 +189,98 @@ impl Matrix {
             Matrix::F32(t) => t.elem_count() * 4,
             Matrix::Q8(q) => q.byte_size(),
         }
+    }
+}
+
+/// Value `i` of checkpoint bytes stored as `stored` (little-endian floats).
+fn stored_value(data: &[u8], stored: DType, i: usize) -> f32 {
+    let size = stored.size_in_bytes();
+    let b = &data[i * size..(i + 1) * size];
+    match stored {
+        DType::F16 => half::f16::from_le_bytes([b[0], b[1]]).to_f32(),
+        DType::BF16 => half::bf16::from_le_bytes([b[0], b[1]]).to_f32(),
+        DType::F64 => f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32,
+        _ => f32::from_le_bytes(b.try_into().expect("4 bytes")),
+    }
+}
+
+/// A weight matrix stored [out, in] ([`Layout::OutIn`]: `wte`, `lm_head`) made as its rows
+/// arrive, so the largest tensor of a streamed checkpoint is never held whole.
+pub struct MatrixRows {
+    rows: usize,
+    cols: usize,
+    stored: DType,
+    q8: Option<quant::Q8Builder>,
+    values: Vec<f32>,
+}
+
+impl MatrixRows {
+    /// A `[rows, cols]` matrix whose bytes are stored as `stored`, to be held as `dtype`.
+    pub fn new(rows: usize, cols: usize, stored: DType, dtype: Dtype) -> Result<Self> {
+        let q8 = match dtype {
+            Dtype::Q8_0 if cols.is_multiple_of(quant::BLOCK) => {
+                Some(quant::Q8Builder::new(rows, cols)?)
+            }
+            _ => None,
+        };
+        let values = if q8.is_some() {
+            Vec::new()
+        } else {
+            Vec::with_capacity(rows * cols)
+        };
+        Ok(Self {
+            rows,
+            cols,
+            stored,
+            q8,
+            values,
+        })
+    }
+
+    /// Bytes of one stored row.
+    pub fn row_bytes(&self) -> usize {
+        self.cols * self.stored.size_in_bytes()
+    }
+
+    /// Rows taken so far.
+    pub fn rows_done(&self) -> usize {
+        match &self.q8 {
+            Some(b) => b.rows_done(),
+            None => self.values.len() / self.cols,
+        }
+    }
+
+    /// True once every row is in.
+    pub fn is_complete(&self) -> bool {
+        self.rows_done() == self.rows
+    }
+
+    /// Takes the next whole rows, as stored.
+    pub fn push(&mut self, data: &[u8]) {
+        let n = data.len() / self.row_bytes();
+        let values = (0..n * self.cols).map(|i| stored_value(data, self.stored, i));
+        match &mut self.q8 {
+            Some(b) => b.push(&values.collect::<Vec<_>>()),
+            None => self.values.extend(values),
+        }
+    }
+
+    /// The matrix, once every row is in.
+    pub fn finish(self) -> Result<Matrix> {
+        Ok(match self.q8 {
+            Some(b) => Matrix::Q8(Arc::new(b.finish()?)),
+            None => {
+                let n = self.values.len();
+                if n != self.rows * self.cols {
+                    return Err(Error::Parameter(format!("{n} values for a matrix")));
+                }
+                Matrix::F32(Tensor::from_vec(
+                    self.values,
+                    (self.rows, self.cols),
+                    &Device::Cpu,
+                )?)
+            }
+        })
     }
 }
 

@@ -162,33 +162,14 @@ impl Q8Matrix {
         mut fill: impl FnMut(usize, &mut [f32]),
     ) -> Result<Self> {
         const ROWS_AT_ONCE: usize = 16;
-        if !cols.is_multiple_of(BLOCK) {
-            return Err(Error::Parameter(format!(
-                "q8_0 needs rows of a multiple of {BLOCK} values; got [{rows}, {cols}]"
-            )));
-        }
-        let mut qs = vec![0i8; rows * cols];
-        let mut scales = vec![0f32; rows * cols / BLOCK];
+        let mut builder = Q8Builder::new(rows, cols)?;
         let mut buf = vec![0f32; ROWS_AT_ONCE * cols];
         for first in (0..rows).step_by(ROWS_AT_ONCE) {
-            let n = ROWS_AT_ONCE.min(rows - first);
-            let part = &mut buf[..n * cols];
+            let part = &mut buf[..ROWS_AT_ONCE.min(rows - first) * cols];
             fill(first, part);
-            quantize_blocks(
-                part,
-                &mut qs[first * cols..(first + n) * cols],
-                &mut scales[first * cols / BLOCK..(first + n) * cols / BLOCK],
-            );
+            builder.push(part);
         }
-        for s in &mut scales {
-            *s = f16::from_f32(*s).to_f32();
-        }
-        Ok(Self {
-            rows,
-            cols,
-            qs,
-            scales,
-        })
+        builder.finish()
     }
 
     /// Builds a matrix from stored q8_0 data (a GGUF tensor): `scales` one per block.
@@ -276,6 +257,66 @@ impl Q8Matrix {
                 );
             }
         }
+    }
+}
+
+/// A [`Q8Matrix`] quantized as its rows arrive, first to last.
+pub struct Q8Builder {
+    rows: usize,
+    cols: usize,
+    qs: Vec<i8>,
+    scales: Vec<f32>,
+    done: usize,
+}
+
+impl Q8Builder {
+    /// An empty `[rows, cols]` matrix; `cols` must be a multiple of [`BLOCK`].
+    pub fn new(rows: usize, cols: usize) -> Result<Self> {
+        if !cols.is_multiple_of(BLOCK) {
+            return Err(Error::Parameter(format!(
+                "q8_0 needs rows of a multiple of {BLOCK} values; got [{rows}, {cols}]"
+            )));
+        }
+        Ok(Self {
+            rows,
+            cols,
+            qs: vec![0; rows * cols],
+            scales: vec![0.0; rows * cols / BLOCK],
+            done: 0,
+        })
+    }
+
+    /// Rows quantized so far.
+    pub fn rows_done(&self) -> usize {
+        self.done
+    }
+
+    /// Quantizes the next rows: `values` holds whole rows, row-major, no more than remain.
+    pub fn push(&mut self, values: &[f32]) {
+        let n = values.len() / self.cols;
+        assert!(
+            n * self.cols == values.len() && self.done + n <= self.rows,
+            "whole rows"
+        );
+        let (from, to) = (self.done * self.cols, (self.done + n) * self.cols);
+        let scales = &mut self.scales[from / BLOCK..to / BLOCK];
+        quantize_blocks(values, &mut self.qs[from..to], scales);
+        // Scales are stored as ggml stores them: f16.
+        for s in scales {
+            *s = f16::from_f32(*s).to_f32();
+        }
+        self.done += n;
+    }
+
+    /// The matrix, once every row is in.
+    pub fn finish(self) -> Result<Q8Matrix> {
+        if self.done != self.rows {
+            return Err(Error::Parameter(format!(
+                "{} of {} rows were quantized",
+                self.done, self.rows
+            )));
+        }
+        Q8Matrix::from_parts(self.rows, self.cols, self.qs, self.scales)
     }
 }
 

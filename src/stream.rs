@@ -1,6 +1,6 @@
 //! Loading a bot as its files arrive: `model.safetensors` is read piece by piece, and each tensor
-//! becomes what the model holds (q8_0 or f32 matrices, f32 vectors) as soon as its bytes are in;
-//! those bytes are then dropped. A load never holds the whole weights file, so a tab needs little
+//! becomes what the model holds (q8_0 or f32 matrices, f32 vectors) as soon as its bytes are in —
+//! `wte` (the largest) row by row — and those bytes are then dropped. A load never holds the whole weights file, so a tab needs little
 //! more memory than the model itself, and quantizing overlaps the download.
 //!
 //! The header is parsed here rather than by the `safetensors` crate, whose reader wants the whole
@@ -14,7 +14,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::files::{self, ModelFiles, SAFETENSORS};
-use crate::model::{matrix_layout, Matrix, TensorSource};
+use crate::model::{matrix_layout, Layout, Matrix, MatrixRows, TensorSource};
 use crate::quant::Dtype;
 use crate::weights::expected_tensors;
 use crate::Bot;
@@ -49,6 +49,8 @@ pub struct SafetensorsStream {
     /// Where the data section starts, and the needed tensors by position, once the header is in.
     header: Option<(usize, Vec<Entry>)>,
     next: usize,
+    /// The [out, in] matrix being read row by row.
+    rows: Option<MatrixRows>,
     tensors: HashMap<String, Tensor>,
     matrices: HashMap<String, Matrix>,
 }
@@ -63,6 +65,7 @@ impl SafetensorsStream {
             offset: 0,
             header: None,
             next: 0,
+            rows: None,
             tensors: HashMap::new(),
             matrices: HashMap::new(),
         }
@@ -71,10 +74,12 @@ impl SafetensorsStream {
     /// Takes the next bytes of the file.
     pub fn push(&mut self, bytes: &[u8]) -> Result<()> {
         if let Some((start, entries)) = &self.header {
-            // Room for the tensor being read at once, not by doubling.
+            // Room for a tensor read whole at once, not by doubling.
             if let Some(e) = entries.get(self.next) {
-                let want = (start + e.end).saturating_sub(self.offset);
-                self.buf.reserve_exact(want.saturating_sub(self.buf.len()));
+                if matrix_layout(&e.name) != Some(Layout::OutIn) {
+                    let want = (start + e.end).saturating_sub(self.offset);
+                    self.buf.reserve_exact(want.saturating_sub(self.buf.len()));
+                }
             }
         }
         self.buf.extend_from_slice(bytes);
@@ -84,6 +89,30 @@ impl SafetensorsStream {
         let (start, entries) = self.header.as_ref().expect("read above");
         while let Some(e) = entries.get(self.next) {
             let (begin, end) = (start + e.begin, start + e.end);
+            if matrix_layout(&e.name) == Some(Layout::OutIn) && e.shape[1] > 0 {
+                // Row by row as they come: `wte` is the largest tensor of all.
+                let rows = match &mut self.rows {
+                    Some(r) => r,
+                    None => self.rows.insert(MatrixRows::new(
+                        e.shape[0], e.shape[1], e.dtype, self.dtype,
+                    )?),
+                };
+                let row = rows.row_bytes();
+                let at = begin + rows.rows_done() * row;
+                let whole = (self.offset + self.buf.len()).min(end).saturating_sub(at) / row;
+                if whole > 0 {
+                    rows.push(&self.buf[at - self.offset..at - self.offset + whole * row]);
+                    self.buf.drain(..at + whole * row - self.offset);
+                    self.offset = at + whole * row;
+                }
+                if !rows.is_complete() {
+                    break;
+                }
+                let done = self.rows.take().expect("rows in progress").finish()?;
+                self.matrices.insert(e.name.clone(), done);
+                self.next += 1;
+                continue;
+            }
             if self.offset + self.buf.len() < end {
                 break;
             }

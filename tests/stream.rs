@@ -60,6 +60,17 @@ fn a_streamed_model_equals_the_whole_file_model_whatever_the_pieces() {
 }
 
 #[test]
+fn a_model_streamed_one_byte_at_a_time_is_the_same_model() {
+    let whole = Bot::load(&folder("tiny-st").model_files(), Dtype::F32).unwrap();
+    let bot = streamed("tiny-st", Dtype::F32, 1, usize::MAX).unwrap();
+    let ids = whole.tokenizer.encode("My dream is").unwrap();
+    assert_eq!(
+        bot.model.logprobs(&ids).unwrap(),
+        whole.model.logprobs(&ids).unwrap()
+    );
+}
+
+#[test]
 fn a_stream_cut_short_is_one_sentence() {
     for limit in [5, 100, 1_000_000] {
         let err = streamed("default", Dtype::Q8_0, 4096, limit)
