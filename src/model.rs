@@ -94,7 +94,8 @@ pub enum Matrix {
 
 impl Matrix {
     /// Made straight from a checkpoint's bytes (`shape` as stored, in `layout`), without an f32
-    /// copy of the whole tensor: rows are gathered a few at a time and quantized.
+    /// copy of the whole tensor: rows are taken (or, stored [in, out], gathered) a few at a time
+    /// and quantized.
     pub fn from_raw(
         data: &[u8],
         stored: DType,
@@ -115,49 +116,41 @@ impl Matrix {
         if data.len() != rows * cols * size {
             return Err(Error::Parameter("weight bytes of the wrong size".into()));
         }
+        if layout == Layout::OutIn {
+            let mut m = MatrixRows::new(rows, cols, stored, dtype)?;
+            m.push(data);
+            return m.finish();
+        }
         let value = |i: usize| stored_value(data, stored, i);
-        // Rows [first, first + n) of W, row-major, into `out`.
+        // Rows [first, first + n) of W, row-major, into `out`. Column c of the stored [in, out]
+        // holds W's entries c of every row: each stored row gives its run of n values (one cache
+        // line) to the n rows at once.
         let fill = |first: usize, out: &mut [f32]| {
             let n = out.len() / cols;
-            match layout {
-                Layout::OutIn => {
-                    for (k, o) in out.iter_mut().enumerate() {
-                        *o = value(first * cols + k);
-                    }
-                }
-                // Column c of the stored [in, out] holds W's entries c of every row: each stored
-                // row gives its run of n values (one cache line) to the n rows at once.
-                Layout::InOut => {
-                    for c in 0..cols {
-                        for r in 0..n {
-                            out[r * cols + c] = value(c * rows + first + r);
-                        }
-                    }
+            for c in 0..cols {
+                for r in 0..n {
+                    out[r * cols + c] = value(c * rows + first + r);
                 }
             }
         };
-        Ok(match dtype {
-            Dtype::Q8_0 if cols.is_multiple_of(quant::BLOCK) => {
-                Matrix::Q8(Arc::new(Q8Matrix::from_rows(rows, cols, fill)?))
-            }
-            _ => {
-                let mut values = vec![0f32; rows * cols];
-                fill(0, &mut values);
-                Matrix::F32(Tensor::from_vec(values, (rows, cols), &Device::Cpu)?)
-            }
+        Ok(if dtype.quantizes(cols) {
+            Matrix::Q8(Arc::new(Q8Matrix::from_rows(rows, cols, fill)?))
+        } else {
+            let mut values = vec![0f32; rows * cols];
+            fill(0, &mut values);
+            Matrix::F32(Tensor::from_vec(values, (rows, cols), &Device::Cpu)?)
         })
     }
 
     /// `t` [out, in] in `dtype`; f32 where the rows do not split into q8_0 blocks.
     fn new(t: Tensor, dtype: Dtype) -> Result<Self> {
         let (rows, cols) = t.dims2()?;
-        Ok(match dtype {
-            Dtype::Q8_0 if cols.is_multiple_of(quant::BLOCK) => {
-                let values = t.flatten_all()?.to_vec1::<f32>()?;
-                drop(t);
-                Matrix::Q8(Arc::new(Q8Matrix::quantize(&values, rows, cols)?))
-            }
-            _ => Matrix::F32(t),
+        Ok(if dtype.quantizes(cols) {
+            let values = t.flatten_all()?.to_vec1::<f32>()?;
+            drop(t);
+            Matrix::Q8(Arc::new(Q8Matrix::quantize(&values, rows, cols)?))
+        } else {
+            Matrix::F32(t)
         })
     }
 
@@ -217,11 +210,10 @@ pub struct MatrixRows {
 impl MatrixRows {
     /// A `[rows, cols]` matrix whose bytes are stored as `stored`, to be held as `dtype`.
     pub fn new(rows: usize, cols: usize, stored: DType, dtype: Dtype) -> Result<Self> {
-        let q8 = match dtype {
-            Dtype::Q8_0 if cols.is_multiple_of(quant::BLOCK) => {
-                Some(quant::Q8Builder::new(rows, cols)?)
-            }
-            _ => None,
+        let q8 = if dtype.quantizes(cols) {
+            Some(quant::Q8Builder::new(rows, cols)?)
+        } else {
+            None
         };
         let values = if q8.is_some() {
             Vec::new()

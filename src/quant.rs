@@ -42,6 +42,12 @@ impl Dtype {
         }
     }
 
+    /// Whether a weight matrix with rows of `cols` values is held quantized: q8_0 needs whole
+    /// blocks, other matrices stay f32.
+    pub fn quantizes(self, cols: usize) -> bool {
+        self == Dtype::Q8_0 && cols.is_multiple_of(BLOCK)
+    }
+
     /// Reads a dtype name.
     pub fn parse(name: &str) -> Result<Self> {
         Self::ALL
@@ -134,23 +140,15 @@ pub struct Q8Matrix {
 impl Q8Matrix {
     /// Quantizes a row-major `[rows, cols]` f32 matrix; `cols` must be a multiple of [`BLOCK`].
     pub fn quantize(values: &[f32], rows: usize, cols: usize) -> Result<Self> {
-        if !cols.is_multiple_of(BLOCK) || values.len() != rows * cols {
+        if values.len() != rows * cols {
             return Err(Error::Parameter(format!(
-                "q8_0 needs rows of a multiple of {BLOCK} values; got [{rows}, {cols}]"
+                "{} values for a [{rows}, {cols}] matrix",
+                values.len()
             )));
         }
-        let mut qs = vec![0i8; rows * cols];
-        let mut scales = vec![0f32; rows * cols / BLOCK];
-        quantize_blocks(values, &mut qs, &mut scales);
-        for s in &mut scales {
-            *s = f16::from_f32(*s).to_f32();
-        }
-        Ok(Self {
-            rows,
-            cols,
-            qs,
-            scales,
-        })
+        let mut builder = Q8Builder::new(rows, cols)?;
+        builder.push(values);
+        builder.finish()
     }
 
     /// Quantizes a `[rows, cols]` matrix handed over a few rows at a time: `fill(first, out)`
@@ -351,16 +349,6 @@ impl QuantizedRows {
     pub fn parts(&self) -> (&[i16], &[f32]) {
         (&self.qs, &self.scales)
     }
-
-    /// Number of rows.
-    pub fn len(&self) -> usize {
-        self.m
-    }
-
-    /// True when there are no rows.
-    pub fn is_empty(&self) -> bool {
-        self.m == 0
-    }
 }
 
 /// `src` is `[r, c]`; writes its transpose `[c, r]` to `dst`.
@@ -513,47 +501,6 @@ mod kernel {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 4.0
-            })
-            .collect()
-    }
-
-    #[test]
-    fn quantization_follows_ggml() {
-        let x: Vec<f32> = (0..32).map(|i| i as f32 - 10.5).collect();
-        let w = Q8Matrix::quantize(&x, 1, 32).unwrap();
-        let d = f16::from_f32(20.5 / 127.0).to_f32();
-        assert_eq!(w.scales, vec![d]);
-        assert_eq!(w.qs[31], 127);
-        assert_eq!(w.qs[0], (-10.5f32 * (127.0 / 20.5)).round() as i8);
-        let back = w.dequantize_row(0);
-        for (a, b) in back.iter().zip(&x) {
-            assert!((a - b).abs() <= d * 0.51 + 1e-3, "{a} vs {b}");
-        }
-        assert!(Q8Matrix::quantize(&[0.0; 48], 1, 48).is_err());
-    }
-
-    #[test]
-    fn product_is_close_to_the_f32_product() {
-        let (rows, cols) = (16, 256);
-        let wf = values(rows * cols, 3);
-        let x = values(2 * cols, 4);
-        let got = Q8Matrix::quantize(&wf, rows, cols).unwrap().matmul(&x, 2);
-        for i in 0..2 {
-            for o in 0..rows {
-                let exact: f32 = (0..cols).map(|k| wf[o * cols + k] * x[i * cols + k]).sum();
-                assert!((got[i * rows + o] - exact).abs() < 0.02 * (cols as f32).sqrt() * 2.0);
-            }
-        }
-    }
 
     #[test]
     fn dtype_names_round_trip() {

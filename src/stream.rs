@@ -89,7 +89,8 @@ impl SafetensorsStream {
         let (start, entries) = self.header.as_ref().expect("read above");
         while let Some(e) = entries.get(self.next) {
             let (begin, end) = (start + e.begin, start + e.end);
-            if matrix_layout(&e.name) == Some(Layout::OutIn) && e.shape[1] > 0 {
+            let layout = matrix_layout(&e.name);
+            if layout == Some(Layout::OutIn) && e.shape[1] > 0 {
                 // Row by row as they come: `wte` is the largest tensor of all.
                 let rows = match &mut self.rows {
                     Some(r) => r,
@@ -117,7 +118,7 @@ impl SafetensorsStream {
                 break;
             }
             let data = &self.buf[begin - self.offset..end - self.offset];
-            match matrix_layout(&e.name) {
+            match layout {
                 Some(layout) => {
                     let m = Matrix::from_raw(data, e.dtype, &e.shape, layout, self.dtype)?;
                     self.matrices.insert(e.name.clone(), m);

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use wasm_bindgen::prelude::*;
 
 use crate::stream::BotLoader;
-use crate::{card, files, recipe, Bot, Dtype, ModelFiles, Session};
+use crate::{card, files, recipe, Bot, Dtype, Session};
 
 fn js_err(e: impl std::fmt::Display) -> JsError {
     JsError::new(&e.to_string())
@@ -110,7 +110,7 @@ impl WasmLoader {
     }
 }
 
-/// A loaded bot. Any number of [`WasmSession`]s can generate with it.
+/// A loaded bot ([`WasmLoader::finish`]). Any number of [`WasmSession`]s can generate with it.
 #[wasm_bindgen]
 pub struct WasmBot {
     bot: Bot,
@@ -118,30 +118,6 @@ pub struct WasmBot {
 
 #[wasm_bindgen]
 impl WasmBot {
-    /// Loads a bot from `{ "config.json": Uint8Array, "model.safetensors": Uint8Array, … }`
-    /// (the files [`next_model_file`] asked for; absent ones left out), its weights held as
-    /// `dtype` (`"f32"`, `"q8_0"`; the library's default when absent).
-    #[wasm_bindgen(constructor)]
-    pub fn new(files: &js_sys::Object, dtype: Option<String>) -> Result<WasmBot, JsError> {
-        let dtype = dtype_or_default(dtype)?;
-        let mut bytes: Vec<(&str, Vec<u8>)> = Vec::new();
-        for name in files::all_names() {
-            let v = js_sys::Reflect::get(files, &JsValue::from_str(name))
-                .map_err(|_| js_err("bad files object"))?;
-            if let Some(arr) = v.dyn_ref::<js_sys::Uint8Array>() {
-                bytes.push((name, arr.to_vec()));
-            }
-        }
-        let files = ModelFiles::from_lookup(|n| {
-            bytes
-                .iter()
-                .find(|(k, _)| *k == n)
-                .map(|(_, b)| b.as_slice())
-        });
-        let bot = Bot::load(&files, dtype).map_err(js_err)?;
-        Ok(WasmBot { bot })
-    }
-
     /// Bytes its weights take in memory, for the worker's memory limit.
     #[wasm_bindgen(getter, js_name = weightBytes)]
     pub fn weight_bytes(&self) -> f64 {

@@ -96,3 +96,35 @@ fn quantized_kernel_equals_the_scalar_reference() {
 fn quantization_equals_ggml_reference_natively() {
     quantization_equals_ggml_reference();
 }
+
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn a_block_quantizes_and_dequantizes_as_ggml_does() {
+    let x: Vec<f32> = (0..32).map(|i| i as f32 - 10.5).collect();
+    let w = Q8Matrix::quantize(&x, 1, 32).unwrap();
+    let (qs, scales) = w.parts();
+    let d = half::f16::from_f32(20.5 / 127.0).to_f32();
+    assert_eq!(scales, &[d]);
+    assert_eq!(qs[31], 127);
+    assert_eq!(qs[0], (-10.5f32 * (127.0 / 20.5)).round() as i8);
+    let back = w.dequantize_row(0);
+    for (a, b) in back.iter().zip(&x) {
+        assert!((a - b).abs() <= d * 0.51 + 1e-3, "{a} vs {b}");
+    }
+    assert!(Q8Matrix::quantize(&[0.0; 48], 1, 48).is_err());
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn the_quantized_product_is_close_to_the_f32_product() {
+    let (rows, cols) = (16, 256);
+    let wf = values(rows * cols, 3);
+    let x = values(2 * cols, 4);
+    let got = Q8Matrix::quantize(&wf, rows, cols).unwrap().matmul(&x, 2);
+    for i in 0..2 {
+        for o in 0..rows {
+            let exact: f32 = (0..cols).map(|k| wf[o * cols + k] * x[i * cols + k]).sum();
+            assert!((got[i * rows + o] - exact).abs() < 0.02 * (cols as f32).sqrt() * 2.0);
+        }
+    }
+}

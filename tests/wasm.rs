@@ -2,9 +2,9 @@
 //! `cargo test --target wasm32-unknown-unknown --test wasm` (runner: wasm-bindgen-test-runner).
 #![cfg(target_arch = "wasm32")]
 
-use botcard::wasm::{next_model_file, parse_card, WasmBot};
+use botcard::wasm::{is_streamed, next_model_file, parse_card, WasmBot, WasmLoader};
 use js_sys::{Object, Reflect, Uint8Array};
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
@@ -48,6 +48,26 @@ fn tiny_st() -> Object {
     files
 }
 
+/// Loads a bot from `{name: Uint8Array}` as the worker does: each file whole, except those the
+/// library streams, which go in pieces.
+fn load(files: &Object) -> Result<WasmBot, wasm_bindgen::JsError> {
+    let mut loader = WasmLoader::new(None)?;
+    for name in botcard::files::all_names() {
+        let v = Reflect::get(files, &name.into()).unwrap();
+        let Some(bytes) = v.dyn_ref::<Uint8Array>().map(Uint8Array::to_vec) else {
+            continue;
+        };
+        if is_streamed(name) {
+            for piece in bytes.chunks(4096) {
+                loader.push(name, piece)?;
+            }
+        } else {
+            loader.add(name, bytes)?;
+        }
+    }
+    loader.finish()
+}
+
 fn get(v: &JsValue, key: &str) -> JsValue {
     Reflect::get(v, &key.into()).unwrap()
 }
@@ -62,9 +82,7 @@ fn greedy_generation_in_the_browser_matches_transformers() {
         .iter()
         .map(|v| v.as_u64().unwrap() as u32)
         .collect();
-    let bot = WasmBot::new(&tiny_st(), None)
-        .map_err(JsValue::from)
-        .unwrap();
+    let bot = load(&tiny_st()).map_err(JsValue::from).unwrap();
     let overrides = Object::new();
     for (k, v) in [
         ("do_sample", JsValue::FALSE),
@@ -96,9 +114,7 @@ fn greedy_generation_in_the_browser_matches_transformers() {
 
 #[wasm_bindgen_test]
 fn same_seed_samples_the_same_text_in_the_browser() {
-    let bot = WasmBot::new(&tiny_st(), None)
-        .map_err(JsValue::from)
-        .unwrap();
+    let bot = load(&tiny_st()).map_err(JsValue::from).unwrap();
     // Settings arrive as numbers (attributes parsed) or as text (URL parameters, form fields).
     let run = |seed: JsValue| {
         let o = Object::new();
@@ -121,9 +137,7 @@ fn same_seed_samples_the_same_text_in_the_browser() {
 
 #[wasm_bindgen_test]
 fn two_sessions_on_one_bot_interleave_without_mixing() {
-    let bot = WasmBot::new(&tiny_st(), None)
-        .map_err(JsValue::from)
-        .unwrap();
+    let bot = load(&tiny_st()).map_err(JsValue::from).unwrap();
     let start = |seed: u32| {
         let o = Object::new();
         Reflect::set(&o, &"seed".into(), &seed.into()).unwrap();
@@ -184,13 +198,11 @@ fn bad_input_is_a_js_error_with_a_sentence() {
         &Uint8Array::from(&b"garbage"[..]).into(),
     )
     .unwrap();
-    let err = JsValue::from(WasmBot::new(&files, None).err().unwrap());
+    let err = JsValue::from(load(&files).err().unwrap());
     let msg = get(&err, "message").as_string().unwrap();
     assert!(msg.starts_with("model.safetensors:"), "{msg}");
 
-    let bot = WasmBot::new(&tiny_st(), None)
-        .map_err(JsValue::from)
-        .unwrap();
+    let bot = load(&tiny_st()).map_err(JsValue::from).unwrap();
     let o = Object::new();
     Reflect::set(&o, &"top_p".into(), &5.into()).unwrap();
     let err = JsValue::from(bot.start("x", o.into()).err().unwrap());
