@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # botcard's one entry point.
-#   ./build.sh          build the CLI and the web page's WebAssembly (www/pkg/)
+#   ./build.sh          build the CLI and the web page's WebAssembly (www/pkg*/: three builds)
 #   ./build.sh serve    build, then serve www/ on http://127.0.0.1:8080
 #   ./build.sh test     install what the tests lack (chromium, fonts, node packages), build,
 #                       then run every test: cargo tests and the browser tests
@@ -67,14 +67,21 @@ build() {
   wasm-bindgen --target web --no-typescript --out-dir www/pkg \
     target/wasm32-unknown-unknown/release/botcard.wasm
 
-  step "WebAssembly, multi-threaded (www/pkg-threads/)"
+  step "WebAssembly with relaxed-simd (www/pkg-relaxed/)"
+  # RUSTFLAGS replaces the config's flags, so simd128 is named again.
+  RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd" \
+    cargo build --lib --release --target wasm32-unknown-unknown --target-dir target/relaxed
+  wasm-bindgen --target web --no-typescript --out-dir www/pkg-relaxed \
+    target/relaxed/wasm32-unknown-unknown/release/botcard.wasm
+
+  step "WebAssembly, multi-threaded, relaxed-simd (www/pkg-threads/)"
   # Threads in wasm need std rebuilt with atomics, which only nightly can do.
   rustup toolchain install nightly --profile minimal --component rust-src \
     --target wasm32-unknown-unknown >/dev/null
   # Shared memory, and the TLS exports wasm-bindgen's thread support needs from the linker.
   local link="--shared-memory --import-memory --max-memory=4294967296 --export=__wasm_init_tls"
   link="$link --export=__tls_size --export=__tls_align --export=__tls_base"
-  RUSTFLAGS="-C target-feature=+atomics,+bulk-memory,+mutable-globals,+simd128 $(printf -- ' -C link-arg=%s' $link)" \
+  RUSTFLAGS="-C target-feature=+atomics,+bulk-memory,+mutable-globals,+simd128,+relaxed-simd $(printf -- ' -C link-arg=%s' $link)" \
     cargo +nightly build --lib --release --target wasm32-unknown-unknown --features threads \
     -Z build-std=panic_abort,std --target-dir target/threads
   wasm-bindgen --target web --no-typescript --out-dir www/pkg-threads \
@@ -187,6 +194,9 @@ lint() {
   cargo clippy --release --all-targets -- -D warnings
   step "clippy (wasm32)"
   cargo clippy --release --all-targets --target wasm32-unknown-unknown -- -D warnings
+  step "clippy (wasm32, relaxed-simd kernels)"
+  RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd" cargo clippy --lib --release \
+    --target wasm32-unknown-unknown --target-dir target/relaxed -- -D warnings
 }
 
 case "${1:-build}" in

@@ -5,10 +5,17 @@
 //! converts two of them per block inside its dot product (a software conversion in wasm), runs
 //! one activation row at a time (a batch of B rows reads every weight B times), and in wasm runs
 //! on one thread. Here scales are f32 in memory (rounded through f16 when quantized, as ggml
-//! stores them, so a GGUF file round-trips exactly), activations are quantized once per row into
-//! i16 lanes, every weight block is loaded once for up to [`ROW_GROUP`] activation rows, and the
-//! output rows split into independent ranges ([`Q8Matrix::matmul_rows`]) a caller may spread over
-//! threads. [`dot_scalar`] is the reference the SIMD kernels are tested against.
+//! stores them, so a GGUF file round-trips exactly), activations are quantized once per row,
+//! every weight block is loaded once for up to [`ROW_GROUP`] activation rows, and the output rows
+//! split into independent ranges ([`Q8Matrix::matmul_rows`]) a caller may spread over threads.
+//!
+//! Activations are quantized to 7 bits (±63) and held biased by [`BIAS`] as bytes in 1..=127,
+//! because that is what the fast integer dot products take: wasm's relaxed-simd
+//! `i32x4.relaxed_dot_i8x16_i7x16_add_s` (one x86 `vpdpbusd` on VNNI machines; exact only when
+//! one operand is below 128 unsigned) and x86's u8×i8 `vpdpbusd`/`pmaddubsw`. The bias comes
+//! back off exactly with each weight block's sum (Σ w·(x+64) − 64·Σ w), so every kernel computes
+//! the same integers, adds them in the same order ([`dot_scalar`] spells it out), and the CLI,
+//! the plain simd128 build and the relaxed-simd build write the same text.
 
 use half::f16;
 
@@ -19,6 +26,15 @@ pub const BLOCK: usize = 32;
 
 /// Activation rows that share one pass over a weight row.
 const ROW_GROUP: usize = 4;
+
+/// Largest quantized weight magnitude (ggml's q8_0).
+const WEIGHT_LEVELS: u8 = 127;
+
+/// Largest quantized activation magnitude: 7 bits, see the module comment.
+const ACTIVATION_LEVELS: u8 = 63;
+
+/// What quantized activations are offset by so that they are non-negative bytes.
+pub const BIAS: u8 = 64;
 
 /// How the model holds its weight matrices in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -63,24 +79,24 @@ impl Dtype {
     }
 }
 
-/// Quantizes `x` (a multiple of [`BLOCK`] long) as ggml's `quantize_row_q8_0_ref` does: per
-/// block, scale = max|x| / 127, values rounded half away from zero. Returns one scale per block
-/// (not rounded: `f16` rounding is the caller's choice).
-fn quantize_blocks(x: &[f32], qs: &mut [i8], scales: &mut [f32]) {
+/// Quantizes `x` (a multiple of [`BLOCK`] long) as ggml's `quantize_row_q8_0_ref` does, with
+/// `L` levels each side: per block, scale = max|x| / L, values rounded half away from zero.
+/// Writes one scale per block (not rounded: `f16` rounding is the caller's choice).
+fn quantize_blocks<const L: u8>(x: &[f32], qs: &mut [i8], scales: &mut [f32]) {
     for ((xb, qb), s) in x
         .chunks_exact(BLOCK)
         .zip(qs.chunks_exact_mut(BLOCK))
         .zip(scales.iter_mut())
     {
-        *s = quantize_block(xb.try_into().expect("a block"), qb);
+        *s = quantize_block::<L>(xb.try_into().expect("a block"), qb);
     }
 }
 
 /// One block: returns its scale and writes its values.
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-fn quantize_block(xb: &[f32; BLOCK], qb: &mut [i8]) -> f32 {
+fn quantize_block<const L: u8>(xb: &[f32; BLOCK], qb: &mut [i8]) -> f32 {
     let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let d = amax / 127.0;
+    let d = amax / f32::from(L);
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     for (q, v) in qb.iter_mut().zip(xb) {
         *q = (v * id).round() as i8;
@@ -92,7 +108,7 @@ fn quantize_block(xb: &[f32; BLOCK], qb: &mut [i8]) -> f32 {
 /// as truncation plus a step of ±1 where the fraction is at least ½; exact below 2²³), without
 /// a libm `roundf` call per value — quantizing a 124M model at load is 124M of them.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-fn quantize_block(xb: &[f32; BLOCK], qb: &mut [i8]) -> f32 {
+fn quantize_block<const L: u8>(xb: &[f32; BLOCK], qb: &mut [i8]) -> f32 {
     use core::arch::wasm32::*;
     // SAFETY: xb is 32 f32 (8 unaligned v128 loads); qb is 32 bytes (2 v128 stores).
     unsafe {
@@ -106,7 +122,7 @@ fn quantize_block(xb: &[f32; BLOCK], qb: &mut [i8]) -> f32 {
             .max(f32x4_extract_lane::<1>(m))
             .max(f32x4_extract_lane::<2>(m))
             .max(f32x4_extract_lane::<3>(m));
-        let d = amax / 127.0;
+        let d = amax / f32::from(L);
         let id = f32x4_splat(if d != 0.0 { 1.0 / d } else { 0.0 });
         let round = |x: v128| -> v128 {
             let t = f32x4_mul(x, id);
@@ -135,6 +151,8 @@ pub struct Q8Matrix {
     qs: Vec<i8>,
     /// rows × cols/BLOCK scales, as f16 values held in f32.
     scales: Vec<f32>,
+    /// rows × cols/BLOCK sums of each block's values: what takes [`BIAS`] back off.
+    sums: Vec<i16>,
 }
 
 impl Q8Matrix {
@@ -180,11 +198,16 @@ impl Q8Matrix {
                 "q8_0 data does not fit a [{rows}, {cols}] matrix"
             )));
         }
+        let sums = qs
+            .chunks_exact(BLOCK)
+            .map(|b| b.iter().map(|&v| i16::from(v)).sum())
+            .collect();
         Ok(Self {
             rows,
             cols,
             qs,
             scales,
+            sums,
         })
     }
 
@@ -205,7 +228,7 @@ impl Q8Matrix {
 
     /// Bytes held in memory.
     pub fn byte_size(&self) -> usize {
-        self.qs.len() + 4 * self.scales.len()
+        self.qs.len() + 4 * self.scales.len() + 2 * self.sums.len()
     }
 
     /// Row `r` back as f32 (an embedding lookup in a tied embedding matrix).
@@ -241,14 +264,16 @@ impl Q8Matrix {
         debug_assert_eq!(out.len(), range.len() * x.m);
         let nb = self.cols / BLOCK;
         for (o, out_row) in range.zip(out.chunks_exact_mut(x.m)) {
-            let w = &self.qs[o * self.cols..(o + 1) * self.cols];
-            let ws = &self.scales[o * nb..(o + 1) * nb];
+            let w = Row {
+                qs: &self.qs[o * self.cols..(o + 1) * self.cols],
+                scales: &self.scales[o * nb..(o + 1) * nb],
+                sums: &self.sums[o * nb..(o + 1) * nb],
+            };
             for (g, out_group) in out_row.chunks_mut(ROW_GROUP).enumerate() {
                 let first = g * ROW_GROUP;
                 let n = out_group.len();
                 kernel::dot_rows(
                     w,
-                    ws,
                     &x.qs[first * self.cols..(first + n) * self.cols],
                     &x.scales[first * nb..(first + n) * nb],
                     out_group,
@@ -256,6 +281,14 @@ impl Q8Matrix {
             }
         }
     }
+}
+
+/// One weight row as the kernels take it.
+#[derive(Clone, Copy)]
+struct Row<'a> {
+    qs: &'a [i8],
+    scales: &'a [f32],
+    sums: &'a [i16],
 }
 
 /// A [`Q8Matrix`] quantized as its rows arrive, first to last.
@@ -298,7 +331,7 @@ impl Q8Builder {
         );
         let (from, to) = (self.done * self.cols, (self.done + n) * self.cols);
         let scales = &mut self.scales[from / BLOCK..to / BLOCK];
-        quantize_blocks(values, &mut self.qs[from..to], scales);
+        quantize_blocks::<WEIGHT_LEVELS>(values, &mut self.qs[from..to], scales);
         // Scales are stored as ggml stores them: f16.
         for s in scales {
             *s = f16::from_f32(*s).to_f32();
@@ -318,12 +351,13 @@ impl Q8Builder {
     }
 }
 
-/// Activation rows quantized to q8_0 (held in i16 lanes, so the kernels multiply them without
-/// widening), made once per matrix product and shared by every output row.
+/// Activation rows quantized to 7 bits per value and one scale per block (see the module
+/// comment), held biased by [`BIAS`]; made once per matrix product and shared by every output
+/// row.
 pub struct QuantizedRows {
     m: usize,
     cols: usize,
-    qs: Vec<i16>,
+    qs: Vec<u8>,
     scales: Vec<f32>,
 }
 
@@ -334,19 +368,22 @@ impl QuantizedRows {
             cols.is_multiple_of(BLOCK) && x.len() == m * cols,
             "[{m}, {cols}] rows"
         );
-        let mut q8 = vec![0i8; m * cols];
+        let mut q = vec![0i8; m * cols];
         let mut scales = vec![0f32; m * cols / BLOCK];
-        quantize_blocks(x, &mut q8, &mut scales);
+        quantize_blocks::<ACTIVATION_LEVELS>(x, &mut q, &mut scales);
         Self {
             m,
             cols,
-            qs: q8.into_iter().map(i16::from).collect(),
+            qs: q
+                .into_iter()
+                .map(|v| v.wrapping_add_unsigned(BIAS) as u8)
+                .collect(),
             scales,
         }
     }
 
-    /// The quantized values (in i16 lanes) and the per-block scales, row-major.
-    pub fn parts(&self) -> (&[i16], &[f32]) {
+    /// The quantized values plus [`BIAS`], and the per-block scales, row-major.
+    pub fn parts(&self) -> (&[u8], &[f32]) {
         (&self.qs, &self.scales)
     }
 }
@@ -360,141 +397,181 @@ pub fn transpose_into(src: &[f32], r: usize, c: usize, dst: &mut [f32]) {
     }
 }
 
-/// The reference: one weight row `w` (scales `ws`) against one activation row `x` (scales `xs`),
-/// block by block in plain integer arithmetic.
-pub fn dot_scalar(w: &[i8], ws: &[f32], x: &[i16], xs: &[f32]) -> f32 {
-    w.chunks_exact(BLOCK)
+/// The reference: one weight row `w` (scales `ws`) against one activation row `x` (biased by
+/// [`BIAS`]; scales `xs`). Each block's exact integer sum times its two scales goes to one of
+/// four running totals, block j to total j mod 4, and the result is (t₀ + t₁) + (t₂ + t₃): the
+/// order the SIMD kernels add four blocks at a time in, so they equal this bit for bit.
+pub fn dot_scalar(w: &[i8], ws: &[f32], x: &[u8], xs: &[f32]) -> f32 {
+    let mut t = [0f32; 4];
+    for (j, ((wb, xb), (a, b))) in w
+        .chunks_exact(BLOCK)
         .zip(x.chunks_exact(BLOCK))
         .zip(ws.iter().zip(xs))
-        .map(|((wb, xb), (a, b))| {
-            let sum: i32 = wb
-                .iter()
-                .zip(xb)
-                .map(|(&p, &q)| i32::from(p) * i32::from(q))
-                .sum();
-            sum as f32 * (a * b)
-        })
-        .sum()
+        .enumerate()
+    {
+        let sum: i32 = wb
+            .iter()
+            .zip(xb)
+            .map(|(&p, &q)| i32::from(p) * (i32::from(q) - i32::from(BIAS)))
+            .sum();
+        t[j % 4] += sum as f32 * (a * b);
+    }
+    (t[0] + t[1]) + (t[2] + t[3])
 }
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod kernel {
-    //! wasm simd128: per block, the weight's 32 bytes widen to four i16x8 as they load (from L1:
-    //! the group's rows share them) and `i32x4.dot_i16x8_s` multiplies and pairs them. Four
-    //! blocks' partial sums are transposed into one i32x4 of exact block sums, scaled as f32x4,
-    //! and added to the row's total one block at a time — the order the portable kernel adds
-    //! in, so the CLI and the tab compute the same numbers.
-    use super::BLOCK;
+    //! wasm: per group of four blocks, each block's i32x4 partial sums of w·(x + 64) are
+    //! transposed into one i32x4 of exact block sums, the bias is taken off with the blocks'
+    //! weight sums, and the scaled sums go to a row's f32x4 of running totals (block j in lane
+    //! j mod 4), as [`super::dot_scalar`] does. With relaxed-simd, 16 products per
+    //! `i32x4.relaxed_dot_i8x16_i7x16_add_s`; without it, the weights and activations widen to
+    //! i16 as they load and `i32x4.dot_i16x8_s` multiplies and pairs them.
+    use super::{Row, BIAS, BLOCK};
     use core::arch::wasm32::*;
 
-    /// The i32x4 partial sums of one block: 32 weights at `wp` times 32 activations at `xp`.
+    /// The i32x4 partial sums of one block: 32 weights at `wp` times 32 biased activations at
+    /// `xp`.
+    #[cfg(target_feature = "relaxed-simd")]
     #[inline(always)]
-    unsafe fn block(wp: *const i8, xp: *const v128) -> v128 {
-        i32x4_add(
-            i32x4_add(
-                i32x4_dot_i16x8(i16x8_load_extend_i8x8(wp), v128_load(xp)),
-                i32x4_dot_i16x8(i16x8_load_extend_i8x8(wp.add(8)), v128_load(xp.add(1))),
-            ),
-            i32x4_add(
-                i32x4_dot_i16x8(i16x8_load_extend_i8x8(wp.add(16)), v128_load(xp.add(2))),
-                i32x4_dot_i16x8(i16x8_load_extend_i8x8(wp.add(24)), v128_load(xp.add(3))),
-            ),
+    unsafe fn block(wp: *const i8, xp: *const u8) -> v128 {
+        let lo = i32x4_relaxed_dot_i8x16_i7x16_add(
+            v128_load(wp as *const v128),
+            v128_load(xp as *const v128),
+            i32x4_splat(0),
+        );
+        i32x4_relaxed_dot_i8x16_i7x16_add(
+            v128_load(wp.add(16) as *const v128),
+            v128_load(xp.add(16) as *const v128),
+            lo,
         )
     }
 
-    pub fn dot_rows(w: &[i8], ws: &[f32], x: &[i16], xs: &[f32], out: &mut [f32]) {
-        let cols = w.len();
-        let nb = ws.len();
+    #[cfg(not(target_feature = "relaxed-simd"))]
+    #[inline(always)]
+    unsafe fn block(wp: *const i8, xp: *const u8) -> v128 {
+        let dot = |k: usize| {
+            i32x4_dot_i16x8(
+                i16x8_load_extend_i8x8(wp.add(k)),
+                u16x8_load_extend_u8x8(xp.add(k)),
+            )
+        };
+        i32x4_add(i32x4_add(dot(0), dot(8)), i32x4_add(dot(16), dot(24)))
+    }
+
+    /// Four blocks' partial sums to the four blocks' totals, in order.
+    #[inline(always)]
+    fn transpose_sum(p0: v128, p1: v128, p2: v128, p3: v128) -> v128 {
+        // [p0₀+p0₂, p1₀+p1₂, p0₁+p0₃, p1₁+p1₃], likewise for p2, p3; then the sums.
+        let q01 = i32x4_add(
+            i32x4_shuffle::<0, 4, 1, 5>(p0, p1),
+            i32x4_shuffle::<2, 6, 3, 7>(p0, p1),
+        );
+        let q23 = i32x4_add(
+            i32x4_shuffle::<0, 4, 1, 5>(p2, p3),
+            i32x4_shuffle::<2, 6, 3, 7>(p2, p3),
+        );
+        i32x4_add(
+            i32x4_shuffle::<0, 1, 4, 5>(q01, q23),
+            i32x4_shuffle::<2, 3, 6, 7>(q01, q23),
+        )
+    }
+
+    pub(super) fn dot_rows(w: Row, x: &[u8], xs: &[f32], out: &mut [f32]) {
+        let cols = w.qs.len();
+        let nb = w.scales.len();
         let n = out.len();
         assert!(x.len() == n * cols && xs.len() == n * nb && n <= super::ROW_GROUP);
-        let mut acc = [0f32; super::ROW_GROUP];
-        let mut j = 0;
-        // SAFETY: every block index is below nb, so w[j*32..+32] and x[r*cols + j*32..+32] are
-        // in bounds by the assert above; v128 loads need no alignment.
+        let whole = nb - nb % 4;
+        let mut acc = [f32x4_splat(0.0); super::ROW_GROUP];
+        // SAFETY: every block index is below nb, so w.qs[j*32..+32·k], w.scales/sums[j..+k] and
+        // x[r*cols + j*32..+32·k] (k = 4, or 1 past `whole`) are in bounds by the assert above;
+        // v128 loads need no alignment.
         unsafe {
-            while j + 4 <= nb {
-                let wp = w.as_ptr().add(j * BLOCK);
-                let wscale = v128_load(ws.as_ptr().add(j) as *const v128);
+            for j in (0..whole).step_by(4) {
+                let wp = w.qs.as_ptr().add(j * BLOCK);
+                let wscale = v128_load(w.scales.as_ptr().add(j) as *const v128);
+                let bias = i32x4_shl(
+                    i32x4_load_extend_i16x4(w.sums.as_ptr().add(j)),
+                    BIAS.trailing_zeros(),
+                );
                 for (r, a) in acc.iter_mut().enumerate().take(n) {
-                    let xp = x.as_ptr().add(r * cols + j * BLOCK) as *const v128;
-                    let (p0, p1) = (block(wp, xp), block(wp.add(BLOCK), xp.add(4)));
-                    let p2 = block(wp.add(2 * BLOCK), xp.add(8));
-                    let p3 = block(wp.add(3 * BLOCK), xp.add(12));
-                    // [p0₀+p0₂, p1₀+p1₂, p0₁+p0₃, p1₁+p1₃], likewise for p2, p3; then the sums.
-                    let q01 = i32x4_add(
-                        i32x4_shuffle::<0, 4, 1, 5>(p0, p1),
-                        i32x4_shuffle::<2, 6, 3, 7>(p0, p1),
-                    );
-                    let q23 = i32x4_add(
-                        i32x4_shuffle::<0, 4, 1, 5>(p2, p3),
-                        i32x4_shuffle::<2, 6, 3, 7>(p2, p3),
-                    );
-                    let sums = i32x4_add(
-                        i32x4_shuffle::<0, 1, 4, 5>(q01, q23),
-                        i32x4_shuffle::<2, 3, 6, 7>(q01, q23),
+                    let xp = x.as_ptr().add(r * cols + j * BLOCK);
+                    let sums = transpose_sum(
+                        block(wp, xp),
+                        block(wp.add(BLOCK), xp.add(BLOCK)),
+                        block(wp.add(2 * BLOCK), xp.add(2 * BLOCK)),
+                        block(wp.add(3 * BLOCK), xp.add(3 * BLOCK)),
                     );
                     let xscale = v128_load(xs.as_ptr().add(r * nb + j) as *const v128);
-                    let t = f32x4_mul(f32x4_convert_i32x4(sums), f32x4_mul(wscale, xscale));
-                    *a += f32x4_extract_lane::<0>(t);
-                    *a += f32x4_extract_lane::<1>(t);
-                    *a += f32x4_extract_lane::<2>(t);
-                    *a += f32x4_extract_lane::<3>(t);
+                    let t = f32x4_mul(
+                        f32x4_convert_i32x4(i32x4_sub(sums, bias)),
+                        f32x4_mul(wscale, xscale),
+                    );
+                    *a = f32x4_add(*a, t);
                 }
-                j += 4;
             }
-            while j < nb {
-                let wp = w.as_ptr().add(j * BLOCK);
-                for (r, a) in acc.iter_mut().enumerate().take(n) {
-                    let p = block(wp, x.as_ptr().add(r * cols + j * BLOCK) as *const v128);
+            for (r, (o, a)) in out.iter_mut().zip(acc).enumerate() {
+                let mut t: [f32; 4] = core::mem::transmute(a);
+                // The last blocks when there are not four: one at a time, to their lanes.
+                for j in whole..nb {
+                    let p = block(
+                        w.qs.as_ptr().add(j * BLOCK),
+                        x.as_ptr().add(r * cols + j * BLOCK),
+                    );
                     let p = i32x4_add(p, i32x4_shuffle::<2, 3, 0, 1>(p, p));
                     let p = i32x4_add(p, i32x4_shuffle::<1, 0, 3, 2>(p, p));
-                    *a += i32x4_extract_lane::<0>(p) as f32 * (ws[j] * xs[r * nb + j]);
+                    let s = i32x4_extract_lane::<0>(p) - i32::from(w.sums[j]) * i32::from(BIAS);
+                    t[j % 4] += s as f32 * (w.scales[j] * xs[r * nb + j]);
                 }
-                j += 1;
+                *o = (t[0] + t[1]) + (t[2] + t[3]);
             }
         }
-        out.copy_from_slice(&acc[..n]);
     }
 }
 
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 mod kernel {
-    //! Portable Rust that compilers vectorize (i8×i16 products summed in i32 per block); on
-    //! x86-64 the same body is also compiled for AVX2 and chosen at run time.
-    use super::BLOCK;
+    //! Portable Rust that compilers vectorize (per block, the exact sum of w·(x + 64) in i32,
+    //! less 64·Σw), adding as [`super::dot_scalar`] does; on x86-64 the same body is also
+    //! compiled for AVX2 and chosen at run time.
+    use super::{Row, BIAS, BLOCK};
 
     #[inline(always)]
-    fn body(w: &[i8], ws: &[f32], x: &[i16], xs: &[f32], out: &mut [f32]) {
-        let cols = w.len();
-        let nb = ws.len();
-        let mut acc = [0f32; super::ROW_GROUP];
+    fn body(w: Row, x: &[u8], xs: &[f32], out: &mut [f32]) {
+        let cols = w.qs.len();
+        let nb = w.scales.len();
+        let mut acc = [[0f32; 4]; super::ROW_GROUP];
         for j in 0..nb {
-            let wb: &[i8; BLOCK] = w[j * BLOCK..][..BLOCK].try_into().unwrap();
+            let wb: &[i8; BLOCK] = w.qs[j * BLOCK..][..BLOCK].try_into().unwrap();
+            let bias = i32::from(w.sums[j]) * i32::from(BIAS);
             for (r, a) in acc.iter_mut().enumerate().take(out.len()) {
-                let xb: &[i16; BLOCK] = x[r * cols + j * BLOCK..][..BLOCK].try_into().unwrap();
+                let xb: &[u8; BLOCK] = x[r * cols + j * BLOCK..][..BLOCK].try_into().unwrap();
                 let mut s = 0i32;
                 for k in 0..BLOCK {
                     s += i32::from(wb[k]) * i32::from(xb[k]);
                 }
-                *a += s as f32 * (ws[j] * xs[r * nb + j]);
+                a[j % 4] += (s - bias) as f32 * (w.scales[j] * xs[r * nb + j]);
             }
         }
-        out.copy_from_slice(&acc[..out.len()]);
+        for (o, t) in out.iter_mut().zip(acc) {
+            *o = (t[0] + t[1]) + (t[2] + t[3]);
+        }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn body_avx2(w: &[i8], ws: &[f32], x: &[i16], xs: &[f32], out: &mut [f32]) {
-        body(w, ws, x, xs, out)
+    unsafe fn body_avx2(w: Row, x: &[u8], xs: &[f32], out: &mut [f32]) {
+        body(w, x, xs, out)
     }
 
-    pub fn dot_rows(w: &[i8], ws: &[f32], x: &[i16], xs: &[f32], out: &mut [f32]) {
+    pub(super) fn dot_rows(w: Row, x: &[u8], xs: &[f32], out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2, checked just above.
-            return unsafe { body_avx2(w, ws, x, xs, out) };
+            return unsafe { body_avx2(w, x, xs, out) };
         }
-        body(w, ws, x, xs, out)
+        body(w, x, xs, out)
     }
 }
 

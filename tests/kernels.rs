@@ -17,35 +17,56 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// Panics unless every output of `Q8Matrix::matmul` equals the scalar dot product of the same
-/// quantized rows (up to f32 summation order).
+/// Panics unless every output of `Q8Matrix::matmul` equals, bit for bit, the scalar dot product
+/// of the same quantized rows, for rows of fewer than four blocks, of whole groups of four, and
+/// of groups plus a remainder.
 pub fn kernel_equals_scalar_reference() {
-    // 200 rows: pieces of work of different lengths when split over threads.
-    let (rows, cols) = (200, 3 * BLOCK);
-    let w = Q8Matrix::quantize(&values(rows * cols, 1), rows, cols).unwrap();
-    let (wq, ws) = w.parts();
-    let nb = cols / BLOCK;
-    for m in 1..=9 {
-        let x = values(m * cols, m as u64 + 7);
-        let got = w.matmul(&x, m);
-        let xq = QuantizedRows::new(&x, m, cols);
-        let (xv, xs) = xq.parts();
-        for i in 0..m {
-            for o in 0..rows {
-                let want = dot_scalar(
-                    &wq[o * cols..(o + 1) * cols],
-                    &ws[o * nb..(o + 1) * nb],
-                    &xv[i * cols..(i + 1) * cols],
-                    &xs[i * nb..(i + 1) * nb],
-                );
-                let g = got[i * rows + o];
-                assert!(
-                    (g - want).abs() <= 1e-5 * want.abs().max(1.0),
-                    "row {o} of {m}: {g} vs {want}"
-                );
+    for blocks in [3, 8, 11] {
+        // 200 rows: pieces of work of different lengths when split over threads.
+        let (rows, cols) = (200, blocks * BLOCK);
+        let w = Q8Matrix::quantize(&values(rows * cols, 1), rows, cols).unwrap();
+        let (wq, ws) = w.parts();
+        let nb = cols / BLOCK;
+        for m in 1..=9 {
+            let x = values(m * cols, m as u64 + 7);
+            let got = w.matmul(&x, m);
+            let xq = QuantizedRows::new(&x, m, cols);
+            let (xv, xs) = xq.parts();
+            for i in 0..m {
+                for o in 0..rows {
+                    let want = dot_scalar(
+                        &wq[o * cols..(o + 1) * cols],
+                        &ws[o * nb..(o + 1) * nb],
+                        &xv[i * cols..(i + 1) * cols],
+                        &xs[i * nb..(i + 1) * nb],
+                    );
+                    let g = got[i * rows + o];
+                    assert_eq!(
+                        g.to_bits(),
+                        want.to_bits(),
+                        "[{rows}, {cols}] row {o} of {m}: {g} vs {want}"
+                    );
+                }
             }
         }
     }
+}
+
+/// Panics unless activations quantize to 7 bits (scale max|x| / 63, rounded half away from
+/// zero) held as bytes biased by 64.
+pub fn activations_quantize_to_seven_bits() {
+    let mut x = values(2 * BLOCK, 5);
+    // Scale 1: halves round away from zero.
+    x[..4].copy_from_slice(&[-63.0, 2.5, -2.5, 0.499_999_97]);
+    x[4..BLOCK].fill(0.0);
+    let q = QuantizedRows::new(&x, 1, 2 * BLOCK);
+    let (v, s) = q.parts();
+    assert_eq!(s[0], 1.0);
+    assert_eq!(&v[..5], &[1, 64 + 3, 64 - 3, 64, 64]);
+    let amax = x[BLOCK..].iter().fold(0f32, |a, v| a.max(v.abs()));
+    assert_eq!(s[1], amax / 63.0);
+    assert!(v.iter().all(|&b| (1..=127).contains(&b)));
+    assert!(v[BLOCK..].contains(&1) || v[BLOCK..].contains(&127));
 }
 
 /// Panics unless quantizing follows ggml's `quantize_row_q8_0_ref` exactly (scale max|x|/127
@@ -89,6 +110,12 @@ pub fn quantization_equals_ggml_reference() {
 #[test]
 fn quantized_kernel_equals_the_scalar_reference() {
     kernel_equals_scalar_reference();
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn activations_are_quantized_to_seven_bits_natively() {
+    activations_quantize_to_seven_bits();
 }
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -1,11 +1,12 @@
-// Offline support: the app shell, the wasm and the bundled cards are cached at install. Same-origin
-// requests go to the network first (so updates show), the cache when offline. Model files are
+// Offline support: the app shell, the plain wasm build and the bundled cards are cached at
+// install, the build the worker runs when it is fetched. Same-origin requests go to the
+// network first (so updates show), the cache when offline. Model files are
 // not this cache's business: the worker keeps every model it loads, the default bot included, in
 // its own Cache API store.
 // Cross-origin isolation: a static host cannot send COOP/COEP headers, so every same-origin
 // response gets them here; from the second visit on the page is isolated and the worker runs
 // the multi-threaded build. `credentialless` lets other sites' avatars load without CORP.
-const CACHE = 'botcard-shell-v4';
+const CACHE = 'botcard-shell-v5';
 const SHELL = [
   './', 'index.html', 'embed.html', 'style.css', 'widget.css', 'app.js', 'widget.js', 'card-view.js', 'models.js',
   'worker.js', 'pkg/botcard.js', 'pkg/botcard_bg.wasm', 'models/bundled.json', 'models/default/README.md',
@@ -45,8 +46,11 @@ self.addEventListener('fetch', (e) => {
     const cache = await caches.open(CACHE);
     try {
       const res = await fetch(e.request);
-      // Refresh what is already cached (shell files, bundled cards).
-      if (res.ok && await cache.match(e.request, { ignoreSearch: true })) cache.put(e.request, res.clone());
+      // Refresh what is already cached (shell files, bundled cards), and keep the WebAssembly
+      // build the worker chose (pkg/ is in the shell; pkg-relaxed/ or pkg-threads/ runs where
+      // the browser can) so that offline visits run the same one.
+      const build = /\/pkg[^/]*\//.test(url.pathname);
+      if (res.ok && (build || await cache.match(e.request, { ignoreSearch: true }))) cache.put(e.request, res.clone());
       return isolated(res);
     } catch (err) {
       const hit = await cache.match(e.request, { ignoreSearch: true });

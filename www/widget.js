@@ -111,9 +111,11 @@ export class BotWidget extends HTMLElement {
     const root = this.attachShadow({ mode: 'open' });
     const prompt = el('textarea', { 'aria-label': 'Prompt', rows: 3, class: 'prompt' });
     prompt.value = this.getAttribute('prompt') ?? '';
-    if (!this.hasAttribute('prompt')) {
-      this.client.info().then((d) => { if (!this.hasAttribute('prompt') && !prompt.value) prompt.value = d.prompt; }, () => {});
-    }
+    // data-build names the WebAssembly build that runs (for tests and bug reports).
+    this.client.info().then((d) => {
+      this.dataset.build = d.build;
+      if (!this.hasAttribute('prompt') && !prompt.value) prompt.value = d.prompt;
+    }, () => {});
     prompt.addEventListener('keydown', (e) => {
       if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) { e.preventDefault(); this.compute(); }
     });

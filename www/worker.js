@@ -5,30 +5,43 @@
 //      {type: 'load', id, widget, base | files: {name: File}, dtype?, params}
 //      {type: 'generate', id, widget, prompt, params} | {type: 'stop' | 'release', widget}
 // Out: {type: 'info' | 'card' | 'progress' | 'loaded' | 'started' | 'tokens' | 'done' | 'error', id, ...}
-// Two builds of the same library: pkg-threads/ splits each matrix product over Web Workers on
-// shared memory, which browsers allow only in a cross-origin isolated page (the service worker
-// makes the page one from its second visit); pkg/ runs on this worker's thread, anywhere.
+// Three builds of the same library, which write the same text for the same seed: pkg-threads/
+// splits each matrix product over Web Workers on shared memory, which browsers allow only in a
+// cross-origin isolated page (the service worker makes the page one from its second visit);
+// pkg-relaxed/ and pkg/ run on this worker's thread, with and without WebAssembly relaxed-simd's
+// integer dot product (which pkg-threads/ uses too). The first that starts here is used.
 const THREADS = self.crossOriginIsolated && (navigator.hardwareConcurrency || 1) > 1;
+// A module of one function using i8x16.relaxed_swizzle validates only where relaxed-simd runs.
+const RELAXED = WebAssembly.validate(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0,
+  1, 123, 3, 2, 1, 0, 10, 15, 1, 13, 0, 65, 1, 253, 15, 65, 2, 253, 15, 253, 128, 2, 11]));
+const BUILDS = [
+  { dir: 'pkg-threads', usable: THREADS && RELAXED, threads: true },
+  { dir: 'pkg-relaxed', usable: RELAXED },
+  { dir: 'pkg', usable: true },
+];
 
 /** Threads a generation runs on: 1 unless the threaded build started. */
 let threadCount = 1;
+/** The build that runs. */
+let buildName;
 
 /** The library's exports, once its WebAssembly runs (with its thread pool, when threaded). */
 const ready = (async () => {
-  if (THREADS) {
+  for (const build of BUILDS.filter((b) => b.usable)) {
     try {
-      const lib = await import('./pkg-threads/botcard.js');
+      const lib = await import(`./${build.dir}/botcard.js`);
       await lib.default();
-      await lib.initThreadPool(navigator.hardwareConcurrency);
-      threadCount = navigator.hardwareConcurrency;
+      if (build.threads) {
+        await lib.initThreadPool(navigator.hardwareConcurrency);
+        threadCount = navigator.hardwareConcurrency;
+      }
+      buildName = build.dir;
       return lib;
     } catch (e) {
-      console.warn('botcard: the multi-threaded build did not start; using one thread.', e);
+      if (build.dir === 'pkg') throw e;
+      console.warn(`botcard: the ${build.dir} build did not start; trying the next.`, e);
     }
   }
-  const lib = await import('./pkg/botcard.js');
-  await lib.default();
-  return lib;
 })();
 const CACHE = 'botcard-models-v1';
 // One file larger than this cannot be loaded: wasm32 has 4 GB of memory in all, and a file that
@@ -196,7 +209,7 @@ async function handle(msg) {
   const { type, id, widget } = msg;
   const lib = await ready;
   if (type === 'info') {
-    post({ type: 'info', id, prompt: lib.samplePrompt(), threads: threadCount });
+    post({ type: 'info', id, prompt: lib.samplePrompt(), threads: threadCount, build: buildName });
   } else if (type === 'card') {
     post({ type: 'card', id, card: lib.parseCard(new Uint8Array(msg.bytes)) });
   } else if (type === 'load') {

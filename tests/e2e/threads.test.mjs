@@ -1,6 +1,7 @@
-// The multi-threaded build: a plain static host, the service worker makes the page cross-origin
-// isolated from its second visit, and the worker then runs www/pkg-threads/ — writing the same
-// text for the same seed as the single-threaded build and the CLI.
+// The three WebAssembly builds on a plain static host: a first visit runs www/pkg-relaxed/
+// (Chromium has relaxed-simd); the service worker makes the page cross-origin isolated from the
+// second visit, and the worker then runs www/pkg-threads/; where neither starts, www/pkg/ runs.
+// All three write the same text for the same seed as the CLI.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -17,26 +18,52 @@ async function compute(p) {
   await p.getByRole('button', { name: 'Compute' }).click();
   const status = p.locator('.bot-widget .status').filter({ hasText: /tokens\/s/ });
   await status.waitFor({ timeout: 60000 });
-  return { texts: await p.locator('ol[aria-label="Generated samples"] li').allTextContents(), status: await status.textContent() };
+  return {
+    texts: await p.locator('ol[aria-label="Generated samples"] li').allTextContents(),
+    status: await status.textContent(),
+    build: await p.locator('bot-widget').first().getAttribute('data-build'),
+  };
+}
+
+const URL_QUERY = '?seed=11&num_return_sequences=2&dtype=q8_0';
+
+/** The CLI's samples for the same settings. */
+function cliTexts() {
+  const bin = join(ROOT, 'target/release/botcard');
+  const cli = JSON.parse(execFileSync(bin, ['generate', '--model', join(ROOT, 'www/models/default'), '--prompt', 'My dream is',
+    '--seed', '11', '--num-return-sequences', '2', '--dtype', 'q8_0', '--json']).toString());
+  return cli.sequences.map((s) => 'My dream is' + s.text);
 }
 
 test('the threaded build writes the same text as the single-threaded one and the CLI', async () => {
   const p = await page(b);
-  const url = `${site.url}/?seed=11&num_return_sequences=2&dtype=q8_0`;
+  const url = `${site.url}/${URL_QUERY}`;
   await p.goto(url);
   assert.equal(await p.evaluate(() => self.crossOriginIsolated), false, 'a first visit is not isolated');
   const single = await compute(p);
   assert.doesNotMatch(single.status, /threads/);
+  assert.equal(single.build, 'pkg-relaxed');
   await p.evaluate(() => navigator.serviceWorker.ready);
   await p.goto(url);
   assert.equal(await p.evaluate(() => self.crossOriginIsolated), true, 'the service worker isolates the page');
   const threaded = await compute(p);
   assert.match(threaded.status, /on \d+ threads/);
+  assert.equal(threaded.build, 'pkg-threads');
   assert.deepEqual(threaded.texts, single.texts);
-  const bin = join(ROOT, 'target/release/botcard');
-  const cli = JSON.parse(execFileSync(bin, ['generate', '--model', join(ROOT, 'www/models/default'), '--prompt', 'My dream is',
-    '--seed', '11', '--num-return-sequences', '2', '--dtype', 'q8_0', '--json']).toString());
-  assert.deepEqual(threaded.texts, cli.sequences.map((s) => 'My dream is' + s.text));
+  assert.deepEqual(threaded.texts, cliTexts());
   await shot(p, 'threaded');
+  await p.context().close();
+});
+
+test('where the relaxed-simd builds do not start, the plain build writes the same text', async () => {
+  // As in a browser without relaxed-simd (or with a broken deploy of those builds); no service
+  // worker, so that every request meets the route.
+  const context = await b.newContext({ serviceWorkers: 'block' });
+  await context.route(/\/pkg-(relaxed|threads)\//, (route) => route.fulfill({ status: 404, body: 'gone' }));
+  const p = await context.newPage();
+  await p.goto(`${site.url}/${URL_QUERY}`);
+  const plain = await compute(p);
+  assert.equal(plain.build, 'pkg');
+  assert.deepEqual(plain.texts, cliTexts());
   await p.context().close();
 });
