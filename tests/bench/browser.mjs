@@ -4,10 +4,12 @@
 // cached in the Cache API), prefill, batch-1 greedy decode, the widget job, peak memory.
 // Also one line with the bytes the page downloads besides the model, gzipped.
 //   node tests/bench/browser.mjs MODEL_DIR CONFIGS LABEL [ready]
-// CONFIGS is a comma list of dtype:threads (q8_0:1,q8_0:2,f32:1): threads 1 is a plain page,
-// more is the page the service worker made cross-origin isolated (the worker then runs the
-// threaded build on all cores). LABEL names the model in the lines; `ready` measures only the
-// ready times and memory. Not a test: nothing here passes or fails.
+// CONFIGS is a comma list of dtype:threads[:pkg] (q8_0:1,q8_0:2,f32:1,q8_0:1:pkg): threads 1
+// is a plain page (the worker runs pkg-relaxed/), more is the page the service worker made
+// cross-origin isolated (the worker then runs the threaded build on all cores); `pkg` keeps the
+// relaxed-simd builds from loading, as in a browser without relaxed-simd. LABEL names the model
+// in the lines; `ready` measures only the ready times and memory. Not a test: nothing here
+// passes or fails.
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -16,7 +18,8 @@ import { browser, mockHub, staticServer } from '../e2e/helpers.mjs';
 
 const JOBS = JSON.parse(readFileSync(new URL('./jobs.json', import.meta.url), 'utf8'));
 const dir = resolve(process.argv[2]);
-const configs = process.argv[3].split(',').map((c) => c.split(':')).map(([dtype, t]) => ({ dtype, isolated: Number(t || 1) > 1 }));
+const configs = process.argv[3].split(',').map((c) => c.split(':'))
+  .map(([dtype, t, build]) => ({ dtype, isolated: Number(t || 1) > 1, plain: build === 'pkg' }));
 const label = process.argv[4];
 const readyOnly = process.argv[5] === 'ready';
 
@@ -41,7 +44,7 @@ window.load = async (base, dtype) => {
   return performance.now() / 1000;
 };
 window.weightBytes = () => loaded.weightBytes;
-window.threads = async () => (await request({ type: 'info' })).threads;
+window.info = () => request({ type: 'info' });
 window.isolate = async () => { await navigator.serviceWorker.register('/sw.js'); await navigator.serviceWorker.ready; };
 window.copyBandwidth = () => {
   const n = 256 << 20;
@@ -99,9 +102,10 @@ const base = `${hub.url}/local/model/resolve/main/`;
 const b = await browser();
 const version = b.version();
 try {
-  for (const { dtype, isolated } of configs) {
+  for (const { dtype, isolated, plain } of configs) {
     const before = pids();
     const context = await b.newContext();
+    if (plain) await context.route(/\/pkg-(relaxed|threads)\//, (route) => route.fulfill({ status: 404, body: '' }));
     let p = await context.newPage();
     await p.goto(`${site.url}/bench.html`);
     if (isolated) {
@@ -112,7 +116,7 @@ try {
       await p.goto(`${site.url}/bench.html`);
       if (!await p.evaluate(() => self.crossOriginIsolated)) throw new Error('the service worker did not isolate the page');
     }
-    const threads = await p.evaluate(() => window.threads());
+    const { threads, build } = await p.evaluate(() => window.info());
     const readyCold = await p.evaluate(([u, d]) => window.load(u, d), [base, dtype]);
     const weightBytes = await p.evaluate(() => window.weightBytes());
     if (readyOnly) {
@@ -122,7 +126,7 @@ try {
       await p2.goto(`${site.url}/bench.html`);
       const readyCached = await p2.evaluate(([u, d]) => window.load(u, d), [base, dtype]);
       await context.close();
-      console.log(JSON.stringify({ engine: 'botcard tab', model: label, dtype, threads, chromium: version, ready_cold_s: readyCold, ready_cached_s: readyCached, weight_bytes: weightBytes, peak_memory_bytes: peak }));
+      console.log(JSON.stringify({ engine: 'botcard tab', model: label, dtype, threads, build, chromium: version, ready_cold_s: readyCold, ready_cached_s: readyCached, weight_bytes: weightBytes, peak_memory_bytes: peak }));
       continue;
     }
     const run = (prompt, settings) => p.evaluate(([t, s]) => window.job(t, s), [prompt, settings]);
@@ -141,7 +145,7 @@ try {
     const copy = await p2.evaluate(() => window.copyBandwidth());
     const decode = greedy.map((r) => (r.tokenMs.length - 1) / ((r.tokenMs.at(-1) - r.tokenMs[0]) / 1000));
     console.log(JSON.stringify({
-      engine: 'botcard tab', model: label, dtype, threads, chromium: version,
+      engine: 'botcard tab', model: label, dtype, threads, build, chromium: version,
       ready_cold_s: readyCold, ready_cached_s: readyCached,
       prefill_tok_s: median(prefill), ttft_ms: median(greedy.map((r) => r.tokenMs[0])),
       decode_tok_s: median(decode), widget_job_s: median(widget.map((r) => r.totalMs / 1000)),
@@ -150,14 +154,14 @@ try {
     await context.close();
   }
   // What a visit downloads besides models: the page's files (not models/, not the embed page)
-  // and one of the two builds — pkg/ on a plain page, pkg-threads/ on an isolated one.
+  // and one of the builds.
   const www = resolve(new URL('../../www', import.meta.url).pathname);
   const walk = (d) => readdirSync(d).flatMap((n) => (statSync(join(d, n)).isDirectory() ? walk(join(d, n)) : [join(d, n)]));
   const all = walk(www).filter((f) => !relative(www, f).startsWith('models') && !f.endsWith('embed.html'));
   const gz = (f) => gzipSync(readFileSync(f), { level: 9 }).length;
-  for (const build of readyOnly ? [] : ['pkg', 'pkg-threads']) {
-    const other = build === 'pkg' ? 'pkg-threads' : 'pkg';
-    const files = all.filter((f) => !relative(www, f).startsWith(`${other}/`));
+  const BUILDS = ['pkg', 'pkg-relaxed', 'pkg-threads'];
+  for (const build of readyOnly ? [] : BUILDS) {
+    const files = all.filter((f) => !BUILDS.some((o) => o !== build && relative(www, f).startsWith(`${o}/`)));
     console.log(JSON.stringify({
       kind: 'page_bytes', build, files: files.length, gzip_bytes: files.reduce((n, f) => n + gz(f), 0),
       wasm_gzip_bytes: files.filter((f) => f.endsWith('.wasm')).reduce((n, f) => n + gz(f), 0),

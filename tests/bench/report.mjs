@@ -10,7 +10,8 @@ const machine = JSON.parse(readFileSync(process.argv[3], 'utf8'));
 const f = (x, d = 2) => (x === null || x === undefined || Number.isNaN(x) ? '–' : Number(x).toFixed(d));
 const mb = (x) => (x ? `${(x / 1e6).toFixed(0)} MB` : '–');
 const ours = lines.filter((r) => r.engine?.startsWith('botcard') && r.model === 'gpt2-124m');
-const tab = (dtype, threads = 1) => ours.find((r) => r.engine === 'botcard tab' && r.dtype === dtype && r.threads === threads);
+// The tab as a browser with relaxed-simd runs it (the `pkg` rows are the fallback build's).
+const tab = (dtype, threads = 1) => ours.find((r) => r.engine === 'botcard tab' && r.build !== 'pkg' && r.dtype === dtype && r.threads === threads);
 const native = (dtype, threads) => ours.find((r) => r.engine === 'botcard native' && r.dtype === dtype && r.threads === threads);
 const tjs = lines.filter((r) => r.engine === 'transformers.js' && !r.error);
 const torch = lines.filter((r) => r.engine === 'pytorch');
@@ -18,7 +19,7 @@ const torchAt = (t) => torch.find((r) => r.threads === t);
 const tjsAt = (dtype, threads, origin) => tjs.find((r) => r.dtype === dtype && r.threads === threads && r.origin === origin);
 const best = (rows, key, lowest) => rows.filter((r) => r[key] != null).sort((a, b) => (lowest ? a[key] - b[key] : b[key] - a[key]))[0];
 const pages = lines.filter((r) => r.kind === 'page_bytes');
-// The larger of the two builds a visit may download.
+// The largest of the builds a visit may download.
 const page = pages.sort((a, b) => b.gzip_bytes - a.gzip_bytes)[0];
 const defaultBot = lines.find((r) => r.engine === 'botcard tab' && r.model === 'default');
 const quality = lines.filter((r) => r.kind === 'quality');
@@ -40,7 +41,7 @@ p();
 p('| engine | dtype | threads | ready s (cached) | prefill tok/s | decode tok/s | widget job s | weights in memory | peak memory |');
 p('|---|---|---|---|---|---|---|---|---|');
 for (const r of ours) {
-  p(`| ${r.engine} | ${r.dtype} | ${r.threads} | ${f(r.ready_cold_s ?? r.ready_s)}${r.ready_cached_s != null ? ` (${f(r.ready_cached_s)})` : ''} | ${f(r.prefill_tok_s, 0)} | ${f(r.decode_tok_s, 1)} | ${f(r.widget_job_s)} | ${mb(r.weight_bytes)} | ${mb(r.peak_memory_bytes)} |`);
+  p(`| ${r.engine}${r.build ? ` (${r.build}/)` : ''} | ${r.dtype} | ${r.threads} | ${f(r.ready_cold_s ?? r.ready_s)}${r.ready_cached_s != null ? ` (${f(r.ready_cached_s)})` : ''} | ${f(r.prefill_tok_s, 0)} | ${f(r.decode_tok_s, 1)} | ${f(r.widget_job_s)} | ${mb(r.weight_bytes)} | ${mb(r.peak_memory_bytes)} |`);
 }
 for (const r of tjs) {
   p(`| transformers.js ${r.origin === 'coi' ? '(cross-origin isolated)' : ''} | ${r.dtype} | ${r.threads} | ${f(r.load_s)} | – | ${f(r.decode_tok_s, 1)} | ${f(r.widget_batch5_s)} | – | – |`);
