@@ -11,15 +11,16 @@
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{kv_cache::KvCache, LayerNorm};
+use candle_nn::LayerNorm;
 
+use crate::attention::LayerCache;
 use crate::config::{Activation, Config};
 use crate::error::{Error, Result};
 use crate::quant::{self, Dtype, Q8Matrix};
 use crate::weights::Weights;
 
 /// How a pass runs, chosen by the caller: training (differentiable ops only, every position
-/// from 0, no cache) or inference (candle's fused kernels, after what the cache `C` holds).
+/// from 0, no cache) or inference (fused kernels, after what the cache `C` holds).
 enum Mode<C> {
     Train,
     Infer(C),
@@ -301,24 +302,75 @@ impl Linear {
     /// x: (…, in) -> (…, out), as one 2-D matmul over all leading dimensions (a broadcast
     /// batched matmul is much slower on candle's CPU backend).
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_then(x, Activation::Identity)
+    }
+
+    /// `act(x·Wᵀ + b)`. With q8_0 weights the bias and (when it has a scalar form) the
+    /// activation are applied to each output row as soon as it is computed, on the thread
+    /// that computed it.
+    fn forward_then(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
         let mut dims = x.dims().to_vec();
         let k = dims.pop().unwrap_or(1);
         let rows = dims.iter().product::<usize>();
         let x = x.contiguous()?.reshape((rows, k))?;
-        let y = match &self.weight {
-            Matrix::F32(w) => x.matmul(&w.t()?)?,
-            Matrix::Q8(w) => {
-                let values = w.matmul(&x.flatten_all()?.to_vec1::<f32>()?, rows);
-                Tensor::from_vec(values, (rows, w.rows()), x.device())?
-            }
-        };
         dims.push(self.weight.rows()?);
-        let y = y.reshape(dims)?;
-        Ok(match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        })
+        match &self.weight {
+            Matrix::F32(w) => {
+                let y = x.matmul(&w.t()?)?.reshape(dims)?;
+                let y = match &self.bias {
+                    Some(b) => y.broadcast_add(b)?,
+                    None => y,
+                };
+                activate(y, act)
+            }
+            Matrix::Q8(w) => {
+                let bias = match &self.bias {
+                    Some(b) => Some(b.to_vec1::<f32>()?),
+                    None => None,
+                };
+                let scalar = scalar_activation(act);
+                let values = w.matmul_then(&x.flatten_all()?.to_vec1::<f32>()?, rows, |o, ys| {
+                    let b = bias.as_ref().map_or(0.0, |b| b[o]);
+                    for y in ys {
+                        *y = scalar.map_or(*y + b, |f| f(*y + b));
+                    }
+                });
+                let y = Tensor::from_vec(values, dims, x.device())?;
+                match scalar {
+                    Some(_) => Ok(y),
+                    None => activate(y, act),
+                }
+            }
+        }
     }
+}
+
+/// `act` as a function of one value, where it has a cheap one: what a q8_0 product applies as
+/// it goes (the same formula as candle's op, so both dtypes compute the same function).
+fn scalar_activation(act: Activation) -> Option<fn(f32) -> f32> {
+    match act {
+        Activation::GeluTanh => Some(|v| {
+            const SQRT_TWO_OVER_PI: f32 = 0.797_884_6;
+            0.5 * v * (1.0 + f32::tanh(SQRT_TWO_OVER_PI * v * (1.0 + 0.044715 * v * v)))
+        }),
+        Activation::Relu => Some(|v| v.max(0.0)),
+        Activation::Identity => Some(|v| v),
+        _ => None,
+    }
+}
+
+/// `act` applied to every value of `h`, as candle ops.
+fn activate(h: Tensor, act: Activation) -> Result<Tensor> {
+    Ok(match act {
+        Activation::GeluTanh => h.gelu()?,
+        Activation::GeluErf => h.gelu_erf()?,
+        Activation::QuickGelu => (&h * candle_nn::ops::sigmoid(&(&h * 1.702)?)?)?,
+        Activation::Relu => h.relu()?,
+        Activation::Silu => h.silu()?,
+        Activation::Tanh => h.tanh()?,
+        Activation::Sigmoid => candle_nn::ops::sigmoid(&h)?,
+        Activation::Identity => h,
+    })
 }
 
 /// Layer norm: candle's fused kernel for inference, plain (differentiable) ops for training.
@@ -377,16 +429,26 @@ impl Attention {
         })
     }
 
-    /// x: (B, T, C); `mask`: (T, S) with -inf where a query may not look, None when T = 1.
+    /// x: (B, T, C). Training: candle's differentiable ops, `mask` (T, T) with -inf where a
+    /// query may not look (None when T = 1). Inference: against the cache, which knows which
+    /// positions each query sees.
     fn forward(
         &self,
         x: &Tensor,
-        mode: Mode<&mut KvCache>,
+        mode: Mode<&mut LayerCache>,
         mask: Option<&Tensor>,
     ) -> Result<Tensor> {
         let (b, t, c) = x.dims3()?;
         let hs = c / self.n_head;
         let qkv = self.c_attn.forward(x)?; // (B, T, 3C)
+        if let Mode::Infer(cache) = mode {
+            let qkv = qkv.flatten_all()?.to_vec1::<f32>()?;
+            cache.append(&qkv, b, t, self.n_head, hs)?;
+            let y = cache.attend(&qkv, t, self.scale as f32);
+            return self
+                .c_proj
+                .forward(&Tensor::from_vec(y, (b, t, c), x.device())?);
+        }
         let split = |i: usize| -> candle_core::Result<Tensor> {
             qkv.narrow(D::Minus1, i * c, c)?
                 .reshape((b, t, self.n_head, hs))?
@@ -394,22 +456,13 @@ impl Attention {
                 .contiguous()
         };
         let (q, k, v) = (split(0)?, split(1)?, split(2)?);
-        let train = mode.is_train();
-        let (k, v) = match mode {
-            Mode::Infer(cache) => cache.append(&k, &v)?, // (B, nh, S, hs)
-            Mode::Train => (k, v),
-        };
-        let att = (q.matmul(&k.t()?.contiguous()?)? * self.scale)?; // (B, nh, T, S)
+        let att = (q.matmul(&k.t()?.contiguous()?)? * self.scale)?; // (B, nh, T, T)
         let att = match mask {
             Some(m) => att.broadcast_add(m)?,
             None => att,
         };
-        let att = if train {
-            candle_nn::ops::softmax(&att, D::Minus1)?
-        } else {
-            candle_nn::ops::softmax_last_dim(&att)?
-        };
-        let y = att.matmul(&v.contiguous()?)?; // (B, nh, T, hs)
+        let att = candle_nn::ops::softmax(&att, D::Minus1)?;
+        let y = att.matmul(&v)?; // (B, nh, T, hs)
         let y = y.transpose(1, 2)?.reshape((b, t, c))?; // (B, T, C)
         self.c_proj.forward(&y)
     }
@@ -432,18 +485,7 @@ impl Mlp {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.c_fc.forward(x)?;
-        let h = match self.act {
-            Activation::GeluTanh => h.gelu()?,
-            Activation::GeluErf => h.gelu_erf()?,
-            Activation::QuickGelu => (&h * candle_nn::ops::sigmoid(&(&h * 1.702)?)?)?,
-            Activation::Relu => h.relu()?,
-            Activation::Silu => h.silu()?,
-            Activation::Tanh => h.tanh()?,
-            Activation::Sigmoid => candle_nn::ops::sigmoid(&h)?,
-            Activation::Identity => h,
-        };
-        self.c_proj.forward(&h)
+        self.c_proj.forward(&self.c_fc.forward_then(x, self.act)?)
     }
 }
 
@@ -467,7 +509,7 @@ impl Block {
     fn forward(
         &self,
         x: &Tensor,
-        mode: Mode<&mut KvCache>,
+        mode: Mode<&mut LayerCache>,
         mask: Option<&Tensor>,
     ) -> Result<Tensor> {
         let train = mode.is_train();
@@ -481,7 +523,7 @@ impl Block {
 /// The key/value cache of one generation, and the absolute position it has reached. Positions
 /// live here, not in the caller, so incremental decoding sees the same positions as a full pass.
 pub struct Cache {
-    layers: Vec<KvCache>,
+    layers: Vec<LayerCache>,
     pos: usize,
 }
 
@@ -494,17 +536,8 @@ impl Cache {
     /// Keeps batch rows `rows` of what the cache holds, in that order; an index may repeat, so
     /// one prefilled prompt can become the start of several sequences.
     pub fn select_rows(&mut self, rows: &[usize]) -> Result<()> {
-        let idx = Tensor::new(
-            rows.iter().map(|&r| r as u32).collect::<Vec<_>>(),
-            &Device::Cpu,
-        )?;
         for layer in &mut self.layers {
-            if let (Some(k), Some(v)) = (layer.k()?, layer.v()?) {
-                let k = k.contiguous()?.index_select(&idx, 0)?;
-                let v = v.contiguous()?.index_select(&idx, 0)?;
-                layer.reset();
-                layer.append(&k, &v)?;
-            }
+            layer.select_rows(rows)?;
         }
         Ok(())
     }
@@ -590,7 +623,7 @@ impl Gpt2 {
         let cap = capacity.clamp(1, self.cfg.n_positions);
         Cache {
             layers: (0..self.cfg.n_layer)
-                .map(|_| KvCache::new(2, cap))
+                .map(|_| LayerCache::new(cap))
                 .collect(),
             pos: 0,
         }
@@ -635,7 +668,12 @@ impl Gpt2 {
     }
 
     /// Final hidden states (B, T, C) of ids (B, T) at positions past..past+T.
-    fn hidden(&self, ids: &Tensor, past: usize, mut mode: Mode<&mut [KvCache]>) -> Result<Tensor> {
+    fn hidden(
+        &self,
+        ids: &Tensor,
+        past: usize,
+        mut mode: Mode<&mut [LayerCache]>,
+    ) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let tok = self
             .wte
@@ -644,7 +682,7 @@ impl Gpt2 {
         let positions = Tensor::arange(past as u32, (past + t) as u32, &self.device)?;
         let pos = self.wpe.index_select(&positions, 0)?; // (T, C)
         let mut x = tok.broadcast_add(&pos)?;
-        let mask = if t > 1 {
+        let mask = if t > 1 && mode.is_train() {
             Some(self.causal_mask(past, t)?)
         } else {
             None

@@ -243,10 +243,22 @@ impl Q8Matrix {
 
     /// `x · Wᵀ` for `x` of `m` rows of `cols` values: `m × rows` values, row-major.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        self.matmul_then(x, m, |_, _| {})
+    }
+
+    /// [`matmul`](Q8Matrix::matmul), calling `then(o, values)` with output feature `o`'s `m`
+    /// values as soon as they are computed (a bias, an activation), on the same thread.
+    pub fn matmul_then<F>(&self, x: &[f32], m: usize, then: F) -> Vec<f32>
+    where
+        F: Fn(usize, &mut [f32]) + Sync + Send,
+    {
         let xq = QuantizedRows::new(x, m, self.cols);
         let mut part = vec![0f32; m * self.rows];
         crate::parallel::for_each_chunk(&mut part, m, self.rows, |first, out| {
-            self.matmul_rows(&xq, first..first + out.len() / m, out)
+            self.matmul_rows(&xq, first..first + out.len() / m, out);
+            for (o, values) in out.chunks_exact_mut(m).enumerate() {
+                then(first + o, values);
+            }
         });
         if m == 1 {
             return part;
@@ -539,7 +551,7 @@ mod kernel {
     //! [`super::dot_scalar`] does.
     use super::{Row, BIAS, BLOCK};
 
-    fn portable(w: Row, x: &[u8], xs: &[f32], out: &mut [f32]) {
+    pub(super) fn portable(w: Row, x: &[u8], xs: &[f32], out: &mut [f32]) {
         let cols = w.qs.len();
         let nb = w.scales.len();
         let mut acc = [[0f32; 4]; super::ROW_GROUP];
@@ -561,7 +573,7 @@ mod kernel {
     }
 
     #[cfg(target_arch = "x86_64")]
-    mod x86 {
+    pub(super) mod x86 {
         use super::super::{Row, BIAS, BLOCK, ROW_GROUP};
         use std::arch::x86_64::*;
 
@@ -629,12 +641,12 @@ mod kernel {
         }
 
         #[target_feature(enable = "avx2")]
-        pub(super) unsafe fn avx2(w: Row, x: &[u8], xs: &[f32], out: &mut [f32]) {
+        pub(in crate::quant) unsafe fn avx2(w: Row, x: &[u8], xs: &[f32], out: &mut [f32]) {
             body::<false>(w, x, xs, out)
         }
 
         #[target_feature(enable = "avx2,avxvnni")]
-        pub(super) unsafe fn avx_vnni(w: Row, x: &[u8], xs: &[f32], out: &mut [f32]) {
+        pub(in crate::quant) unsafe fn avx_vnni(w: Row, x: &[u8], xs: &[f32], out: &mut [f32]) {
             body::<true>(w, x, xs, out)
         }
     }
@@ -664,5 +676,65 @@ mod tests {
             assert_eq!(Dtype::parse(d.name()).unwrap(), d);
         }
         assert!(Dtype::parse("q3").is_err());
+    }
+
+    /// Every native kernel this CPU can run (not just the one `dot_rows` picks) equals the
+    /// scalar reference bit for bit.
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn every_native_kernel_equals_the_scalar_reference() {
+        type Kernel = fn(Row, &[u8], &[f32], &mut [f32]);
+        let mut kernels: Vec<(&str, Kernel)> = vec![("portable", kernel::portable)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: called only when the CPU has AVX2.
+                kernels.push(("avx2", |w, x, xs, o| unsafe {
+                    kernel::x86::avx2(w, x, xs, o)
+                }));
+            }
+            if std::arch::is_x86_feature_detected!("avxvnni") {
+                // SAFETY: called only when the CPU has AVX-VNNI.
+                kernels.push(("avx-vnni", |w, x, xs, o| unsafe {
+                    kernel::x86::avx_vnni(w, x, xs, o)
+                }));
+            }
+        }
+        let mut seed = 9u32;
+        let mut next = move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 * 4.0 - 2.0
+        };
+        for blocks in [1, 4, 7, 8] {
+            let cols = blocks * BLOCK;
+            let w: Vec<f32> = (0..cols).map(|_| next()).collect();
+            let m = Q8Matrix::quantize(&w, 1, cols).unwrap();
+            let row = Row {
+                qs: &m.qs,
+                scales: &m.scales,
+                sums: &m.sums,
+            };
+            for n in 1..=ROW_GROUP {
+                let x: Vec<f32> = (0..n * cols).map(|_| next()).collect();
+                let xq = QuantizedRows::new(&x, n, cols);
+                let want: Vec<f32> = (0..n)
+                    .map(|r| {
+                        let (v, xs) = xq.parts();
+                        dot_scalar(
+                            &m.qs,
+                            &m.scales,
+                            &v[r * cols..(r + 1) * cols],
+                            &xs[r * blocks..(r + 1) * blocks],
+                        )
+                    })
+                    .collect();
+                for (name, k) in &kernels {
+                    let mut got = vec![0f32; n];
+                    k(row, &xq.qs, &xq.scales, &mut got);
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&got), bits(&want), "{name}, {blocks} blocks, {n} rows");
+                }
+            }
+        }
     }
 }
