@@ -33,8 +33,10 @@ const WEIGHT_LEVELS: u8 = 127;
 /// Largest quantized activation magnitude: 7 bits, see the module comment.
 const ACTIVATION_LEVELS: u8 = 63;
 
-/// What quantized activations are offset by so that they are non-negative bytes.
-pub const BIAS: u8 = 64;
+/// What quantized activations are offset by so that they are non-negative bytes: 1 << 6, so
+/// kernels take 64·Σw as a shift.
+pub const BIAS: u8 = 1 << BIAS_SHIFT;
+const BIAS_SHIFT: i32 = 6;
 
 /// How the model holds its weight matrices in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -303,6 +305,22 @@ struct Row<'a> {
     sums: &'a [i16],
 }
 
+impl Row<'_> {
+    /// Block `j`'s term of the dot product with one biased activation row `x` (scales `xs`):
+    /// the block's exact integer sum, bias taken off, times its two scales — what every kernel
+    /// adds per block, here one value at a time.
+    #[inline(always)]
+    fn block_term(&self, j: usize, x: &[u8], xs: &[f32]) -> f32 {
+        let (wb, xb) = (&self.qs[j * BLOCK..][..BLOCK], &x[j * BLOCK..][..BLOCK]);
+        let s: i32 = wb
+            .iter()
+            .zip(xb)
+            .map(|(&w, &x)| i32::from(w) * i32::from(x))
+            .sum();
+        (s - i32::from(self.sums[j]) * i32::from(BIAS)) as f32 * (self.scales[j] * xs[j])
+    }
+}
+
 /// A [`Q8Matrix`] quantized as its rows arrive, first to last.
 pub struct Q8Builder {
     rows: usize,
@@ -439,7 +457,7 @@ mod kernel {
     //! j mod 4), as [`super::dot_scalar`] does. With relaxed-simd, 16 products per
     //! `i32x4.relaxed_dot_i8x16_i7x16_add_s`; without it, the weights and activations widen to
     //! i16 as they load and `i32x4.dot_i16x8_s` multiplies and pairs them.
-    use super::{Row, BIAS, BLOCK};
+    use super::{Row, BIAS_SHIFT, BLOCK};
     use core::arch::wasm32::*;
 
     /// The i32x4 partial sums of one block: 32 weights at `wp` times 32 biased activations at
@@ -505,7 +523,7 @@ mod kernel {
                 let wscale = v128_load(w.scales.as_ptr().add(j) as *const v128);
                 let bias = i32x4_shl(
                     i32x4_load_extend_i16x4(w.sums.as_ptr().add(j)),
-                    BIAS.trailing_zeros(),
+                    BIAS_SHIFT as u32,
                 );
                 for (r, a) in acc.iter_mut().enumerate().take(n) {
                     let xp = x.as_ptr().add(r * cols + j * BLOCK);
@@ -527,14 +545,7 @@ mod kernel {
                 let mut t: [f32; 4] = core::mem::transmute(a);
                 // The last blocks when there are not four: one at a time, to their lanes.
                 for j in whole..nb {
-                    let p = block(
-                        w.qs.as_ptr().add(j * BLOCK),
-                        x.as_ptr().add(r * cols + j * BLOCK),
-                    );
-                    let p = i32x4_add(p, i32x4_shuffle::<2, 3, 0, 1>(p, p));
-                    let p = i32x4_add(p, i32x4_shuffle::<1, 0, 3, 2>(p, p));
-                    let s = i32x4_extract_lane::<0>(p) - i32::from(w.sums[j]) * i32::from(BIAS);
-                    t[j % 4] += s as f32 * (w.scales[j] * xs[r * nb + j]);
+                    t[j % 4] += w.block_term(j, &x[r * cols..][..cols], &xs[r * nb..][..nb]);
                 }
                 *o = (t[0] + t[1]) + (t[2] + t[3]);
             }
@@ -549,22 +560,15 @@ mod kernel {
     //! a pair is at most 2·127·127 < 2¹⁵ — and three `vphaddd` and a lane add make the four
     //! block sums, then as in the wasm kernel. Elsewhere, portable Rust. Both add as
     //! [`super::dot_scalar`] does.
-    use super::{Row, BIAS, BLOCK};
+    use super::Row;
 
     pub(super) fn portable(w: Row, x: &[u8], xs: &[f32], out: &mut [f32]) {
         let cols = w.qs.len();
         let nb = w.scales.len();
         let mut acc = [[0f32; 4]; super::ROW_GROUP];
         for j in 0..nb {
-            let wb: &[i8; BLOCK] = w.qs[j * BLOCK..][..BLOCK].try_into().unwrap();
-            let bias = i32::from(w.sums[j]) * i32::from(BIAS);
             for (r, a) in acc.iter_mut().enumerate().take(out.len()) {
-                let xb: &[u8; BLOCK] = x[r * cols + j * BLOCK..][..BLOCK].try_into().unwrap();
-                let mut s = 0i32;
-                for k in 0..BLOCK {
-                    s += i32::from(wb[k]) * i32::from(xb[k]);
-                }
-                a[j % 4] += (s - bias) as f32 * (w.scales[j] * xs[r * nb + j]);
+                a[j % 4] += w.block_term(j, &x[r * cols..][..cols], &xs[r * nb..][..nb]);
             }
         }
         for (o, t) in out.iter_mut().zip(acc) {
@@ -574,7 +578,7 @@ mod kernel {
 
     #[cfg(target_arch = "x86_64")]
     pub(super) mod x86 {
-        use super::super::{Row, BIAS, BLOCK, ROW_GROUP};
+        use super::super::{Row, BIAS_SHIFT, BLOCK, ROW_GROUP};
         use std::arch::x86_64::*;
 
         /// One block's eight i32 partial sums: 32 biased activations at `xp` times 32 weights
@@ -603,7 +607,7 @@ mod kernel {
             for j in (0..whole).step_by(4) {
                 let wp = w.qs.as_ptr().add(j * BLOCK);
                 let wscale = _mm_loadu_ps(w.scales.as_ptr().add(j));
-                let bias = _mm_slli_epi32::<6>(_mm_cvtepi16_epi32(_mm_loadl_epi64(
+                let bias = _mm_slli_epi32::<{ BIAS_SHIFT }>(_mm_cvtepi16_epi32(_mm_loadl_epi64(
                     w.sums.as_ptr().add(j) as *const __m128i,
                 )));
                 for (r, a) in acc.iter_mut().enumerate().take(n) {
@@ -628,13 +632,7 @@ mod kernel {
                 let mut t = [0f32; 4];
                 _mm_storeu_ps(t.as_mut_ptr(), a);
                 for j in whole..nb {
-                    let s: i32 = (0..BLOCK)
-                        .map(|k| {
-                            i32::from(w.qs[j * BLOCK + k]) * i32::from(x[r * cols + j * BLOCK + k])
-                        })
-                        .sum();
-                    let s = s - i32::from(w.sums[j]) * i32::from(BIAS);
-                    t[j % 4] += s as f32 * (w.scales[j] * xs[r * nb + j]);
+                    t[j % 4] += w.block_term(j, &x[r * cols..][..cols], &xs[r * nb..][..nb]);
                 }
                 *o = (t[0] + t[1]) + (t[2] + t[3]);
             }
