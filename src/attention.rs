@@ -132,7 +132,7 @@ impl LayerCache {
                     let q = &qkv[(bi * t + ti) * 3 * c + h * hs..][..hs];
                     let p = &mut p[..past + ti + 1];
                     for (s, score) in p.iter_mut().enumerate() {
-                        *score = dot(q, &keys[s * hs..][..hs]) * scale;
+                        *score = crate::dense::dot(q, &keys[s * hs..][..hs]) * scale;
                     }
                     softmax(p);
                     y.fill(0.0);
@@ -155,22 +155,6 @@ impl LayerCache {
         }
         y
     }
-}
-
-/// q·k in eight running sums (lane i takes the products i, i + 8, …) added pairwise at the
-/// end: an order compilers can vectorize, the same on every target.
-fn dot(q: &[f32], k: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let chunks = q.len() / 8;
-    for (qc, kc) in q.chunks_exact(8).zip(k.chunks_exact(8)) {
-        for i in 0..8 {
-            acc[i] += qc[i] * kc[i];
-        }
-    }
-    for (i, (a, b)) in q[chunks * 8..].iter().zip(&k[chunks * 8..]).enumerate() {
-        acc[i] += a * b;
-    }
-    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
 }
 
 /// In place, as candle's `softmax_last_dim`: exp(x − max) / Σ.

@@ -183,28 +183,25 @@ impl Session {
         if self.is_done() {
             return Ok(Vec::new());
         }
-        let logits = std::mem::take(&mut self.next);
+        let p = &self.params;
+        // Each row's processors and draw are independent, so rows spread over the threads
+        // (each is a few passes over the whole vocabulary); the random numbers are drawn
+        // first, one per row in order, so the text does not depend on the threads.
+        let mut picks: Vec<(usize, Vec<f32>, Option<f32>)> = self
+            .live
+            .iter()
+            .zip(std::mem::take(&mut self.next))
+            .map(|(&i, l)| (i, l, p.sampling().then(|| self.rng.random::<f32>())))
+            .collect();
+        let rows = &self.rows;
+        let (min_new, eos) = (self.min_new, self.eos);
+        let ids = crate::parallel::map_items(&mut picks, |(i, l, u)| {
+            let row = &rows[*i];
+            pick(p, &row.context, row.generated.len(), min_new, eos, l, *u)
+        });
         let mut out = Vec::new();
-        for (&i, mut l) in self.live.iter().zip(logits) {
+        for ((i, _, _), id) in picks.into_iter().zip(ids) {
             let row = &mut self.rows[i];
-            let p = &self.params;
-            if p.repetition_penalty != 1.0 {
-                sampling::repetition_penalty(&mut l, &row.context, p.repetition_penalty);
-            }
-            sampling::no_repeat_ngram(&mut l, &row.context, p.no_repeat_ngram_size);
-            sampling::min_new_tokens(&mut l, row.generated.len(), self.min_new, self.eos);
-            let id = if p.sampling() {
-                if p.temperature != 1.0 {
-                    sampling::temperature(&mut l, p.temperature);
-                }
-                if p.top_k > 0 {
-                    sampling::top_k(&mut l, p.top_k);
-                }
-                sampling::top_p(&mut l, p.top_p);
-                sampling::sample(&l, self.rng.random::<f32>())
-            } else {
-                sampling::argmax(&l)
-            };
             row.context.push(id);
             row.generated.push(id);
             let mut text = row.stream.push(tokenizer, id);
@@ -259,6 +256,35 @@ impl Session {
             })
             .collect()
     }
+}
+
+/// The next token of one row: HF's processors and warpers on its logits `l` (in place), then
+/// a draw at `u` when sampling, the most likely token when not.
+fn pick(
+    p: &GenerationSettings,
+    context: &[u32],
+    generated: usize,
+    min_new: usize,
+    eos: Option<u32>,
+    l: &mut [f32],
+    u: Option<f32>,
+) -> u32 {
+    if p.repetition_penalty != 1.0 {
+        sampling::repetition_penalty(l, context, p.repetition_penalty);
+    }
+    sampling::no_repeat_ngram(l, context, p.no_repeat_ngram_size);
+    sampling::min_new_tokens(l, generated, min_new, eos);
+    let Some(u) = u else {
+        return sampling::argmax(l);
+    };
+    if p.temperature != 1.0 {
+        sampling::temperature(l, p.temperature);
+    }
+    if p.top_k > 0 {
+        sampling::top_k(l, p.top_k);
+    }
+    sampling::top_p(l, p.top_p);
+    sampling::sample(l, u)
 }
 
 /// Runs a whole generation, calling `on_token` for every token as it is produced.

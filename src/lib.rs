@@ -9,6 +9,7 @@ mod attention;
 pub mod card;
 pub mod config;
 pub mod dataset;
+pub mod dense;
 pub mod error;
 pub mod files;
 pub mod generate;

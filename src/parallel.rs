@@ -27,14 +27,92 @@ where
     f(0, out);
 }
 
-/// Runs `f` on one of the pool's threads and waits for it: the matrix products inside then split
-/// with cheap work-stealing joins (an idle thread takes half; if it is slow to wake, the running
-/// thread does both halves) instead of a hand-off and a wake-up from outside the pool each.
+/// `f` of every item of `items`, in order, the items spread over the threads.
+pub fn map_items<T: Send, R: Send>(
+    items: &mut [T],
+    f: impl Fn(&mut T) -> R + Sync + Send,
+) -> Vec<R> {
+    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
+    if rayon::current_num_threads() > 1 && items.len() > 1 {
+        use rayon::prelude::*;
+        return items.par_iter_mut().map(f).collect();
+    }
+    items.iter_mut().map(f).collect()
+}
+
+/// A matrix product's `m × rows` values, row-major, computed by output row: `piece(range, out)`
+/// writes output rows `range` for all `m` activation rows into `out` (`range.len() × m`, all of
+/// one output row's values together), the ranges spread over the threads.
+pub fn by_output_rows<F>(rows: usize, m: usize, piece: F) -> Vec<f32>
+where
+    F: Fn(std::ops::Range<usize>, &mut [f32]) + Sync + Send,
+{
+    if m == 0 || rows == 0 {
+        return Vec::new();
+    }
+    let mut part = vec![0f32; m * rows];
+    for_each_chunk(&mut part, m, rows, |first, out| {
+        piece(first..first + out.len() / m, out)
+    });
+    if m == 1 {
+        return part;
+    }
+    let mut out = vec![0f32; m * rows];
+    for o in 0..rows {
+        for i in 0..m {
+            out[i * rows + o] = part[o * m + i];
+        }
+    }
+    out
+}
+
+/// Empty looks for work after which a thread kept awake by [`on_pool`] lets itself sleep: a
+/// look took 48 ns natively here, so this is about a millisecond (a few in wasm), against
+/// tens of microseconds of serial work between two products.
+#[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
+const MAX_IDLE_ROUNDS: u32 = 20_000;
+
+/// Runs `f` on one of the pool's threads and waits for it, with the pool's other threads kept
+/// awake and looking for work until `f` returns (or nothing has come for [`MAX_IDLE_ROUNDS`]
+/// looks): the matrix products inside then split with cheap work-stealing joins that the
+/// others pick up at once. Left alone, an idle rayon thread
+/// falls asleep after a few dozen empty rounds — in wasm within microseconds, as yielding does
+/// nothing there — and the serial work between two products (a layer norm, a residual add)
+/// is longer, so every product (60 a step) waited for a Web Worker to wake.
 pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
     if rayon::current_num_threads() > 1 && rayon::current_thread_index().is_none() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let done = AtomicBool::new(false);
+        let done = &done;
         let mut out = None;
-        rayon::scope(|_| out = Some(f()));
+        rayon::scope(|s| {
+            let owner = rayon::current_thread_index();
+            for _ in 1..rayon::current_num_threads() {
+                s.spawn(move |_| {
+                    // The thread running `f` may pop this job itself while it waits inside a
+                    // join; staying would leave `f` waiting on its own thread forever.
+                    if rayon::current_thread_index() == owner {
+                        return;
+                    }
+                    // A thread may also have taken this job while waiting inside a piece of
+                    // `f`'s work (or another step's), which then cannot finish until this
+                    // returns: so it also returns once nothing has come to do for a while,
+                    // far longer than the serial work between two products.
+                    let mut idle = 0;
+                    while !done.load(Ordering::Acquire) && idle < MAX_IDLE_ROUNDS {
+                        if rayon::yield_now() == Some(rayon::Yield::Executed) {
+                            idle = 0;
+                        } else {
+                            idle += 1;
+                            std::hint::spin_loop();
+                        }
+                    }
+                });
+            }
+            out = Some(f());
+            done.store(true, Ordering::Release);
+        });
         return out.expect("the scope ran f");
     }
     f()

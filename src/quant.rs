@@ -255,19 +255,13 @@ impl Q8Matrix {
         F: Fn(usize, &mut [f32]) + Sync + Send,
     {
         let xq = QuantizedRows::new(x, m, self.cols);
-        let mut part = vec![0f32; m * self.rows];
-        crate::parallel::for_each_chunk(&mut part, m, self.rows, |first, out| {
-            self.matmul_rows(&xq, first..first + out.len() / m, out);
+        crate::parallel::by_output_rows(self.rows, m, |range, out| {
+            let first = range.start;
+            self.matmul_rows(&xq, range, out);
             for (o, values) in out.chunks_exact_mut(m).enumerate() {
                 then(first + o, values);
             }
-        });
-        if m == 1 {
-            return part;
-        }
-        let mut out = vec![0f32; m * self.rows];
-        transpose_into(&part, self.rows, m, &mut out);
-        out
+        })
     }
 
     /// Output rows `range` of `x · Wᵀ`, written to `out` output-row-major (`range.len() × m`:
@@ -415,15 +409,6 @@ impl QuantizedRows {
     /// The quantized values plus [`BIAS`], and the per-block scales, row-major.
     pub fn parts(&self) -> (&[u8], &[f32]) {
         (&self.qs, &self.scales)
-    }
-}
-
-/// `src` is `[r, c]`; writes its transpose `[c, r]` to `dst`.
-pub fn transpose_into(src: &[f32], r: usize, c: usize, dst: &mut [f32]) {
-    for i in 0..r {
-        for j in 0..c {
-            dst[j * r + i] = src[i * c + j];
-        }
     }
 }
 

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::util::{assert_close, botcard, f64s, model_dir, reference, u32s, Files};
+use crate::util::{assert_close, botcard, botcard_env, f64s, model_dir, reference, u32s, Files};
 
 /// Runs `botcard ARGS --json`, asserting success, and parses its one JSON object.
 fn botcard_json(args: &[&str]) -> Value {
@@ -77,6 +77,50 @@ fn generate_samples_are_numbered_when_several() {
         out.starts_with("[1] Hi") && out.contains("\n[3] Hi"),
         "{out}"
     );
+}
+
+/// Five samples from one seed on one thread and on six (more threads than cores: the step's
+/// kept-awake companions must still let it finish), in both dtypes: the same text, because the
+/// random numbers are drawn in row order and every product adds in a fixed order.
+#[test]
+fn samples_are_the_same_on_one_thread_and_on_six() {
+    // The bundled default bot: n_embd 256, so every q8_0 layer quantizes (tiny-st's 16 does not).
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("www/models/default");
+    let model = dir.to_str().unwrap();
+    let run = |threads: &str, dtype: &str| {
+        let args = [
+            "generate",
+            "--model",
+            model,
+            "--prompt",
+            "My dream is",
+            "--seed",
+            "11",
+        ];
+        let more = [
+            "--max-new-tokens",
+            "24",
+            "--num-return-sequences",
+            "5",
+            "--json",
+        ];
+        let (ok, out, err) = botcard_env(
+            &[("RAYON_NUM_THREADS", threads)],
+            &[&args[..], &more, &["--dtype", dtype]].concat(),
+        );
+        assert!(ok, "{err}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v["sequences"].clone()
+    };
+    for dtype in ["f32", "q8_0"] {
+        let one = run("1", dtype);
+        let rows = one.as_array().unwrap();
+        assert_eq!(rows.len(), 5);
+        assert!(rows
+            .iter()
+            .all(|r| r["token_ids"].as_array().is_some_and(|t| !t.is_empty())));
+        assert_eq!(one, run("6", dtype), "{dtype}");
+    }
 }
 
 #[test]

@@ -1,7 +1,8 @@
-//! The quantized matrix product against its scalar reference, for every activation row count
-//! the kernels group differently; run natively (`tests.rs`) and in the browser (`wasm.rs`, where
+//! The quantized and the f32 matrix products against their scalar references, for every
+//! activation row count the kernels group differently; run natively (`tests.rs`) and in the browser (`wasm.rs`, where
 //! the simd128 kernel runs).
 
+use botcard::dense;
 use botcard::quant::{dot_scalar, Q8Matrix, QuantizedRows, BLOCK};
 
 /// Values in [-2, 2) from a fixed generator.
@@ -50,6 +51,41 @@ pub fn kernel_equals_scalar_reference() {
             }
         }
     }
+}
+
+/// Panics unless every output of the f32 product (`dense::matmul_then`, bias added by `then`)
+/// equals, bit for bit, the scalar reference dot product plus the bias, for rows shorter than
+/// one pass of the kernel, of whole passes, and of passes plus a remainder, and unless the
+/// reference itself is within rounding of the sum in f64.
+pub fn f32_kernel_equals_scalar_reference() {
+    for cols in [5, 48, 77, 768] {
+        let rows = 37;
+        let w = values(rows * cols, 11);
+        let bias = values(rows, 12);
+        for m in 1..=dense::MAX_ROWS {
+            let x = values(m * cols, m as u64 + 3);
+            let got = dense::matmul_then(&w, rows, &x, m, |o, ys| {
+                ys.iter_mut().for_each(|y| *y += bias[o])
+            })
+            .unwrap();
+            for i in 0..m {
+                let xi = &x[i * cols..(i + 1) * cols];
+                for o in 0..rows {
+                    let wo = &w[o * cols..(o + 1) * cols];
+                    let want = dense::dot_scalar(wo, xi) + bias[o];
+                    let g = got[i * rows + o];
+                    assert_eq!(g.to_bits(), want.to_bits(), "[{m}, {cols}] row {o}");
+                    let exact: f64 = wo.iter().zip(xi).map(|(a, b)| f64::from(a * b)).sum();
+                    let err = (f64::from(dense::dot_scalar(wo, xi)) - exact).abs();
+                    assert!(
+                        err < 1e-5 * cols as f64,
+                        "[{m}, {cols}] row {o}: off by {err}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(dense::matmul_then(&[0.0; 6], 4, &[0.0; 3], 2, |_, _| {}).is_err());
 }
 
 /// Panics unless activations quantize to 7 bits (scale max|x| / 63, rounded half away from
@@ -110,6 +146,12 @@ pub fn quantization_equals_ggml_reference() {
 #[test]
 fn quantized_kernel_equals_the_scalar_reference() {
     kernel_equals_scalar_reference();
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn f32_kernel_equals_the_scalar_reference() {
+    f32_kernel_equals_scalar_reference();
 }
 
 #[cfg(not(target_arch = "wasm32"))]

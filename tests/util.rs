@@ -185,7 +185,13 @@ pub fn torch_zip_with_pickle(tensors: &[PthTensor], pickle: Option<&[u8]>) -> Ve
 
 /// Runs the `botcard` binary; returns (exit ok, stdout, stderr).
 pub fn botcard(args: &[&str]) -> (bool, String, String) {
+    botcard_env(&[], args)
+}
+
+/// [`botcard`] with environment variables set for the process.
+pub fn botcard_env(env: &[(&str, &str)], args: &[&str]) -> (bool, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_botcard"))
+        .envs(env.iter().copied())
         .args(args)
         .output()
         .unwrap();

@@ -18,6 +18,11 @@ fn quantized_simd128_kernel_equals_the_scalar_reference() {
 }
 
 #[wasm_bindgen_test]
+fn f32_simd128_kernel_equals_the_scalar_reference() {
+    kernels::f32_kernel_equals_scalar_reference();
+}
+
+#[wasm_bindgen_test]
 fn simd128_activations_are_quantized_to_seven_bits() {
     kernels::activations_quantize_to_seven_bits();
 }
