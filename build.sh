@@ -144,8 +144,14 @@ bench() {
       RAYON_NUM_THREADS=$threads target/release/examples/bench "$model" "$dtype" gpt2-124m | tee -a "$results"
     done
   done
+  step "botcard natively, a 4-bit model.gguf (botcard convert --dtype q4k)"
+  target/release/botcard convert --model "$model" --out "$out/gpt2-124m-q4k" --dtype q4k
+  for threads in 1 2; do
+    RAYON_NUM_THREADS=$threads target/release/examples/bench "$out/gpt2-124m-q4k" q8_0 gpt2-124m | tee -a "$results"
+  done
   step "botcard in Chromium"
   node tests/bench/browser.mjs "$model" q8_0:1,q8_0:2,q8_0:1:pkg,f32:1,f32:2 gpt2-124m | tee -a "$results"
+  node tests/bench/browser.mjs "$out/gpt2-124m-q4k" q8_0:1,q8_0:2 gpt2-124m | tee -a "$results"
   node tests/bench/browser.mjs www/models/default q8_0:1 default ready | tee -a "$results"
   step "quality of each dtype against f32"
   target/release/examples/bench quality "$model" tests/bench/heldout.txt gpt2-124m | tee -a "$results"

@@ -28,6 +28,8 @@ fn main() {}
 mod native {
     use std::time::Instant;
 
+    use botcard::files::WeightsFormat;
+    use botcard::gguf::FileType;
     use botcard::{files, Bot, Dtype, ModelFiles};
     use serde_json::{json, Value};
 
@@ -82,15 +84,27 @@ mod native {
         times
     }
 
-    fn load(dir: &str, dtype: Dtype) -> Bot {
-        let bytes: Vec<(&str, Vec<u8>)> = files::all_names()
+    /// The model files of folder `dir`.
+    fn read(dir: &str) -> Vec<(&'static str, Vec<u8>)> {
+        files::all_names()
             .filter_map(|n| Some((n, std::fs::read(format!("{dir}/{n}")).ok()?)))
-            .collect();
-        Bot::load(
-            &ModelFiles::from_lookup(|n| bytes.iter().find(|(k, _)| *k == n).map(|(_, b)| &b[..])),
-            dtype,
-        )
-        .expect("model")
+            .collect()
+    }
+
+    fn lookup(bytes: &[(&'static str, Vec<u8>)]) -> ModelFiles<'_> {
+        ModelFiles::from_lookup(|n| bytes.iter().find(|(k, _)| *k == n).map(|(_, b)| &b[..]))
+    }
+
+    fn load(dir: &str, dtype: Dtype) -> Bot {
+        Bot::load(&lookup(&read(dir)), dtype).expect("model")
+    }
+
+    /// The model of `dir` converted to a `model.gguf` of `t` (in memory) and loaded from it.
+    fn load_converted(dir: &str, t: FileType) -> Bot {
+        let converted = lookup(&read(dir))
+            .to_preferred(WeightsFormat::Gguf(t))
+            .expect("converts");
+        Bot::load(&lookup(&converted), Dtype::Q8_0).expect("model")
     }
 
     /// Greedy continuation ids of `prompt`.
@@ -182,8 +196,10 @@ mod native {
         let base_lp = score(&reference);
         let base_greedy: Vec<Vec<u32>> =
             prompts.iter().map(|p| greedy(&reference, p, 32)).collect();
-        for dtype in Dtype::ALL {
-            let bot = load(dir, dtype);
+        let at_load = Dtype::ALL.map(|d| (d.name().to_owned(), load(dir, d)));
+        let files = [FileType::Q4_0, FileType::Q4K]
+            .map(|t| (format!("{} (model.gguf)", t.name()), load_converted(dir, t)));
+        for (name, bot) in at_load.into_iter().chain(files) {
             let lp = score(&bot);
             let max_delta = lp
                 .iter()
@@ -205,7 +221,7 @@ mod native {
             let line = json!({
                 "kind": "quality",
                 "model_name": label,
-                "dtype": dtype.name(),
+                "dtype": name,
                 "tokens": lp.iter().map(Vec::len).sum::<usize>(),
                 "max_abs_delta_logprob": max_delta,
                 "perplexity": perplexity(&lp),
@@ -271,7 +287,7 @@ mod native {
         let line = json!({
             "engine": "botcard native",
             "model": label,
-            "dtype": dtype.name(),
+            "dtype": bot.model.held_as(),
             "threads": rayon::current_num_threads(),
             "weight_bytes": bot.model.weight_bytes(),
             "ready_s": ready,

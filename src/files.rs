@@ -13,6 +13,8 @@ use crate::weights::Weights;
 pub const CONFIG: &str = "config.json";
 pub const GENERATION_CONFIG: &str = "generation_config.json";
 pub const SAFETENSORS: &str = "model.safetensors";
+/// Pre-quantized weights (`botcard convert --dtype q8_0|q4_0|q4k`), [`crate::gguf`].
+pub const GGUF: &str = "model.gguf";
 pub const PYTORCH: &str = "pytorch_model.bin";
 pub const TOKENIZER: &str = "tokenizer.json";
 pub const VOCAB: &str = "vocab.json";
@@ -22,8 +24,20 @@ pub const CARD: &str = "README.md";
 
 /// Whether `name` can be read in pieces as it arrives ([`crate::stream::BotLoader::push`]).
 pub fn streamed(name: &str) -> bool {
-    name == SAFETENSORS
+    name == SAFETENSORS || name == GGUF
 }
+
+/// Whether `name` is one of the files that can provide a model's weights.
+pub fn is_weights(name: &str) -> bool {
+    PARTS
+        .iter()
+        .filter(|p| p.what == WEIGHTS)
+        .flat_map(|p| p.choices.iter().copied().flatten())
+        .any(|n| *n == name)
+}
+
+/// The part that holds the weights.
+const WEIGHTS: &str = "weights";
 
 /// One part of a model and the sets of files that can provide it, best (fastest to load) first.
 #[derive(Debug)]
@@ -53,9 +67,9 @@ pub const PARTS: &[Part] = &[
         choices: &[&[GENERATION_CONFIG]],
     },
     Part {
-        what: "weights",
+        what: WEIGHTS,
         required: true,
-        choices: &[&[SAFETENSORS], &[PYTORCH]],
+        choices: &[&[GGUF], &[SAFETENSORS], &[PYTORCH]],
     },
     Part {
         what: "tokenizer",
@@ -172,15 +186,38 @@ impl<'a> ModelFiles<'a> {
             .and_then(|_| self.get(GENERATION_CONFIG)))
     }
 
-    /// The checkpoint tensors, from the preferred format present.
+    /// The checkpoint tensors as stored, from the preferred format present: what converting
+    /// and fine-tuning start from (a pre-quantized `model.gguf` is not such a checkpoint).
     pub fn weights(&self) -> Result<Weights<'a>> {
-        let choice = self.choice("weights")?.expect("weights are required");
+        let choice = self.choice(WEIGHTS)?.expect("weights are required");
         let bytes = self.get(choice[0]).expect("the chosen file is present");
         match choice[0] {
             SAFETENSORS => Weights::from_safetensors(bytes),
             PYTORCH => Weights::from_pytorch(bytes),
+            GGUF => Err(Error::Weights {
+                file: GGUF,
+                reason: format!(
+                    "holds weights already quantized; converting and training start from {SAFETENSORS} or {PYTORCH}"
+                ),
+            }),
             other => unreachable!("PARTS lists weights `{other}` without a loader"),
         }
+    }
+
+    /// The weights as the model will hold them (matrices in `dtype`), from the preferred format
+    /// present: a checkpoint read on demand, or a `model.gguf` made ready at once.
+    pub fn tensor_source(
+        &self,
+        config: &crate::Config,
+        dtype: crate::Dtype,
+    ) -> Result<Box<dyn crate::model::TensorSource + 'a>> {
+        let choice = self.choice(WEIGHTS)?.expect("weights are required");
+        if choice[0] == GGUF {
+            let mut stream = crate::gguf::GgufStream::new(config, dtype);
+            stream.push(self.get(GGUF).expect("the chosen file is present"))?;
+            return Ok(Box::new(stream.finish()?));
+        }
+        Ok(Box::new(self.weights()?))
     }
 
     /// The tokenizer, from the preferred format present.
@@ -195,20 +232,76 @@ impl<'a> ModelFiles<'a> {
     }
 }
 
+/// What `botcard convert` writes a model's weights as: `model.safetensors` in f32 or f16 (what
+/// HF transformers reads), or `model.gguf` pre-quantized (what loads fastest and smallest here,
+/// and runs in llama.cpp).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightsFormat {
+    Safetensors(crate::weights::Precision),
+    Gguf(crate::gguf::FileType),
+}
+
+impl WeightsFormat {
+    /// Every format, by the name `--dtype` takes.
+    pub const ALL: [WeightsFormat; 5] = {
+        use crate::gguf::FileType;
+        use crate::weights::Precision;
+        [
+            Self::Safetensors(Precision::F32),
+            Self::Safetensors(Precision::F16),
+            Self::Gguf(FileType::Q8_0),
+            Self::Gguf(FileType::Q4_0),
+            Self::Gguf(FileType::Q4K),
+        ]
+    };
+
+    /// The name `botcard convert --dtype` takes.
+    pub fn name(self) -> &'static str {
+        use crate::weights::Precision;
+        match self {
+            Self::Safetensors(Precision::F32) => "f32",
+            Self::Safetensors(Precision::F16) => "f16",
+            Self::Gguf(t) => t.name(),
+        }
+    }
+
+    /// The format named `name`.
+    pub fn parse(name: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|f| f.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|f| f.name()).collect();
+                Error::Parameter(format!(
+                    "weights format `{name}` is not one of {}",
+                    names.join(", ")
+                ))
+            })
+    }
+
+    /// The file it writes.
+    pub fn file(self) -> &'static str {
+        match self {
+            Self::Safetensors(_) => SAFETENSORS,
+            Self::Gguf(_) => GGUF,
+        }
+    }
+}
+
 impl ModelFiles<'_> {
-    /// The folder in the preferred formats: `model.safetensors` (stored as `precision`),
-    /// `tokenizer.json`, and the config files as they are.
-    pub fn to_preferred(
-        &self,
-        precision: crate::weights::Precision,
-    ) -> Result<Vec<(&'static str, Vec<u8>)>> {
+    /// The folder in the preferred formats: the weights as `format`, `tokenizer.json`, and the
+    /// config files as they are.
+    pub fn to_preferred(&self, format: WeightsFormat) -> Result<Vec<(&'static str, Vec<u8>)>> {
         let config = crate::Config::from_json(self.config()?)?;
+        let weights = match format {
+            WeightsFormat::Safetensors(p) => {
+                crate::weights::to_safetensors(&config, &self.weights()?, p)?
+            }
+            WeightsFormat::Gguf(t) => crate::gguf::write(self, t)?,
+        };
         let mut out = vec![
             (CONFIG, self.config()?.to_vec()),
-            (
-                SAFETENSORS,
-                crate::weights::to_safetensors(&config, &self.weights()?, precision)?,
-            ),
+            (format.file(), weights),
             (TOKENIZER, self.tokenizer()?.to_json()?.into_bytes()),
         ];
         if let Some(g) = self.generation_config()? {
@@ -246,10 +339,28 @@ mod tests {
             [
                 "config.json",
                 "generation_config.json",
+                "model.gguf",
+                "tokenizer.json"
+            ]
+        );
+        let no_gguf: Vec<&str> = all_names().filter(|n| *n != GGUF).collect();
+        assert_eq!(
+            fetch(&no_gguf).unwrap(),
+            [
+                "config.json",
+                "generation_config.json",
                 "model.safetensors",
                 "tokenizer.json"
             ]
         );
+    }
+
+    #[test]
+    fn every_weights_format_name_parses_back() {
+        for f in WeightsFormat::ALL {
+            assert_eq!(WeightsFormat::parse(f.name()).unwrap(), f);
+        }
+        assert!(WeightsFormat::parse("q3").is_err());
     }
 
     #[test]
@@ -270,7 +381,7 @@ mod tests {
         let e = fetch(&["config.json", "tokenizer.json"]).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "The model has neither model.safetensors nor pytorch_model.bin."
+            "The model has neither model.gguf, model.safetensors nor pytorch_model.bin."
         );
         let e = fetch(&["config.json", "model.safetensors", "vocab.json"]).unwrap_err();
         assert_eq!(

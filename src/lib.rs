@@ -13,6 +13,8 @@ pub mod dense;
 pub mod error;
 pub mod files;
 pub mod generate;
+pub mod ggml;
+pub mod gguf;
 pub mod model;
 mod parallel;
 mod pickle;
@@ -50,7 +52,8 @@ impl Bot {
     /// Loads a bot from the bytes of its files, checking that they agree with each other, with
     /// its weight matrices held as `dtype`.
     pub fn load(files: &ModelFiles, dtype: Dtype) -> Result<Self> {
-        Self::assemble(files, &files.weights()?, dtype)
+        let config = Config::from_json(files.config()?)?;
+        Self::assemble(files, files.tensor_source(&config, dtype)?.as_ref(), dtype)
     }
 
     /// A bot from its files' config and tokenizer and from `weights`, already read (a streamed

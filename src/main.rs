@@ -57,22 +57,23 @@ enum Command {
     /// Train a bot on posts (X archive tweets.js, JSONL or text; one file per user) and write
     /// a model folder with its huggingtweets card.
     Train(TrainArgs),
-    /// Write model.safetensors + tokenizer.json (and the configs) from any supported layout.
+    /// Write the weights (model.safetensors, or a pre-quantized model.gguf) + tokenizer.json
+    /// (and the configs) from any supported layout.
     Convert {
         #[command(flatten)]
         model: ModelArg,
         /// Output folder (created if missing).
         #[arg(long)]
         out: PathBuf,
-        /// How model.safetensors stores the weights.
-        #[arg(long, value_enum, default_value = "f32")]
-        dtype: DtypeArg,
+        /// The weights: f32 or f16 as model.safetensors; q8_0, q4_0 or q4k as model.gguf.
+        #[arg(long, default_value = "f32", value_parser = files::WeightsFormat::ALL.map(files::WeightsFormat::name))]
+        dtype: String,
     },
 }
 
 #[derive(Args)]
 struct ModelArg {
-    /// Model folder: config.json, model.safetensors or pytorch_model.bin, tokenizer.json or
+    /// Model folder: config.json, model.gguf, model.safetensors or pytorch_model.bin, tokenizer.json or
     /// vocab.json + merges.txt.
     #[arg(long)]
     model: PathBuf,
@@ -390,11 +391,11 @@ fn tokenize(dir: &Path, text: &str, as_json: bool) -> Result<()> {
     Ok(())
 }
 
-fn convert(dir: &Path, out: &Path, dtype: DtypeArg) -> Result<()> {
+fn convert(dir: &Path, out: &Path, dtype: &str) -> Result<()> {
     let folder = Folder::read(dir)?;
     let converted = folder
         .model_files()
-        .to_preferred(dtype.into())
+        .to_preferred(files::WeightsFormat::parse(dtype)?)
         .with_context(|| format!("{}", dir.display()))?;
     write_folder(out, converted.iter().map(|(n, b)| (*n, b.as_slice())))?;
     let card = dir.join(files::CARD);
@@ -559,7 +560,7 @@ fn main() {
         } => score(&model.model, &compute, &text, json),
         Command::Tokenize { model, text, json } => tokenize(&model.model, &text, json),
         Command::Train(a) => train(a),
-        Command::Convert { model, out, dtype } => convert(&model.model, &out, dtype),
+        Command::Convert { model, out, dtype } => convert(&model.model, &out, &dtype),
     };
     if let Err(e) = result {
         // One line: the chain of contexts, outermost first ("DIR: model.safetensors: ...").

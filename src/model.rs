@@ -17,8 +17,10 @@ use crate::attention::LayerCache;
 use crate::config::{Activation, Config};
 use crate::dense;
 use crate::error::{Error, Result};
+use crate::ggml::GgmlMatrix;
 use crate::quant::{self, Dtype, Q8Matrix};
 use crate::weights::Weights;
+use candle_core::quantized::GgmlDType;
 
 /// How a pass runs, chosen by the caller: training (differentiable ops only, every position
 /// from 0, no cache) or inference (fused kernels, after what the cache `C` holds).
@@ -51,6 +53,13 @@ pub trait TensorSource {
         };
         Matrix::new(t, dtype)
     }
+}
+
+/// A weight as the model holds it, for writing it out ([`crate::gguf::write_held`]).
+pub enum Held<'a> {
+    /// A vector (bias, layer norm) or the position embeddings, in f32.
+    Vector(&'a Tensor),
+    Matrix(&'a Matrix),
 }
 
 /// How a checkpoint stores a weight matrix.
@@ -86,12 +95,14 @@ impl TensorSource for Weights<'_> {
     }
 }
 
-/// A weight matrix W [out, in] as the model holds it: an f32 tensor, or q8_0 (shared through an
-/// `Arc` where one matrix serves twice, as a tied `wte` does).
+/// A weight matrix W [out, in] as the model holds it: an f32 tensor, q8_0, or a 4-bit ggml
+/// format read from a `model.gguf` (shared through an `Arc` where one matrix serves twice, as a
+/// tied `wte` does).
 #[derive(Clone)]
 pub enum Matrix {
     F32(Tensor),
     Q8(Arc<Q8Matrix>),
+    Ggml(Arc<GgmlMatrix>),
 }
 
 impl Matrix {
@@ -145,7 +156,7 @@ impl Matrix {
     }
 
     /// `t` [out, in] in `dtype`; f32 where the rows do not split into q8_0 blocks.
-    fn new(t: Tensor, dtype: Dtype) -> Result<Self> {
+    pub fn new(t: Tensor, dtype: Dtype) -> Result<Self> {
         let (rows, cols) = t.dims2()?;
         Ok(if dtype.quantizes(cols) {
             let values = t.flatten_all()?.to_vec1::<f32>()?;
@@ -157,9 +168,33 @@ impl Matrix {
     }
 
     fn rows(&self) -> Result<usize> {
+        Ok(self.dims()?.0)
+    }
+
+    /// (rows, cols) = (out, in).
+    pub fn dims(&self) -> Result<(usize, usize)> {
         Ok(match self {
-            Matrix::F32(t) => t.dim(0)?,
-            Matrix::Q8(q) => q.rows(),
+            Matrix::F32(t) => t.dims2()?,
+            Matrix::Q8(q) => (q.rows(), q.cols()),
+            Matrix::Ggml(g) => (g.rows(), g.cols()),
+        })
+    }
+
+    /// The ggml type it is held as.
+    pub fn ggml_dtype(&self) -> GgmlDType {
+        match self {
+            Matrix::F32(_) => GgmlDType::F32,
+            Matrix::Q8(_) => GgmlDType::Q8_0,
+            Matrix::Ggml(g) => g.dtype(),
+        }
+    }
+
+    /// Its values as that type's bytes, as GGUF stores them.
+    pub fn ggml_bytes(&self) -> Result<Vec<u8>> {
+        Ok(match self {
+            Matrix::F32(t) => dense::with_values(t, crate::gguf::f32_bytes)?,
+            Matrix::Q8(q) => q.to_ggml_bytes(),
+            Matrix::Ggml(g) => g.to_bytes(),
         })
     }
 
@@ -167,14 +202,28 @@ impl Matrix {
     fn select_rows(&self, ids: &Tensor) -> Result<Tensor> {
         match self {
             Matrix::F32(t) => Ok(t.index_select(ids, 0)?),
-            Matrix::Q8(q) => {
-                let ids = ids.to_vec1::<u32>()?;
-                let data: Vec<f32> = ids
-                    .iter()
-                    .flat_map(|&i| q.dequantize_row(i as usize))
-                    .collect();
-                Ok(Tensor::from_vec(data, (ids.len(), q.cols()), &Device::Cpu)?)
-            }
+            Matrix::Q8(q) => Self::dequantized_rows(ids, q.cols(), |i| q.dequantize_row(i)),
+            Matrix::Ggml(g) => Self::dequantized_rows(ids, g.cols(), |i| g.dequantize_row(i)),
+        }
+    }
+
+    /// Rows `ids` of a quantized matrix with `cols` columns, each made by `row`.
+    fn dequantized_rows(
+        ids: &Tensor,
+        cols: usize,
+        row: impl Fn(usize) -> Vec<f32>,
+    ) -> Result<Tensor> {
+        let ids = ids.to_vec1::<u32>()?;
+        let data: Vec<f32> = ids.iter().flat_map(|&i| row(i as usize)).collect();
+        Ok(Tensor::from_vec(data, (ids.len(), cols), &Device::Cpu)?)
+    }
+
+    /// The name of the format it is held in.
+    fn format(&self) -> &'static str {
+        match self {
+            Matrix::F32(_) => Dtype::F32.name(),
+            Matrix::Q8(_) => Dtype::Q8_0.name(),
+            Matrix::Ggml(g) => g.format(),
         }
     }
 
@@ -183,6 +232,7 @@ impl Matrix {
         match self {
             Matrix::F32(t) => t.elem_count() * 4,
             Matrix::Q8(q) => q.byte_size(),
+            Matrix::Ggml(g) => g.byte_size(),
         }
     }
 }
@@ -286,6 +336,15 @@ struct Linear {
 }
 
 impl Linear {
+    /// Its `weight` or `bias`.
+    fn held(&self, part: &str) -> Option<Held<'_>> {
+        match part {
+            "weight" => Some(Held::Matrix(&self.weight)),
+            "bias" => self.bias.as_ref().map(Held::Vector),
+            _ => None,
+        }
+    }
+
     /// An HF Conv1D layer (`{name}.weight` [in, out] + `{name}.bias`).
     fn conv1d(
         w: &dyn TensorSource,
@@ -318,6 +377,10 @@ impl Linear {
         let scalar = scalar_activation(act);
         let values = match &self.weight {
             Matrix::Q8(w) => self.with_bias(|bias| {
+                let x = x.flatten_all()?.to_vec1::<f32>()?;
+                Ok(w.matmul_then(&x, rows, bias_then(bias, scalar)))
+            })?,
+            Matrix::Ggml(w) => self.with_bias(|bias| {
                 let x = x.flatten_all()?.to_vec1::<f32>()?;
                 Ok(w.matmul_then(&x, rows, bias_then(bias, scalar)))
             })?,
@@ -438,6 +501,15 @@ struct Norm {
 }
 
 impl Norm {
+    /// Its `weight` or `bias`.
+    fn held(&self, part: &str) -> Option<Held<'_>> {
+        match part {
+            "weight" => Some(Held::Vector(self.ln.weight())),
+            "bias" => self.ln.bias().map(Held::Vector),
+            _ => None,
+        }
+    }
+
     fn load(w: &dyn TensorSource, name: &str, cfg: &Config) -> Result<Self> {
         let weight = w.tensor(&format!("{name}.weight"), &[cfg.n_embd])?;
         let bias = w.tensor(&format!("{name}.bias"), &[cfg.n_embd])?;
@@ -648,6 +720,43 @@ impl Gpt2 {
     /// The architecture this model was built with.
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// The weight `name` (HF's, as [`crate::weights::expected_tensors`] lists them) as the
+    /// model holds it; `None` for a name it does not hold (a tied `lm_head.weight`).
+    pub fn held(&self, name: &str) -> Option<Held<'_>> {
+        match name {
+            "wte.weight" => return Some(Held::Matrix(&self.wte)),
+            "wpe.weight" => return Some(Held::Vector(&self.wpe)),
+            "lm_head.weight" if !self.cfg.tie_word_embeddings => {
+                return Some(Held::Matrix(&self.lm_head.weight))
+            }
+            _ => {}
+        }
+        if let Some(part) = name.strip_prefix("ln_f.") {
+            return self.ln_f.held(part);
+        }
+        let (layer, rest) = name.strip_prefix("h.")?.split_once('.')?;
+        let b = self.h.get(layer.parse::<usize>().ok()?)?;
+        let (module, part) = rest.rsplit_once('.')?;
+        match module {
+            "ln_1" => b.ln_1.held(part),
+            "ln_2" => b.ln_2.held(part),
+            "attn.c_attn" => b.attn.c_attn.held(part),
+            "attn.c_proj" => b.attn.c_proj.held(part),
+            "mlp.c_fc" => b.mlp.c_fc.held(part),
+            "mlp.c_proj" => b.mlp.c_proj.held(part),
+            _ => None,
+        }
+    }
+
+    /// The format its weight matrices are held in ("f32", "q8_0", "q4_0", "q4k"; a file's
+    /// few matrices whose rows do not fill its blocks may be held otherwise), as the first
+    /// block's MLP holds it.
+    pub fn held_as(&self) -> &'static str {
+        self.h
+            .first()
+            .map_or(Dtype::F32.name(), |b| b.mlp.c_fc.weight.format())
     }
 
     /// Bytes its weights take in memory (a tied matrix counted once).

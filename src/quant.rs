@@ -213,6 +213,32 @@ impl Q8Matrix {
         })
     }
 
+    /// Builds a matrix from ggml's q8_0 blocks (an f16 scale, then 32 signed bytes; GGUF's
+    /// tensor data), `rows × cols` row-major.
+    pub fn from_ggml_bytes(rows: usize, cols: usize, bytes: &[u8]) -> Result<Self> {
+        let blocks = bytes.chunks_exact(2 + BLOCK);
+        if !blocks.remainder().is_empty() {
+            return Err(Error::Parameter("q8_0 data of a partial block".into()));
+        }
+        let mut qs = Vec::with_capacity(blocks.len() * BLOCK);
+        let mut scales = Vec::with_capacity(blocks.len());
+        for b in blocks {
+            scales.push(f16::from_le_bytes([b[0], b[1]]).to_f32());
+            qs.extend(b[2..].iter().map(|&q| q as i8));
+        }
+        Self::from_parts(rows, cols, qs, scales)
+    }
+
+    /// The matrix as ggml's q8_0 blocks ([`Self::from_ggml_bytes`] reads them back).
+    pub fn to_ggml_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.scales.len() * (2 + BLOCK));
+        for (q, &s) in self.qs.chunks_exact(BLOCK).zip(&self.scales) {
+            out.extend_from_slice(&f16::from_f32(s).to_le_bytes());
+            out.extend(q.iter().map(|&v| v as u8));
+        }
+        out
+    }
+
     /// Output features (rows).
     pub fn rows(&self) -> usize {
         self.rows

@@ -14,6 +14,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::files::{self, ModelFiles, SAFETENSORS};
+use crate::gguf::GgufStream;
 use crate::model::{matrix_layout, Layout, Matrix, MatrixRows, TensorSource};
 use crate::quant::Dtype;
 use crate::weights::expected_tensors;
@@ -263,17 +264,31 @@ impl SafetensorsStream {
                 },
             });
         }
-        Ok(Prepared {
-            tensors: self.tensors,
-            matrices: self.matrices,
-        })
+        Ok(Prepared::new(SAFETENSORS, self.tensors, self.matrices))
     }
 }
 
 /// Tensors already made into what the model holds.
 pub struct Prepared {
+    /// The file they came from, for messages.
+    file: &'static str,
     tensors: HashMap<String, Tensor>,
     matrices: HashMap<String, Matrix>,
+}
+
+impl Prepared {
+    /// Vectors (`tensors`) and weight matrices read from `file`, by HF name.
+    pub fn new(
+        file: &'static str,
+        tensors: HashMap<String, Tensor>,
+        matrices: HashMap<String, Matrix>,
+    ) -> Self {
+        Self {
+            file,
+            tensors,
+            matrices,
+        }
+    }
 }
 
 impl TensorSource for Prepared {
@@ -282,7 +297,7 @@ impl TensorSource for Prepared {
             .get(name)
             .cloned()
             .ok_or_else(|| Error::MissingTensor {
-                file: SAFETENSORS,
+                file: self.file,
                 name: name.to_owned(),
             })
     }
@@ -292,19 +307,41 @@ impl TensorSource for Prepared {
             .get(name)
             .cloned()
             .ok_or_else(|| Error::MissingTensor {
-                file: SAFETENSORS,
+                file: self.file,
                 name: name.to_owned(),
             })
     }
 }
 
+/// A weights file read as it arrives.
+enum WeightsStream {
+    Safetensors(SafetensorsStream),
+    Gguf(GgufStream),
+}
+
+impl WeightsStream {
+    fn push(&mut self, bytes: &[u8]) -> Result<()> {
+        match self {
+            Self::Safetensors(s) => s.push(bytes),
+            Self::Gguf(s) => s.push(bytes),
+        }
+    }
+
+    fn finish(self) -> Result<Prepared> {
+        match self {
+            Self::Safetensors(s) => s.finish(),
+            Self::Gguf(s) => s.finish(),
+        }
+    }
+}
+
 /// A bot assembled from its files as they come, in the order [`files::next_wanted`] asks for
-/// them: small files whole ([`BotLoader::add`]), `model.safetensors` in pieces
-/// ([`BotLoader::push`]; [`files::streamed`] says which files may come that way).
+/// them: small files whole ([`BotLoader::add`]), weights files in pieces ([`BotLoader::push`];
+/// [`files::streamed`] says which files may come that way).
 pub struct BotLoader {
     dtype: Dtype,
     files: Vec<(&'static str, Vec<u8>)>,
-    stream: Option<SafetensorsStream>,
+    stream: Option<(&'static str, WeightsStream)>,
 }
 
 impl BotLoader {
@@ -329,7 +366,13 @@ impl BotLoader {
         if !files::streamed(name) {
             return Err(Error::Parameter(format!("{name} cannot be read in pieces")));
         }
-        if self.stream.is_none() {
+        if let Some((current, _)) = &self.stream {
+            if *current != name {
+                return Err(Error::Parameter(format!(
+                    "{name} comes after {current}: one weights file at a time"
+                )));
+            }
+        } else {
             let config = self
                 .files
                 .iter()
@@ -338,24 +381,35 @@ impl BotLoader {
                     Error::MissingFile(format!("{} comes before {name}", files::CONFIG))
                 })?;
             let cfg = Config::from_json(&config.1)?;
-            self.stream = Some(SafetensorsStream::new(&cfg, self.dtype));
+            let (file, stream) = if name == files::GGUF {
+                (
+                    files::GGUF,
+                    WeightsStream::Gguf(GgufStream::new(&cfg, self.dtype)),
+                )
+            } else {
+                (
+                    SAFETENSORS,
+                    WeightsStream::Safetensors(SafetensorsStream::new(&cfg, self.dtype)),
+                )
+            };
+            self.stream = Some((file, stream));
         }
-        self.stream.as_mut().expect("just made").push(bytes)
+        self.stream.as_mut().expect("just made").1.push(bytes)
     }
 
     /// The bot, once every file it needs is in.
     pub fn finish(self) -> Result<Bot> {
-        let streamed = self.stream.is_some();
+        let streamed = self.stream.as_ref().map(|(n, _)| *n);
         let files = ModelFiles::from_lookup(|n| {
             self.files
                 .iter()
                 .find(|(k, _)| *k == n)
                 .map(|(_, b)| b.as_slice())
                 // A streamed file is present, though its bytes are gone.
-                .or_else(|| (streamed && files::streamed(n)).then_some(&[][..]))
+                .or_else(|| (streamed == Some(n)).then_some(&[][..]))
         });
         match self.stream {
-            Some(stream) => Bot::assemble(&files, &stream.finish()?, self.dtype),
+            Some((_, stream)) => Bot::assemble(&files, &stream.finish()?, self.dtype),
             None => Bot::load(&files, self.dtype),
         }
     }

@@ -51,6 +51,19 @@ pub fn sample_prompt() -> String {
     recipe::SAMPLE_PROMPT.to_owned()
 }
 
+/// The file name under which the worker caches a model's weights as they are held
+/// ([`WasmBot::write_held`]): the pre-quantized format's, which the library asks for first.
+#[wasm_bindgen(js_name = heldFile)]
+pub fn held_file() -> String {
+    files::GGUF.to_owned()
+}
+
+/// Whether `name` is a weights file (one of the formats of a model's weights).
+#[wasm_bindgen(js_name = isWeights)]
+pub fn is_weights(name: &str) -> bool {
+    files::is_weights(name)
+}
+
 /// Whether the worker may hand `name` over in pieces as it downloads ([`WasmLoader::push`]).
 #[wasm_bindgen(js_name = isStreamed)]
 pub fn is_streamed(name: &str) -> bool {
@@ -122,6 +135,26 @@ impl WasmBot {
     #[wasm_bindgen(getter, js_name = weightBytes)]
     pub fn weight_bytes(&self) -> f64 {
         self.bot.model.weight_bytes() as f64
+    }
+
+    /// The format its weight matrices are held in (`"f32"`, `"q8_0"`, `"q4_0"`, `"q4k"`).
+    #[wasm_bindgen(getter, js_name = heldAs)]
+    pub fn held_as(&self) -> String {
+        self.bot.model.held_as().to_owned()
+    }
+
+    /// Hands `on_piece` the weights as they are held, as a GGUF file, one piece (a
+    /// `Uint8Array`) at a time: what the worker caches after quantizing a checkpoint at load, so
+    /// that a second visit reads the quantized weights.
+    #[wasm_bindgen(js_name = writeHeld)]
+    pub fn write_held(&self, on_piece: &js_sys::Function) -> Result<(), JsError> {
+        crate::gguf::write_held(&self.bot.model, &mut |piece| {
+            on_piece
+                .call1(&JsValue::NULL, &js_sys::Uint8Array::from(piece))
+                .map(|_| ())
+                .map_err(|e| crate::Error::Parameter(format!("the cache write failed: {e:?}")))
+        })
+        .map_err(js_err)
     }
 
     /// Every generation setting with its value — the model's, or the one `given` (URL

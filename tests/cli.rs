@@ -195,6 +195,55 @@ fn convert_writes_a_safetensors_folder_that_scores_the_same() {
 }
 
 #[test]
+fn convert_to_q4k_writes_a_model_gguf_that_generates() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("www/models/default");
+    let (ok, _, err) = botcard(&[
+        "convert",
+        "--model",
+        dir.to_str().unwrap(),
+        "--out",
+        out.path().to_str().unwrap(),
+        "--dtype",
+        "q4k",
+    ]);
+    assert!(ok, "{err}");
+    let converted = Files::read(out.path());
+    let gguf = converted.get("model.gguf").unwrap();
+    let st = std::fs::metadata(dir.join("model.safetensors"))
+        .unwrap()
+        .len();
+    assert!(
+        (gguf.len() as u64) < st / 3,
+        "{} bytes from {st}",
+        gguf.len()
+    );
+    assert!(converted.get("model.safetensors").is_none());
+    assert!(
+        out.path().join("README.md").is_file(),
+        "the card comes along"
+    );
+    let v = botcard_json(&[
+        "generate",
+        "--model",
+        out.path().to_str().unwrap(),
+        "--prompt",
+        "My dream is",
+        "--max-new-tokens",
+        "8",
+        "--seed",
+        "1",
+    ]);
+    assert!(
+        !v["sequences"][0]["token_ids"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{v}"
+    );
+}
+
+#[test]
 fn errors_are_one_line_on_stderr_with_a_failing_exit() {
     let (ok, out, err) = botcard(&["generate", "--model", "/nonexistent/model", "--prompt", "x"]);
     assert!(!ok && out.is_empty());

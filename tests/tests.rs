@@ -8,6 +8,7 @@ mod cli;
 mod dataset;
 mod default_bot;
 mod generation;
+mod gguf;
 #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 mod kernels;
 mod parity;

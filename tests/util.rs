@@ -20,6 +20,7 @@ pub fn reference() -> Value {
 }
 
 /// The files of a model folder, read into memory (missing ones absent).
+#[derive(Clone)]
 pub struct Files(pub Vec<(String, Vec<u8>)>);
 
 impl Files {

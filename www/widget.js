@@ -240,6 +240,8 @@ export class BotWidget extends HTMLElement {
     this.ui.progress.hidden = true;
     this.ui.recover.hidden = true;
     this.drawSettings(d.settings);
+    // data-weights names what the weights are held as (f32, q8_0, or a model.gguf's q4_0/q4k).
+    this.dataset.weights = d.heldAs;
     const size = d.bytes ? ` (${(d.bytes / 1e6).toFixed(1)} MB in ${d.seconds.toFixed(1)} s)` : '';
     this.say(`${what} is ready${size}. Press Compute.`);
     this.dispatchEvent(new CustomEvent('bot-ready', { detail: d }));

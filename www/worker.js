@@ -44,6 +44,11 @@ const ready = (async () => {
   }
 })();
 const CACHE = 'botcard-models-v1';
+// A hub model quantized here at load is cached as it is held (a GGUF of its q8_0 weights, under
+// the name the library asks for first), in place of its checkpoint: a second visit reads a third
+// of the bytes and quantizes nothing. This header marks such an entry; a page asking for f32
+// passes it by and downloads (and caches) the checkpoint itself.
+const HELD = 'x-botcard-held';
 // One file larger than this cannot be loaded: wasm32 has 4 GB of memory in all, and a file that
 // cannot be streamed (pytorch_model.bin) is in memory whole beside its tensors while it loads.
 const MAX_FILE_BYTES = 1.5e9;
@@ -100,11 +105,13 @@ async function consume(body, total, name, id, sink) {
   return bytes;
 }
 
-async function download(url, name, id, sink) {
+async function download(url, name, id, sink, dtype) {
+  const lib = await ready;
   let cache = null;
   try { cache = await caches.open(CACHE); } catch { /* no Cache API (e.g. opaque origin) */ }
   const cached = cache && await cache.match(url);
   if (cached?.status === 404) return ABSENT;
+  if (cached?.headers.get(HELD) && dtype === 'f32') return ABSENT;
   if (cached) return consume(cached.body, Number(cached.headers.get('content-length')) || 0, name, id, sink);
   let res;
   try {
@@ -121,22 +128,24 @@ async function download(url, name, id, sink) {
   if (!res.ok) throw new Error(`Could not download ${name} (HTTP ${res.status}).`);
   const total = Number(res.headers.get('content-length')) || 0;
   if (total > MAX_FILE_BYTES) throw new Error(`${name} is ${(total / 1e9).toFixed(1)} GB, too big to run in a browser tab.`);
-  // The cache stores its own branch of the body as it arrives; a download that fails stores nothing.
-  if (cache) cache.put(url, res.clone()).catch(() => {});
+  // The cache stores its own branch of the body as it arrives; a download that fails stores
+  // nothing. A checkpoint that will be cached as held once loaded is not stored as it came.
+  const heldLater = lib.isWeights(name) && name !== lib.heldFile() && dtype !== 'f32';
+  if (cache && !heldLater) cache.put(url, res.clone()).catch(() => {});
   return consume(res.body, total, name, id, sink);
 }
 
 /** A file of `source` (hub base URL or picked File objects), whole or to `sink`; ABSENT if the
  * source does not have it. */
 async function read(source, name, id, sink) {
-  if (source.base) return download(source.base + name, name, id, sink);
+  if (source.base) return download(source.base + name, name, id, sink, source.dtype);
   const f = source.files[name];
   if (!f) return ABSENT;
   return consume(f.stream(), f.size, name, id, sink);
 }
 
 /** Feeds `loader` the model's files in the order and formats the library asks for; the weights
- * go in pieces as they arrive. Returns the bytes read. */
+ * go in pieces as they arrive. Returns the bytes read and what is known of each file. */
 async function collect(source, id, loader) {
   const { nextModelFile, isStreamed } = await ready;
   const known = {};
@@ -149,7 +158,18 @@ async function collect(source, id, loader) {
     if (sink) bytes += got;
     else { bytes += got.length; loader.add(name, got); }
   }
-  return bytes;
+  return { bytes, known };
+}
+
+/** Caches `bot`'s weights as held under `base` (see HELD). */
+async function cacheHeld(base, bot) {
+  const lib = await ready;
+  const cache = await caches.open(CACHE);
+  const parts = [];
+  let size = 0;
+  bot.writeHeld((piece) => { parts.push(piece); size += piece.length; });
+  const headers = { 'content-length': String(size), [HELD]: bot.heldAs };
+  await cache.put(base + lib.heldFile(), new Response(new Blob(parts), { headers }));
 }
 
 const residentBytes = () => [...models.values()].reduce((n, m) => n + m.weightBytes, 0);
@@ -173,15 +193,20 @@ async function model(key, source, id) {
       const t0 = performance.now();
       const { WasmLoader } = await ready;
       const loader = new WasmLoader(source.dtype);
-      let bot, bytes;
+      let bot, bytes, known;
       try {
-        bytes = await collect(source, id, loader);
+        ({ bytes, known } = await collect(source, id, loader));
         bot = loader.finish();
       } finally {
         loader.free();
       }
+      const { heldFile } = await ready;
+      if (source.base && source.dtype !== 'f32' && !known[heldFile()]) {
+        // After the model is announced ready (the write takes a moment, once per model).
+        setTimeout(() => cacheHeld(source.base, bot).catch((e) => console.warn('botcard: the model could not be cached.', e)), 0);
+      }
       makeRoom(bot.weightBytes);
-      const entry = { bot, weightBytes: bot.weightBytes, widgets: new Set(), lastUsed: 0, busy: 0, bytes, seconds: (performance.now() - t0) / 1000 };
+      const entry = { bot, weightBytes: bot.weightBytes, heldAs: bot.heldAs, widgets: new Set(), lastUsed: 0, busy: 0, bytes, seconds: (performance.now() - t0) / 1000 };
       models.set(key, entry);
       return entry;
     })().finally(() => loading.delete(key)));
@@ -219,7 +244,7 @@ async function handle(msg) {
     if (widgets.get(widget)?.key !== key) release(widget);
     widgets.set(widget, { key, source, stopped: false });
     entry.widgets.add(widget);
-    post({ type: 'loaded', id, settings: entry.bot.settings(msg.params || {}), bytes: entry.bytes, weightBytes: entry.weightBytes, seconds: entry.seconds, cached });
+    post({ type: 'loaded', id, settings: entry.bot.settings(msg.params || {}), bytes: entry.bytes, weightBytes: entry.weightBytes, heldAs: entry.heldAs, seconds: entry.seconds, cached });
   } else if (type === 'generate') {
     const w = widgets.get(widget);
     if (!w) throw new Error('No model is loaded.');

@@ -44,6 +44,7 @@ window.load = async (base, dtype) => {
   return performance.now() / 1000;
 };
 window.weightBytes = () => loaded.weightBytes;
+window.heldAs = () => loaded.heldAs;
 window.info = () => request({ type: 'info' });
 window.isolate = async () => { await navigator.serviceWorker.register('/sw.js'); await navigator.serviceWorker.ready; };
 window.copyBandwidth = () => {
@@ -119,6 +120,8 @@ try {
     const { threads, build } = await p.evaluate(() => window.info());
     const readyCold = await p.evaluate(([u, d]) => window.load(u, d), [base, dtype]);
     const weightBytes = await p.evaluate(() => window.weightBytes());
+    // What the weights are held as: the dtype asked for, or a pre-quantized model.gguf's own.
+    const held = await p.evaluate(() => window.heldAs());
     if (readyOnly) {
       const peak = rendererPeak(before);
       const p2 = await context.newPage();
@@ -126,7 +129,7 @@ try {
       await p2.goto(`${site.url}/bench.html`);
       const readyCached = await p2.evaluate(([u, d]) => window.load(u, d), [base, dtype]);
       await context.close();
-      console.log(JSON.stringify({ engine: 'botcard tab', model: label, dtype, threads, build, chromium: version, ready_cold_s: readyCold, ready_cached_s: readyCached, weight_bytes: weightBytes, peak_memory_bytes: peak }));
+      console.log(JSON.stringify({ engine: 'botcard tab', model: label, dtype: held, threads, build, chromium: version, ready_cold_s: readyCold, ready_cached_s: readyCached, weight_bytes: weightBytes, peak_memory_bytes: peak }));
       continue;
     }
     const run = (prompt, settings) => p.evaluate(([t, s]) => window.job(t, s), [prompt, settings]);
@@ -145,7 +148,7 @@ try {
     const copy = await p2.evaluate(() => window.copyBandwidth());
     const decode = greedy.map((r) => (r.tokenMs.length - 1) / ((r.tokenMs.at(-1) - r.tokenMs[0]) / 1000));
     console.log(JSON.stringify({
-      engine: 'botcard tab', model: label, dtype, threads, build, chromium: version,
+      engine: 'botcard tab', model: label, dtype: held, threads, build, chromium: version,
       ready_cold_s: readyCold, ready_cached_s: readyCached,
       prefill_tok_s: median(prefill), ttft_ms: median(greedy.map((r) => r.tokenMs[0])),
       decode_tok_s: median(decode), widget_job_s: median(widget.map((r) => r.totalMs / 1000)),

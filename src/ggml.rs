@@ -1,0 +1,174 @@
+//! Weight matrices in ggml's 4-bit block formats (q4_0, q4_K), as a pre-quantized GGUF file
+//! stores them, multiplied with candle's dot-product kernels (simd128 in wasm) on our threads.
+//!
+//! Why candle's kernels here and not our own (as for q8_0, [`crate::quant`]): they are ggml's
+//! reference arithmetic, already vectorized for wasm, and a q4 file is chosen for its size, not
+//! for the last tok/s. Candle runs its quantized product on one thread in wasm, so the output
+//! rows are split over the threads here ([`crate::parallel::by_output_rows`]).
+
+use candle_core::quantized::k_quants::{BlockQ4K, BlockQ4_0, GgmlType};
+use candle_core::quantized::GgmlDType;
+
+use crate::error::{Error, Result};
+
+/// A [rows, cols] matrix of ggml blocks of one type, row-major, `cols / T::BLCK_SIZE` a row.
+pub struct Blocks<T> {
+    rows: usize,
+    cols: usize,
+    data: Vec<T>,
+}
+
+/// A weight matrix W [out, in] in a 4-bit ggml format.
+pub enum GgmlMatrix {
+    Q4_0(Blocks<BlockQ4_0>),
+    Q4K(Blocks<BlockQ4K>),
+}
+
+impl GgmlMatrix {
+    /// The matrix stored as `dtype` in `bytes` (GGUF's tensor data, [rows, cols] row-major);
+    /// `None` for a type this module does not hold.
+    pub fn from_bytes(
+        dtype: GgmlDType,
+        rows: usize,
+        cols: usize,
+        bytes: &[u8],
+    ) -> Result<Option<Self>> {
+        Ok(match dtype {
+            GgmlDType::Q4_0 => Some(Self::Q4_0(Blocks::from_bytes(rows, cols, bytes)?)),
+            GgmlDType::Q4K => Some(Self::Q4K(Blocks::from_bytes(rows, cols, bytes)?)),
+            _ => None,
+        })
+    }
+
+    /// The format's name, as `botcard convert --dtype` takes it.
+    pub fn format(&self) -> &'static str {
+        match self {
+            Self::Q4_0(_) => crate::gguf::FileType::Q4_0.name(),
+            Self::Q4K(_) => crate::gguf::FileType::Q4K.name(),
+        }
+    }
+
+    /// Its ggml type.
+    pub fn dtype(&self) -> GgmlDType {
+        match self {
+            Self::Q4_0(_) => GgmlDType::Q4_0,
+            Self::Q4K(_) => GgmlDType::Q4K,
+        }
+    }
+
+    /// Its blocks' bytes, as GGUF stores them.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            Self::Q4_0(b) => b.to_bytes(),
+            Self::Q4K(b) => b.to_bytes(),
+        }
+    }
+
+    /// Output features.
+    pub fn rows(&self) -> usize {
+        match self {
+            Self::Q4_0(b) => b.rows,
+            Self::Q4K(b) => b.rows,
+        }
+    }
+
+    /// Input features.
+    pub fn cols(&self) -> usize {
+        match self {
+            Self::Q4_0(b) => b.cols,
+            Self::Q4K(b) => b.cols,
+        }
+    }
+
+    /// Bytes held.
+    pub fn byte_size(&self) -> usize {
+        match self {
+            Self::Q4_0(b) => std::mem::size_of_val(b.data.as_slice()),
+            Self::Q4K(b) => std::mem::size_of_val(b.data.as_slice()),
+        }
+    }
+
+    /// Row `r` as f32 (an embedding lookup).
+    pub fn dequantize_row(&self, r: usize) -> Vec<f32> {
+        match self {
+            Self::Q4_0(b) => b.dequantize_row(r),
+            Self::Q4K(b) => b.dequantize_row(r),
+        }
+    }
+
+    /// `x · Wᵀ` for `m` rows of `x`, row-major; `then(o, values)` gets output feature `o`'s
+    /// `m` values as soon as they are computed, on the thread that computed them.
+    pub fn matmul_then<F>(&self, x: &[f32], m: usize, then: F) -> Vec<f32>
+    where
+        F: Fn(usize, &mut [f32]) + Sync + Send,
+    {
+        match self {
+            Self::Q4_0(b) => b.matmul_then(x, m, then),
+            Self::Q4K(b) => b.matmul_then(x, m, then),
+        }
+    }
+}
+
+impl<T: GgmlType> Blocks<T> {
+    fn per_row(&self) -> usize {
+        self.cols / T::BLCK_SIZE
+    }
+
+    fn from_bytes(rows: usize, cols: usize, bytes: &[u8]) -> Result<Self> {
+        let size = std::mem::size_of::<T>();
+        let n = rows * (cols / T::BLCK_SIZE);
+        if !cols.is_multiple_of(T::BLCK_SIZE) || bytes.len() != n * size {
+            return Err(Error::Parameter(format!(
+                "{:?} data of {} bytes does not fit a [{rows}, {cols}] matrix",
+                T::DTYPE,
+                bytes.len()
+            )));
+        }
+        let mut data = vec![T::zeros(); n];
+        // SAFETY: ggml's blocks are `repr(C)` structs of f16 and byte arrays, for which every
+        // bit pattern is a value; `data` has room for exactly `bytes.len()` bytes (checked above).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                data.as_mut_ptr().cast::<u8>(),
+                bytes.len(),
+            );
+        }
+        Ok(Self { rows, cols, data })
+    }
+
+    fn to_bytes(&self) -> Vec<u8> {
+        let n = std::mem::size_of_val(self.data.as_slice());
+        // SAFETY: the blocks are `repr(C)` plain data (see `from_bytes`), `n` bytes long.
+        unsafe { std::slice::from_raw_parts(self.data.as_ptr().cast::<u8>(), n) }.to_vec()
+    }
+
+    fn dequantize_row(&self, r: usize) -> Vec<f32> {
+        let k = self.per_row();
+        let mut out = vec![0f32; self.cols];
+        T::to_float(&self.data[r * k..(r + 1) * k], &mut out);
+        out
+    }
+
+    fn matmul_then<F>(&self, x: &[f32], m: usize, then: F) -> Vec<f32>
+    where
+        F: Fn(usize, &mut [f32]) + Sync + Send,
+    {
+        let (cols, k) = (self.cols, self.per_row());
+        // Activations in the kernel's partner format (q8_0 for q4_0, q8_K for q4_K), once.
+        let kx = cols / T::VecDotType::BLCK_SIZE;
+        let mut xq = vec![T::VecDotType::zeros(); m * kx];
+        for (xi, qi) in x.chunks_exact(cols).zip(xq.chunks_exact_mut(kx)) {
+            T::VecDotType::from_float(xi, qi);
+        }
+        crate::parallel::by_output_rows(self.rows, m, |range, out| {
+            for (o, values) in range.zip(out.chunks_exact_mut(m)) {
+                let w = &self.data[o * k..(o + 1) * k];
+                for (v, qi) in values.iter_mut().zip(xq.chunks_exact(kx)) {
+                    *v = T::vec_dot(cols, w, qi);
+                }
+                then(o, values);
+            }
+        })
+    }
+}

@@ -1,0 +1,268 @@
+//! `model.gguf` (`botcard::gguf`): what `convert` writes is llama.cpp's GPT-2 layout, a q8_0 file
+//! loads to exactly what quantizing at load makes, 4-bit files stay close to f32 in less memory,
+//! and the file reads the same in any pieces.
+
+use std::io::Cursor;
+
+use botcard::files::{WeightsFormat, GGUF, SAFETENSORS};
+use botcard::gguf::FileType;
+use botcard::stream::BotLoader;
+use botcard::weights::Precision;
+use botcard::{files, Bot, Dtype};
+use candle_core::quantized::{gguf_file, GgmlDType};
+
+use crate::util::Files;
+
+fn default_bot() -> Files {
+    Files::read(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("www/models/default"))
+}
+
+/// `f` with its weights converted to `format` (the other weights files removed).
+fn converted(f: &Files, format: WeightsFormat) -> Files {
+    let out = f.model_files().to_preferred(format).unwrap();
+    Files(out.into_iter().map(|(n, b)| (n.to_owned(), b)).collect())
+}
+
+fn gguf(f: &Files, t: FileType) -> Files {
+    converted(f, WeightsFormat::Gguf(t))
+}
+
+const TEXT: &str = "My dream is to see the sea once more, and to tell everyone about it";
+
+fn logprobs(bot: &Bot) -> Vec<f32> {
+    bot.model
+        .logprobs(&bot.tokenizer.encode(TEXT).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn converting_writes_model_gguf_beside_config_and_tokenizer() {
+    let out = gguf(&default_bot(), FileType::Q8_0);
+    assert!(out.get(GGUF).is_some());
+    assert!(out.get(SAFETENSORS).is_none());
+    assert!(out.get(files::CONFIG).is_some() && out.get(files::TOKENIZER).is_some());
+}
+
+#[test]
+fn a_gguf_has_llama_cpp_gpt2_names_metadata_and_tokenizer() {
+    let f = default_bot();
+    let bot = f.load().unwrap();
+    let cfg = &bot.config;
+    let bytes = gguf(&f, FileType::Q4K).get(GGUF).unwrap().to_vec();
+    let c = gguf_file::Content::read(&mut Cursor::new(&bytes)).unwrap();
+    let meta = |k: &str| c.metadata.get(k).unwrap_or_else(|| panic!("no {k}"));
+    assert_eq!(meta("general.architecture").to_string().unwrap(), "gpt2");
+    assert_eq!(
+        meta("gpt2.block_count").to_u32().unwrap() as usize,
+        cfg.n_layer
+    );
+    assert_eq!(
+        meta("gpt2.embedding_length").to_u32().unwrap() as usize,
+        cfg.n_embd
+    );
+    assert_eq!(
+        meta("gpt2.context_length").to_u32().unwrap() as usize,
+        cfg.n_positions
+    );
+    assert_eq!(
+        meta("gpt2.attention.head_count").to_u32().unwrap() as usize,
+        cfg.n_head
+    );
+    assert_eq!(meta("tokenizer.ggml.model").to_string().unwrap(), "gpt2");
+    let tokens = meta("tokenizer.ggml.tokens").to_vec().unwrap();
+    assert_eq!(tokens.len(), bot.tokenizer.vocab_size());
+    let eos = meta("tokenizer.ggml.eos_token_id").to_u32().unwrap();
+    assert_eq!(tokens[eos as usize].to_string().unwrap(), "<|endoftext|>");
+    // Token strings are the byte-level BPE's: " the" is "Ġthe".
+    let the = bot.tokenizer.token_to_id("Ġthe").unwrap();
+    assert_eq!(tokens[the as usize].to_string().unwrap(), "Ġthe");
+    assert!(!meta("tokenizer.ggml.merges").to_vec().unwrap().is_empty());
+    let c3 = 3 * cfg.n_embd;
+    let qkv = &c.tensor_infos["blk.0.attn_qkv.weight"];
+    assert_eq!(qkv.shape.dims(), [c3, cfg.n_embd]);
+    assert_eq!(qkv.ggml_dtype, GgmlDType::Q4K);
+    assert_eq!(
+        c.tensor_infos["blk.0.attn_qkv.bias"].ggml_dtype,
+        GgmlDType::F32
+    );
+    assert_eq!(
+        c.tensor_infos["token_embd.weight"].shape.dims(),
+        [cfg.vocab_size, cfg.n_embd]
+    );
+    assert!(c.tensor_infos.contains_key("position_embd.weight"));
+    assert!(c
+        .tensor_infos
+        .contains_key(&format!("blk.{}.ffn_down.weight", cfg.n_layer - 1)));
+    // Tied: the output matrix is token_embd's, stored once.
+    assert!(!c.tensor_infos.contains_key("output.weight"));
+}
+
+#[test]
+fn a_q8_0_gguf_loads_to_exactly_what_quantizing_at_load_makes() {
+    let f = default_bot();
+    let at_load = Bot::load(&f.model_files(), Dtype::Q8_0).unwrap();
+    let from_file = Bot::load(&gguf(&f, FileType::Q8_0).model_files(), Dtype::Q8_0).unwrap();
+    assert_eq!(logprobs(&from_file), logprobs(&at_load));
+    assert_eq!(from_file.model.weight_bytes(), at_load.model.weight_bytes());
+}
+
+#[test]
+fn four_bit_files_stay_close_to_f32_in_less_memory() {
+    let f = default_bot();
+    let f32 = Bot::load(&f.model_files(), Dtype::F32).unwrap();
+    let q8 = Bot::load(&f.model_files(), Dtype::Q8_0).unwrap();
+    let want = logprobs(&f32);
+    for (t, tol) in [(FileType::Q4_0, 0.4), (FileType::Q4K, 0.4)] {
+        let bot = Bot::load(&gguf(&f, t).model_files(), Dtype::Q8_0).unwrap();
+        let got = logprobs(&bot);
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        eprintln!(
+            "{t:?}: max |Δ logprob| {worst}, {} bytes",
+            bot.model.weight_bytes()
+        );
+        assert!(worst < tol, "{t:?}: max |Δ logprob| {worst}");
+        assert!(
+            bot.model.weight_bytes() < q8.model.weight_bytes() * 7 / 10,
+            "{t:?}: {} bytes against q8_0's {}",
+            bot.model.weight_bytes(),
+            q8.model.weight_bytes()
+        );
+    }
+}
+
+#[test]
+fn a_quantized_gguf_asked_for_in_f32_holds_its_values_dequantized() {
+    let f = default_bot();
+    let q8 = gguf(&f, FileType::Q8_0);
+    let as_q8 = Bot::load(&q8.model_files(), Dtype::Q8_0).unwrap();
+    let as_f32 = Bot::load(&q8.model_files(), Dtype::F32).unwrap();
+    let f32 = Bot::load(&f.model_files(), Dtype::F32).unwrap();
+    assert_eq!(as_f32.model.weight_bytes(), f32.model.weight_bytes());
+    // Same weights, f32 activations instead of 7-bit ones: close, not equal.
+    for (a, b) in logprobs(&as_f32).iter().zip(logprobs(&as_q8)) {
+        assert!((a - b).abs() < 0.2, "{a} vs {b}");
+    }
+}
+
+#[test]
+fn rows_that_do_not_fill_four_bit_blocks_fall_back_to_q8_0_or_f16() {
+    // tiny-st's rows are 32 values: too short for q4_K's 256-value blocks.
+    let f = Files::of("tiny-st");
+    let want = logprobs(&Bot::load(&f.model_files(), Dtype::F32).unwrap());
+    let out = gguf(&f, FileType::Q4K);
+    let c = gguf_file::Content::read(&mut Cursor::new(out.get(GGUF).unwrap())).unwrap();
+    let t = c.tensor_infos["blk.0.attn_qkv.weight"].ggml_dtype;
+    assert!(matches!(t, GgmlDType::Q8_0 | GgmlDType::F16), "{t:?}");
+    let got = logprobs(&Bot::load(&out.model_files(), Dtype::Q8_0).unwrap());
+    for (a, b) in got.iter().zip(&want) {
+        assert!((a - b).abs() < 0.1, "{a} vs {b}");
+    }
+}
+
+/// Feeds `f`'s files to a loader, model.gguf in pieces of `piece` bytes (its first `limit`).
+fn streamed(f: &Files, dtype: Dtype, piece: usize, limit: usize) -> botcard::Result<Bot> {
+    let mut loader = BotLoader::new(dtype);
+    for n in files::all_names() {
+        let Some(bytes) = f.model_files().get(n) else {
+            continue;
+        };
+        if files::streamed(n) {
+            for chunk in bytes[..limit.min(bytes.len())].chunks(piece) {
+                loader.push(n, chunk)?;
+            }
+        } else {
+            loader.add(n, bytes.to_vec());
+        }
+    }
+    loader.finish()
+}
+
+#[test]
+fn a_gguf_read_in_pieces_equals_the_whole_file() {
+    let f = default_bot();
+    for t in [FileType::Q8_0, FileType::Q4K] {
+        let file = gguf(&f, t);
+        let whole = Bot::load(&file.model_files(), Dtype::Q8_0).unwrap();
+        let want = logprobs(&whole);
+        for piece in [997, 65536, usize::MAX] {
+            let bot = streamed(&file, Dtype::Q8_0, piece, usize::MAX).unwrap();
+            assert_eq!(logprobs(&bot), want, "{t:?} in pieces of {piece}");
+        }
+    }
+}
+
+#[test]
+fn a_broken_gguf_is_one_sentence() {
+    let file = gguf(&default_bot(), FileType::Q8_0);
+    let len = file.get(GGUF).unwrap().len();
+    let err = |r: botcard::Result<Bot>| r.err().expect("an error").to_string();
+    let cut = err(streamed(&file, Dtype::Q8_0, 65536, len / 2));
+    assert_eq!(cut, "model.gguf: the file ends before all of its tensors");
+    let header = err(streamed(&file, Dtype::Q8_0, 65536, 100));
+    assert!(
+        header.starts_with("model.gguf: not a valid GGUF file"),
+        "{header}"
+    );
+    let mut not = file;
+    not.set(GGUF, b"PK\x03\x04 not a gguf".to_vec());
+    let e = err(not.load());
+    assert_eq!(
+        e,
+        "model.gguf: not a GGUF file (it does not start with GGUF)"
+    );
+}
+
+#[test]
+fn converting_or_training_from_a_gguf_says_it_needs_a_checkpoint() {
+    let file = gguf(&default_bot(), FileType::Q8_0);
+    let e = file
+        .model_files()
+        .to_preferred(WeightsFormat::Safetensors(Precision::F16))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.starts_with("model.gguf: holds weights already quantized"),
+        "{e}"
+    );
+}
+
+/// The model's weights as held, written as a GGUF (what the page caches after quantizing at
+/// load), with `f`'s config and tokenizer.
+fn held_folder(f: &Files, bot: &Bot) -> Files {
+    let mut bytes = Vec::new();
+    botcard::gguf::write_held(&bot.model, &mut |piece| {
+        bytes.extend_from_slice(piece);
+        Ok(())
+    })
+    .unwrap();
+    let mut out = Files(
+        [files::CONFIG, files::TOKENIZER]
+            .iter()
+            .map(|n| (n.to_string(), f.get(n).unwrap().to_vec()))
+            .collect(),
+    );
+    out.set(GGUF, bytes);
+    out
+}
+
+#[test]
+fn a_model_written_as_held_loads_back_to_the_same_model() {
+    let f = converted(&default_bot(), WeightsFormat::Safetensors(Precision::F32));
+    for (source, dtype) in [
+        (f.clone(), Dtype::Q8_0),
+        (f.clone(), Dtype::F32),
+        (gguf(&f, FileType::Q4K), Dtype::Q8_0),
+        (gguf(&f, FileType::Q4_0), Dtype::Q8_0),
+    ] {
+        let bot = Bot::load(&source.model_files(), dtype).unwrap();
+        let again = Bot::load(&held_folder(&f, &bot).model_files(), dtype).unwrap();
+        assert_eq!(again.model.held_as(), bot.model.held_as());
+        assert_eq!(logprobs(&again), logprobs(&bot), "{}", bot.model.held_as());
+        assert_eq!(again.model.weight_bytes(), bot.model.weight_bytes());
+    }
+}
