@@ -665,27 +665,19 @@ impl GgufStream {
 
     /// The weights, once every needed tensor has arrived.
     pub fn finish(self) -> Result<Prepared> {
-        let mut missing: Vec<&String> = self
-            .expected
-            .keys()
-            .filter(|k| !self.tensors.contains_key(*k) && !self.matrices.contains_key(*k))
-            .collect();
-        missing.sort();
-        if let Some(name) = missing.first() {
-            return Err(match &self.header {
-                None => match gguf_file::Content::read(&mut Cursor::new(&self.buf)) {
-                    Err(e) => bad(format!("not a valid GGUF file ({e})")),
-                    Ok(_) => bad("the file ends before its header"),
-                },
-                Some((_, entries)) if entries.iter().any(|e| &e.name == *name) => {
-                    bad("the file ends before all of its tensors")
-                }
-                Some(_) => Error::MissingTensor {
-                    file: GGUF,
-                    name: gguf_name(name).unwrap_or_else(|| (*name).clone()),
-                },
-            });
-        }
-        Ok(Prepared::new(GGUF, self.tensors, self.matrices))
+        let header = self.header.as_ref().map(|(_, entries)| entries);
+        let buf = &self.buf;
+        Prepared::complete(
+            GGUF,
+            &self.expected,
+            self.tensors,
+            self.matrices,
+            header.map(|entries| move |name: &str| entries.iter().any(|e| e.name == name)),
+            || match gguf_file::Content::read(&mut Cursor::new(buf)) {
+                Err(e) => bad(format!("not a valid GGUF file ({e})")),
+                Ok(_) => bad("the file ends before its header"),
+            },
+            |name| gguf_name(name).unwrap_or_else(|| name.to_owned()),
+        )
     }
 }

@@ -246,25 +246,16 @@ impl SafetensorsStream {
 
     /// The weights, once every needed tensor has arrived.
     pub fn finish(self) -> Result<Prepared> {
-        let mut missing: Vec<&String> = self
-            .expected
-            .keys()
-            .filter(|k| !self.tensors.contains_key(*k) && !self.matrices.contains_key(*k))
-            .collect();
-        missing.sort();
-        if let Some(name) = missing.first() {
-            return Err(match &self.header {
-                None => bad("the file ends before its header"),
-                Some((_, entries)) if entries.iter().any(|e| &e.name == *name) => {
-                    bad("the file ends before all of its tensors")
-                }
-                Some(_) => Error::MissingTensor {
-                    file: SAFETENSORS,
-                    name: (*name).clone(),
-                },
-            });
-        }
-        Ok(Prepared::new(SAFETENSORS, self.tensors, self.matrices))
+        let header = self.header.as_ref().map(|(_, entries)| entries);
+        Prepared::complete(
+            SAFETENSORS,
+            &self.expected,
+            self.tensors,
+            self.matrices,
+            header.map(|entries| move |name: &str| entries.iter().any(|e| e.name == name)),
+            || bad("the file ends before its header"),
+            str::to_owned,
+        )
     }
 }
 
@@ -277,17 +268,42 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// Vectors (`tensors`) and weight matrices read from `file`, by HF name.
-    pub fn new(
+    /// The vectors (`tensors`) and weight matrices read from `file`, by HF name, once every
+    /// tensor of `expected` is among them; else the sentence for a file that ended early:
+    /// `no_header()` if its header was not read, else for the first missing tensor (`listed`:
+    /// whether the header listed it; `in_file`: its name as the file spells it).
+    pub fn complete<L: Fn(&str) -> bool>(
         file: &'static str,
+        expected: &HashMap<String, Vec<usize>>,
         tensors: HashMap<String, Tensor>,
         matrices: HashMap<String, Matrix>,
-    ) -> Self {
-        Self {
+        listed: Option<L>,
+        no_header: impl FnOnce() -> Error,
+        in_file: impl Fn(&str) -> String,
+    ) -> Result<Self> {
+        let mut missing: Vec<&String> = expected
+            .keys()
+            .filter(|k| !tensors.contains_key(*k) && !matrices.contains_key(*k))
+            .collect();
+        missing.sort();
+        if let Some(name) = missing.first() {
+            return Err(match listed {
+                None => no_header(),
+                Some(listed) if listed(name) => Error::Weights {
+                    file,
+                    reason: "the file ends before all of its tensors".into(),
+                },
+                Some(_) => Error::MissingTensor {
+                    file,
+                    name: in_file(name),
+                },
+            });
+        }
+        Ok(Self {
             file,
             tensors,
             matrices,
-        }
+        })
     }
 }
 

@@ -6,7 +6,6 @@ use std::io::Cursor;
 
 use botcard::files::{WeightsFormat, GGUF, SAFETENSORS};
 use botcard::gguf::FileType;
-use botcard::stream::BotLoader;
 use botcard::weights::Precision;
 use botcard::{files, Bot, Dtype};
 use candle_core::quantized::{gguf_file, GgmlDType};
@@ -163,24 +162,6 @@ fn rows_that_do_not_fill_four_bit_blocks_fall_back_to_q8_0_or_f16() {
     }
 }
 
-/// Feeds `f`'s files to a loader, model.gguf in pieces of `piece` bytes (its first `limit`).
-fn streamed(f: &Files, dtype: Dtype, piece: usize, limit: usize) -> botcard::Result<Bot> {
-    let mut loader = BotLoader::new(dtype);
-    for n in files::all_names() {
-        let Some(bytes) = f.model_files().get(n) else {
-            continue;
-        };
-        if files::streamed(n) {
-            for chunk in bytes[..limit.min(bytes.len())].chunks(piece) {
-                loader.push(n, chunk)?;
-            }
-        } else {
-            loader.add(n, bytes.to_vec());
-        }
-    }
-    loader.finish()
-}
-
 #[test]
 fn a_gguf_read_in_pieces_equals_the_whole_file() {
     let f = default_bot();
@@ -189,7 +170,7 @@ fn a_gguf_read_in_pieces_equals_the_whole_file() {
         let whole = Bot::load(&file.model_files(), Dtype::Q8_0).unwrap();
         let want = logprobs(&whole);
         for piece in [997, 65536, usize::MAX] {
-            let bot = streamed(&file, Dtype::Q8_0, piece, usize::MAX).unwrap();
+            let bot = file.stream(Dtype::Q8_0, piece, usize::MAX).unwrap();
             assert_eq!(logprobs(&bot), want, "{t:?} in pieces of {piece}");
         }
     }
@@ -200,9 +181,9 @@ fn a_broken_gguf_is_one_sentence() {
     let file = gguf(&default_bot(), FileType::Q8_0);
     let len = file.get(GGUF).unwrap().len();
     let err = |r: botcard::Result<Bot>| r.err().expect("an error").to_string();
-    let cut = err(streamed(&file, Dtype::Q8_0, 65536, len / 2));
+    let cut = err(file.stream(Dtype::Q8_0, 65536, len / 2));
     assert_eq!(cut, "model.gguf: the file ends before all of its tensors");
-    let header = err(streamed(&file, Dtype::Q8_0, 65536, 100));
+    let header = err(file.stream(Dtype::Q8_0, 65536, 100));
     assert!(
         header.starts_with("model.gguf: not a valid GGUF file"),
         "{header}"

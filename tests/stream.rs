@@ -2,7 +2,7 @@
 //! whatever the pieces, and one sentence when the file is cut short or disagrees with the config.
 
 use botcard::stream::BotLoader;
-use botcard::{files, Bot, Dtype};
+use botcard::{Bot, Dtype};
 
 use crate::util::Files;
 
@@ -14,24 +14,9 @@ fn folder(name: &str) -> Files {
     }
 }
 
-/// Feeds `name`'s files to a loader, model.safetensors in pieces of `piece` bytes (at most
-/// `limit` of them).
+/// `name`'s files streamed to a loader ([`Files::stream`]).
 fn streamed(name: &str, dtype: Dtype, piece: usize, limit: usize) -> botcard::Result<Bot> {
-    let f = folder(name);
-    let mut loader = BotLoader::new(dtype);
-    for n in files::all_names() {
-        let Some(bytes) = f.model_files().get(n) else {
-            continue;
-        };
-        if files::streamed(n) {
-            for chunk in bytes[..limit.min(bytes.len())].chunks(piece) {
-                loader.push(n, chunk)?;
-            }
-        } else {
-            loader.add(n, bytes.to_vec());
-        }
-    }
-    loader.finish()
+    folder(name).stream(dtype, piece, limit)
 }
 
 #[test]

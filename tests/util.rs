@@ -63,6 +63,30 @@ impl Files {
     pub fn load(&self) -> botcard::Result<Bot> {
         Bot::load(&self.model_files(), botcard::Dtype::F32)
     }
+
+    /// Feeds the files to a loader as the worker does: the weights in pieces of `piece` bytes
+    /// (only their first `limit`), the other files whole.
+    pub fn stream(
+        &self,
+        dtype: botcard::Dtype,
+        piece: usize,
+        limit: usize,
+    ) -> botcard::Result<Bot> {
+        let mut loader = botcard::stream::BotLoader::new(dtype);
+        for n in botcard::files::all_names() {
+            let Some(bytes) = self.get(n) else {
+                continue;
+            };
+            if botcard::files::streamed(n) {
+                for chunk in bytes[..limit.min(bytes.len())].chunks(piece) {
+                    loader.push(n, chunk)?;
+                }
+            } else {
+                loader.add(n, bytes.to_vec());
+            }
+        }
+        loader.finish()
+    }
 }
 
 /// Loads a fixture bot by folder name.
