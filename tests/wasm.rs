@@ -186,6 +186,7 @@ fn the_library_says_which_file_to_fetch_next() {
     for (name, have) in [
         ("config.json", true),
         ("generation_config.json", false),
+        ("model.gguf", false),
         ("model.safetensors", false),
     ] {
         Reflect::set(&known, &name.into(), &have.into()).unwrap();
@@ -195,7 +196,7 @@ fn the_library_says_which_file_to_fetch_next() {
     let err = next(&known).unwrap_err();
     assert_eq!(
         get(&err, "message").as_string().unwrap(),
-        "The model has neither model.safetensors nor pytorch_model.bin."
+        "The model has neither model.gguf, model.safetensors nor pytorch_model.bin."
     );
 }
 
