@@ -91,7 +91,7 @@ mod native {
             .collect()
     }
 
-    fn lookup(bytes: &[(&'static str, Vec<u8>)]) -> ModelFiles<'_> {
+    fn lookup<'a>(bytes: &'a [(&'static str, Vec<u8>)]) -> ModelFiles<'a> {
         ModelFiles::from_lookup(|n| bytes.iter().find(|(k, _)| *k == n).map(|(_, b)| &b[..]))
     }
 

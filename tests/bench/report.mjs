@@ -18,7 +18,8 @@ const torch = lines.filter((r) => r.engine === 'pytorch');
 const torchAt = (t) => torch.find((r) => r.threads === t);
 const tjsAt = (dtype, threads, origin) => tjs.find((r) => r.dtype === dtype && r.threads === threads && r.origin === origin);
 const best = (rows, key, lowest) => rows.filter((r) => r[key] != null).sort((a, b) => (lowest ? a[key] - b[key] : b[key] - a[key]))[0];
-const pages = lines.filter((r) => r.kind === 'page_bytes');
+// One row per build (each run of browser.mjs measures them all).
+const pages = [...new Map(lines.filter((r) => r.kind === 'page_bytes').map((r) => [r.build, r])).values()];
 // The largest of the builds a visit may download.
 const page = pages.sort((a, b) => b.gzip_bytes - a.gzip_bytes)[0];
 const defaultBot = lines.find((r) => r.engine === 'botcard tab' && r.model === 'default');
