@@ -118,6 +118,15 @@ pub fn hf_name(g: &str) -> Option<String> {
     Some(format!("h.{}.{h}", layer.parse::<usize>().ok()?))
 }
 
+/// The shape a GGUF stores HF's tensor `hf` of shape `hf_shape` in (row-major): matrices
+/// [out, in], so HF's Conv1D weights ([in, out]) reversed.
+fn file_shape(hf: &str, hf_shape: &[usize]) -> Vec<usize> {
+    match matrix_layout(hf) {
+        Some(Layout::InOut) => hf_shape.iter().rev().copied().collect(),
+        _ => hf_shape.to_vec(),
+    }
+}
+
 fn bad(reason: impl Into<String>) -> Error {
     Error::Weights {
         file: GGUF,
@@ -142,10 +151,7 @@ pub fn write(files: &ModelFiles, ty: FileType) -> Result<Vec<u8>> {
     let outs = expected
         .iter()
         .map(|(hf, shape)| {
-            let shape: Vec<usize> = match matrix_layout(hf) {
-                Some(Layout::InOut) => shape.iter().rev().copied().collect(),
-                _ => shape.clone(),
-            };
+            let shape = file_shape(hf, shape);
             let dtype = match (matrix_layout(hf), &shape[..]) {
                 (Some(_), &[_, cols]) => ty.for_cols(cols),
                 _ => GgmlDType::F32,
@@ -209,7 +215,7 @@ pub fn write_held(model: &Gpt2, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Re
         &metadata(cfg, None, None)?,
         &outs,
         |i| match &held[i] {
-            Held::Vector(t) => Ok(f32_bytes(&t.flatten_all()?.to_vec1::<f32>()?)),
+            Held::Vector(t) => crate::dense::with_values(t, f32_bytes),
             Held::Matrix(m) => m.ggml_bytes(),
         },
         sink,
@@ -623,11 +629,7 @@ impl GgufStream {
                 continue;
             };
             let shape = info.shape.dims().to_vec();
-            let hf_shape: Vec<usize> = match matrix_layout(&name) {
-                Some(Layout::InOut) => shape.iter().rev().copied().collect(),
-                _ => shape.clone(),
-            };
-            if *want != hf_shape {
+            if file_shape(&name, want) != shape {
                 return Err(Error::Shape {
                     file: GGUF,
                     name: g.clone(),
