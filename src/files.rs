@@ -24,7 +24,7 @@ pub const CARD: &str = "README.md";
 
 /// Whether `name` can be read in pieces as it arrives ([`crate::stream::BotLoader::push`]).
 pub fn streamed(name: &str) -> bool {
-    name == SAFETENSORS || name == GGUF
+    name == SAFETENSORS || name == GGUF || name == PYTORCH
 }
 
 /// Whether `name` is one of the files that can provide a model's weights.

@@ -24,6 +24,7 @@ pub mod sampling;
 pub mod settings;
 pub mod stream;
 pub mod tokenizer;
+pub mod torch_stream;
 pub mod train;
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;

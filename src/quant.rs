@@ -66,6 +66,13 @@ impl Dtype {
         self == Dtype::Q8_0 && cols.is_multiple_of(BLOCK)
     }
 
+    /// Whether a model loaded as this dtype is kept (cached) as it is held rather than as the
+    /// checkpoint it came from: where loading changed the numbers, the held form is both smaller
+    /// and what the next load would make again; f32 keeps the checkpoint's own bytes.
+    pub fn caches_held(self) -> bool {
+        self != Dtype::F32
+    }
+
     /// Reads a dtype name.
     pub fn parse(name: &str) -> Result<Self> {
         Self::ALL

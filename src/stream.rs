@@ -17,6 +17,7 @@ use crate::files::{self, ModelFiles, SAFETENSORS};
 use crate::gguf::GgufStream;
 use crate::model::{matrix_layout, Layout, Matrix, MatrixRows, TensorSource};
 use crate::quant::Dtype;
+use crate::torch_stream::TorchStream;
 use crate::weights::expected_tensors;
 use crate::Bot;
 
@@ -333,6 +334,7 @@ impl TensorSource for Prepared {
 enum WeightsStream {
     Safetensors(SafetensorsStream),
     Gguf(GgufStream),
+    Torch(TorchStream),
 }
 
 impl WeightsStream {
@@ -340,6 +342,7 @@ impl WeightsStream {
         match self {
             Self::Safetensors(s) => s.push(bytes),
             Self::Gguf(s) => s.push(bytes),
+            Self::Torch(s) => s.push(bytes),
         }
     }
 
@@ -347,6 +350,7 @@ impl WeightsStream {
         match self {
             Self::Safetensors(s) => s.finish(),
             Self::Gguf(s) => s.finish(),
+            Self::Torch(s) => s.finish(),
         }
     }
 }
@@ -397,16 +401,19 @@ impl BotLoader {
                     Error::MissingFile(format!("{} comes before {name}", files::CONFIG))
                 })?;
             let cfg = Config::from_json(&config.1)?;
-            let (file, stream) = if name == files::GGUF {
-                (
+            let (file, stream) = match name {
+                files::GGUF => (
                     files::GGUF,
                     WeightsStream::Gguf(GgufStream::new(&cfg, self.dtype)),
-                )
-            } else {
-                (
+                ),
+                files::PYTORCH => (
+                    files::PYTORCH,
+                    WeightsStream::Torch(TorchStream::new(&cfg, self.dtype)),
+                ),
+                _ => (
                     SAFETENSORS,
                     WeightsStream::Safetensors(SafetensorsStream::new(&cfg, self.dtype)),
-                )
+                ),
             };
             self.stream = Some((file, stream));
         }

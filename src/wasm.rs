@@ -77,8 +77,15 @@ fn dtype_or_default(dtype: Option<String>) -> Result<Dtype, JsError> {
     }
 }
 
+/// Whether a hub model loaded as `dtype` (the library's default when absent) is cached as it is
+/// held ([`WasmBot::write_held`]) rather than as its checkpoint ([`Dtype::caches_held`]).
+#[wasm_bindgen(js_name = cachesHeld)]
+pub fn caches_held(dtype: Option<String>) -> Result<bool, JsError> {
+    Ok(dtype_or_default(dtype)?.caches_held())
+}
+
 /// A bot loading as its files arrive, in the order [`next_model_file`] asks for them: small files
-/// whole, `model.safetensors` in pieces as it downloads, so the tab never holds the whole file.
+/// whole, the weights file in pieces as it downloads, so the tab never holds the whole file.
 #[wasm_bindgen]
 pub struct WasmLoader {
     loader: Option<BotLoader>,

@@ -63,12 +63,8 @@ impl<'a> Weights<'a> {
             file: PYTORCH,
             reason,
         };
-        if bytes.starts_with(&[0x80, 0x02, 0x8a, 0x0a]) {
-            return Err(bad(
-                "this is torch's legacy (pre-1.6) format; re-save it with a newer torch, or convert it \
-                 to safetensors with HF transformers"
-                    .into(),
-            ));
+        if bytes.starts_with(&LEGACY_MAGIC) {
+            return Err(bad(LEGACY.into()));
         }
         let mut zip = zip::ZipArchive::new(Cursor::new(bytes))
             .map_err(|e| bad(format!("not a torch.save zip archive ({e})")))?;
@@ -83,18 +79,12 @@ impl<'a> Weights<'a> {
             .unwrap_or_default()
             .to_owned();
         if let Ok(mut f) = zip.by_name(&format!("{dir}byteorder")) {
-            let mut order = String::new();
-            f.by_ref().take(16).read_to_string(&mut order).ok();
-            if order.trim() == "big" {
-                return Err(bad("big-endian checkpoints are not supported".into()));
-            }
+            let mut order = Vec::new();
+            f.by_ref().take(16).read_to_end(&mut order).ok();
+            check_byteorder(&order).map_err(bad)?;
         }
         let pkl = read_entry(&mut zip, &pkl_name, bytes.len()).map_err(bad)?;
-        let tensors = pickle::read_state_dict(&pkl)
-            .map_err(|e| bad(format!("data.pkl: {e}")))?
-            .into_iter()
-            .map(|(name, t)| (normalise(&name), t))
-            .collect();
+        let tensors = state_dict(&pkl).map_err(bad)?;
         Ok(Self {
             source: Source::Pytorch {
                 zip: zip.into(),
@@ -148,43 +138,104 @@ impl<'a> Weights<'a> {
                 if t.shape != shape {
                     return Err(wrong_shape(&t.shape));
                 }
-                let size = t.storage_type.size().ok_or_else(|| {
-                    bad(format!(
-                        "storage type {:?} is not a float type the model can use",
-                        t.storage_type
-                    ))
-                })?;
-                let needed = last_index(t).ok_or_else(|| bad("strides overflow".into()))?;
-                if needed > t.storage_len {
-                    return Err(bad("the view reaches past its storage".into()));
-                }
                 let entry = format!("{dir}data/{}", t.storage_key);
-                let limit = t
-                    .storage_len
-                    .checked_mul(size)
-                    .ok_or_else(|| bad("storage too large".into()))?;
+                let limit = storage_bytes(t).map_err(bad)?;
                 let raw = read_entry(&mut zip.borrow_mut(), &entry, limit).map_err(bad)?;
-                if raw.len() < needed * size {
-                    return Err(bad(format!(
-                        "{entry} holds {} bytes, the tensor needs {}",
-                        raw.len(),
-                        needed * size
-                    )));
-                }
-                let dtype = match t.storage_type {
-                    StorageType::F32 => DType::F32,
-                    StorageType::F16 => DType::F16,
-                    StorageType::BF16 => DType::BF16,
-                    StorageType::F64 => DType::F64,
-                    StorageType::Other(_) => unreachable!("size() is None for other storages"),
-                };
-                let storage =
-                    Tensor::from_raw_buffer(&raw[..needed * size], dtype, &[needed], device)?
-                        .to_dtype(DType::F32)?;
-                Ok(strided_view(&storage, t)?.reshape(shape)?)
+                storage_tensor(&raw, t)
+                    .map_err(|e| bad(format!("{entry}: {e}")))?
+                    .reshape(shape)
+                    .map_err(Error::from)
             }
         }
     }
+}
+
+/// The sentence for a file in torch's pre-1.6 format, which starts with these bytes.
+pub(crate) const LEGACY_MAGIC: [u8; 4] = [0x80, 0x02, 0x8a, 0x0a];
+pub(crate) const LEGACY: &str = "this is torch's legacy (pre-1.6) format; re-save it with a newer \
+    torch, or convert it to safetensors with HF transformers";
+
+/// The tensors of a `data.pkl`, by normalised name.
+pub(crate) fn state_dict(pkl: &[u8]) -> std::result::Result<HashMap<String, TensorRef>, String> {
+    Ok(pickle::read_state_dict(pkl)
+        .map_err(|e| format!("data.pkl: {e}"))?
+        .into_iter()
+        .map(|(name, t)| (normalise(&name), t))
+        .collect())
+}
+
+/// Refuses a checkpoint whose `byteorder` entry says big-endian.
+pub(crate) fn check_byteorder(entry: &[u8]) -> std::result::Result<(), String> {
+    if String::from_utf8_lossy(entry).trim() == "big" {
+        return Err("big-endian checkpoints are not supported".into());
+    }
+    Ok(())
+}
+
+/// The bytes of `t`'s storage (as the pickle declares it), once its view is checked to lie
+/// within it and its type to be a float type the model can use.
+pub(crate) fn storage_bytes(t: &TensorRef) -> std::result::Result<usize, String> {
+    let size = element_size(t)?;
+    let needed = last_index(t).ok_or_else(|| "strides overflow".to_owned())?;
+    if needed > t.storage_len {
+        return Err("the view reaches past its storage".into());
+    }
+    t.storage_len
+        .checked_mul(size)
+        .ok_or_else(|| "storage too large".into())
+}
+
+fn element_size(t: &TensorRef) -> std::result::Result<usize, String> {
+    t.storage_type.size().ok_or_else(|| {
+        format!(
+            "storage type {:?} is not a float type the model can use",
+            t.storage_type
+        )
+    })
+}
+
+/// The candle dtype of a float storage.
+pub(crate) fn storage_dtype(t: &StorageType) -> Option<DType> {
+    match t {
+        StorageType::F32 => Some(DType::F32),
+        StorageType::F16 => Some(DType::F16),
+        StorageType::BF16 => Some(DType::BF16),
+        StorageType::F64 => Some(DType::F64),
+        StorageType::Other(_) => None,
+    }
+}
+
+/// The f32 tensor (flat, contiguous) that `t` views in its storage's bytes `raw`.
+pub(crate) fn storage_tensor(raw: &[u8], t: &TensorRef) -> std::result::Result<Tensor, String> {
+    let size = element_size(t)?;
+    let needed = last_index(t).ok_or_else(|| "strides overflow".to_owned())?;
+    if raw.len() < needed * size {
+        return Err(format!(
+            "holds {} bytes, the tensor needs {}",
+            raw.len(),
+            needed * size
+        ));
+    }
+    let dtype = storage_dtype(&t.storage_type).expect("a float storage has a size");
+    let flat = || -> candle_core::Result<Tensor> {
+        let storage =
+            Tensor::from_raw_buffer(&raw[..needed * size], dtype, &[needed], &Device::Cpu)?
+                .to_dtype(DType::F32)?;
+        strided_view(&storage, t)
+    };
+    flat().map_err(|e| e.to_string())
+}
+
+/// Whether `t` is a contiguous, row-major view (its elements one run from `offset`).
+pub(crate) fn is_contiguous(t: &TensorRef) -> bool {
+    let mut expect = 1;
+    for (&d, &s) in t.shape.iter().zip(&t.stride).rev() {
+        if d != 1 && s != expect {
+            return false;
+        }
+        expect *= d;
+    }
+    true
 }
 
 /// One past the largest storage index the view touches (0 for an empty tensor).
@@ -203,18 +254,7 @@ fn last_index(t: &TensorRef) -> Option<usize> {
 /// Gathers a strided view of a flat f32 storage into a contiguous tensor.
 fn strided_view(storage: &Tensor, t: &TensorRef) -> candle_core::Result<Tensor> {
     let numel: usize = t.shape.iter().product();
-    let contiguous = {
-        let mut expect = 1;
-        let mut ok = true;
-        for (&d, &s) in t.shape.iter().zip(&t.stride).rev() {
-            if d != 1 && s != expect {
-                ok = false;
-            }
-            expect *= d;
-        }
-        ok
-    };
-    if contiguous {
+    if is_contiguous(t) {
         return storage.narrow(0, t.offset, numel);
     }
     let mut idx = Vec::with_capacity(numel);

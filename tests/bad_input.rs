@@ -7,11 +7,26 @@ use serde_json::Value;
 
 use crate::util::{bot, torch_zip, torch_zip_with_pickle, Files, PthTensor};
 
+/// The sentence for a broken model loaded whole (the CLI's way); streamed as the tab reads it,
+/// it must fail too, with a sentence naming the same file.
 fn load_err(files: &Files) -> String {
-    match files.load() {
+    let whole = match files.load() {
         Ok(_) => panic!("loaded a broken model"),
         Err(e) => e.to_string(),
+    };
+    let streamed = match files.stream(botcard::Dtype::F32, 4096, usize::MAX) {
+        Ok(_) => panic!("streamed a broken model: {whole}"),
+        Err(e) => e.to_string(),
+    };
+    let file = |m: &str| m.split_once(": ").map(|(f, _)| f.to_owned());
+    if let Some(f) = file(&whole).filter(|f| botcard::files::streamed(f)) {
+        assert_eq!(
+            file(&streamed),
+            Some(f),
+            "whole: {whole}; streamed: {streamed}"
+        );
     }
+    whole
 }
 
 fn with_config(name: &str, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) -> Files {

@@ -86,9 +86,171 @@ fn a_streamed_tensor_that_disagrees_with_the_config_is_refused() {
 }
 
 #[test]
-fn only_safetensors_streams_and_it_needs_the_config_first() {
+fn only_weights_files_stream_and_they_need_the_config_first() {
     let mut loader = BotLoader::new(Dtype::Q8_0);
-    assert!(loader.push("pytorch_model.bin", b"x").is_err());
-    let err = loader.push("model.safetensors", b"x").err().unwrap();
-    assert!(err.to_string().contains("config.json"), "{err}");
+    assert!(loader.push("config.json", b"{}").is_err());
+    assert!(loader.push("vocab.json", b"{}").is_err());
+    for weights in ["model.safetensors", "model.gguf", "pytorch_model.bin"] {
+        let err = loader.push(weights, b"x").err().unwrap();
+        assert!(err.to_string().contains("config.json"), "{err}");
+    }
+}
+
+/// The entries of a `torch.save` zip written again by the `zip` crate (sizes in the headers, no
+/// data descriptors), `method`-compressed, the `data/` storages first when `storages_first`.
+fn rezipped(bin: &[u8], method: zip::CompressionMethod, storages_first: bool) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bin)).unwrap();
+    let mut entries = Vec::new();
+    for i in 0..archive.len() {
+        let mut f = archive.by_index(i).unwrap();
+        let mut data = Vec::new();
+        f.read_to_end(&mut data).unwrap();
+        entries.push((f.name().unwrap().into_owned(), data));
+    }
+    if storages_first {
+        entries.sort_by_key(|(n, _)| !n.contains("/data/"));
+    }
+    let mut out = std::io::Cursor::new(Vec::new());
+    let mut zip = zip::ZipWriter::new(&mut out);
+    let opts = zip::write::SimpleFileOptions::default().compression_method(method);
+    for (name, data) in entries {
+        zip.start_file(name, opts).unwrap();
+        zip.write_all(&data).unwrap();
+    }
+    zip.finish().unwrap();
+    out.into_inner()
+}
+
+/// The greedy logprobs of `files` loaded whole (the CLI's way) and streamed in each piece size.
+fn assert_streams_as_whole(files: &Files, dtype: Dtype, pieces: &[usize], what: &str) {
+    let whole = Bot::load(&files.model_files(), dtype).unwrap();
+    let ids = whole
+        .tokenizer
+        .encode("My dream is to see the sea once more")
+        .unwrap();
+    let want = whole.model.logprobs(&ids).unwrap();
+    for &piece in pieces {
+        let bot = files
+            .stream(dtype, piece, usize::MAX)
+            .unwrap_or_else(|e| panic!("{what} in pieces of {piece}: {e}"));
+        assert_eq!(
+            bot.model.logprobs(&ids).unwrap(),
+            want,
+            "{what} {dtype:?} in pieces of {piece}"
+        );
+        assert_eq!(bot.model.weight_bytes(), whole.model.weight_bytes());
+    }
+}
+
+#[test]
+fn a_streamed_pytorch_bin_equals_the_whole_file_model_whatever_the_pieces() {
+    // tiny-2021: f32 storages, `transformer.` names, `lm_head` stored, attn.bias masks;
+    // gelu-2021: f16 storages, bare names. Both as torch writes them (data descriptors).
+    for (name, dtype) in [
+        ("tiny-2021", Dtype::Q8_0),
+        ("tiny-2021", Dtype::F32),
+        ("gelu-2021", Dtype::F32),
+    ] {
+        assert_streams_as_whole(&Files::of(name), dtype, &[997, 65536, usize::MAX], name);
+    }
+    assert_streams_as_whole(&Files::of("gelu-2021"), Dtype::Q8_0, &[1], "gelu-2021");
+}
+
+#[test]
+fn a_pytorch_bin_zipped_by_another_writer_streams_too() {
+    use zip::CompressionMethod::{Deflated, Stored};
+    let bin = Files::of("tiny-2021")
+        .get("pytorch_model.bin")
+        .unwrap()
+        .to_vec();
+    for (method, storages_first) in [
+        (Stored, false),
+        (Deflated, false),
+        (Stored, true),
+        (Deflated, true),
+    ] {
+        let mut files = Files::of("tiny-2021");
+        files.set("pytorch_model.bin", rezipped(&bin, method, storages_first));
+        let what = format!("{method:?}, storages first: {storages_first}");
+        assert_streams_as_whole(&files, Dtype::Q8_0, &[1009, usize::MAX], &what);
+    }
+}
+
+#[test]
+fn a_pytorch_bin_cut_short_is_one_sentence() {
+    let files = Files::of("tiny-2021");
+    for limit in [5, 100, 3000, 100_000, 3_000_000] {
+        let err = files
+            .stream(Dtype::Q8_0, 4096, limit)
+            .err()
+            .expect("incomplete");
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("pytorch_model.bin: the file ends before"),
+            "{limit}: {msg}"
+        );
+    }
+}
+
+#[test]
+fn a_storage_longer_or_shorter_than_its_pickle_says_is_refused() {
+    // The descriptor after the second storage (`data/1`) claims one byte more.
+    let mut bin = Files::of("tiny-2021")
+        .get("pytorch_model.bin")
+        .unwrap()
+        .to_vec();
+    let name = b"pytorch_model/data/2";
+    let header = bin.windows(name.len()).position(|w| w == name).unwrap() - 30;
+    // PK\x07\x08, crc, compressed size, size: the 16 bytes before the next entry's header.
+    let at = header - 8;
+    let n = u32::from_le_bytes(bin[at..at + 4].try_into().unwrap()) + 1;
+    bin[at..at + 4].copy_from_slice(&n.to_le_bytes());
+    let mut files = Files::of("tiny-2021");
+    files.set("pytorch_model.bin", bin);
+    let err = files
+        .stream(Dtype::Q8_0, 4096, usize::MAX)
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string().contains("where its pickle declares"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_streamed_pytorch_bin_that_is_not_one_is_one_sentence() {
+    let mut legacy = vec![0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46];
+    legacy.resize(64, 0);
+    for (bytes, want) in [
+        (legacy, "legacy"),
+        (
+            b"<!doctype html><html>Not found</html>".to_vec(),
+            "not a torch.save zip archive",
+        ),
+    ] {
+        let mut files = Files::of("tiny-2021");
+        files.set("pytorch_model.bin", bytes);
+        let err = files
+            .stream(Dtype::Q8_0, 7, usize::MAX)
+            .err()
+            .expect("refused");
+        assert!(err.to_string().starts_with("pytorch_model.bin: "), "{err}");
+        assert!(err.to_string().contains(want), "{err}");
+    }
+}
+
+#[test]
+fn a_streamed_pytorch_tensor_that_disagrees_with_the_config_is_refused() {
+    let mut loader = BotLoader::new(Dtype::Q8_0);
+    loader.add(
+        "config.json",
+        folder("relu-st").model_files().config().unwrap().to_vec(),
+    );
+    let tiny = folder("tiny-2021");
+    let bytes = tiny.model_files().get("pytorch_model.bin").unwrap();
+    let err = loader
+        .push("pytorch_model.bin", bytes)
+        .expect_err("refused");
+    assert!(err.to_string().contains("config.json implies"), "{err}");
 }

@@ -78,6 +78,9 @@ impl Files {
                 continue;
             };
             if botcard::files::streamed(n) {
+                // As the worker does: the file is announced before its first bytes (an empty
+                // one has none).
+                loader.push(n, &[])?;
                 for chunk in bytes[..limit.min(bytes.len())].chunks(piece) {
                     loader.push(n, chunk)?;
                 }

@@ -46,11 +46,13 @@ const ready = (async () => {
 const CACHE = 'botcard-models-v1';
 // A hub model quantized here at load is cached as it is held (a GGUF of its q8_0 weights, under
 // the name the library asks for first), in place of its checkpoint: a second visit reads a third
-// of the bytes and quantizes nothing. This header marks such an entry; a page asking for f32
-// passes it by and downloads (and caches) the checkpoint itself.
+// of the bytes and quantizes nothing. This header marks such an entry; a page asking for a dtype
+// that keeps the checkpoint's numbers (f32; the library's cachesHeld says which) passes it by and
+// downloads (and caches) the checkpoint itself.
 const HELD = 'x-botcard-held';
-// One file larger than this cannot be loaded: wasm32 has 4 GB of memory in all, and a file that
-// cannot be streamed (pytorch_model.bin) is in memory whole beside its tensors while it loads.
+// One file larger than this is refused: wasm32 has 4 GB of memory in all, a file read whole (all
+// but the weights, which are streamed) is in memory twice while it loads, and the weights of a
+// larger checkpoint would not fit as f32.
 const MAX_FILE_BYTES = 1.5e9;
 // In-memory weights the worker keeps for all models together; past it, models no widget is
 // using right now are dropped (least recently used first) and reloaded, from the Cache API,
@@ -87,6 +89,9 @@ async function consume(body, total, name, id, sink) {
     try { reader = body.getReader({ mode: 'byob' }); buffer = new ArrayBuffer(1 << 20); } catch { /* not a byte stream */ }
   }
   reader ??= body.getReader();
+  // A streamed file is announced before its first bytes: an empty one has none, and the library
+  // must still hear of it to say what is wrong with it.
+  if (sink) sink(new Uint8Array(0));
   const chunks = [];
   let loaded = 0;
   for (;;) {
@@ -111,7 +116,7 @@ async function download(url, name, id, sink, dtype) {
   try { cache = await caches.open(CACHE); } catch { /* no Cache API (e.g. opaque origin) */ }
   const cached = cache && await cache.match(url);
   if (cached?.status === 404) return ABSENT;
-  if (cached?.headers.get(HELD) && dtype === 'f32') return ABSENT;
+  if (cached?.headers.get(HELD) && !lib.cachesHeld(dtype)) return ABSENT;
   if (cached) return consume(cached.body, Number(cached.headers.get('content-length')) || 0, name, id, sink);
   let res;
   try {
@@ -130,7 +135,7 @@ async function download(url, name, id, sink, dtype) {
   if (total > MAX_FILE_BYTES) throw new Error(`${name} is ${(total / 1e9).toFixed(1)} GB, too big to run in a browser tab.`);
   // The cache stores its own branch of the body as it arrives; a download that fails stores
   // nothing. A checkpoint that will be cached as held once loaded is not stored as it came.
-  const heldLater = lib.isWeights(name) && name !== lib.heldFile() && dtype !== 'f32';
+  const heldLater = lib.isWeights(name) && name !== lib.heldFile() && lib.cachesHeld(dtype);
   if (cache && !heldLater) cache.put(url, res.clone()).catch(() => {});
   return consume(res.body, total, name, id, sink);
 }
@@ -200,8 +205,8 @@ async function model(key, source, id) {
       } finally {
         loader.free();
       }
-      const { heldFile } = await ready;
-      if (source.base && source.dtype !== 'f32' && !known[heldFile()]) {
+      const { heldFile, cachesHeld } = await ready;
+      if (source.base && cachesHeld(source.dtype) && !known[heldFile()]) {
         // After the model is announced ready (the write takes a moment, once per model).
         setTimeout(() => cacheHeld(source.base, bot).catch((e) => console.warn('botcard: the model could not be cached.', e)), 0);
       }
