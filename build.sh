@@ -153,6 +153,14 @@ bench() {
   node tests/bench/browser.mjs "$model" q8_0:1,q8_0:2,q8_0:1:pkg,f32:1,f32:2 gpt2-124m | tee -a "$results"
   node tests/bench/browser.mjs "$out/gpt2-124m-q4k" q8_0:1,q8_0:2 gpt2-124m | tee -a "$results"
   node tests/bench/browser.mjs www/models/default q8_0:1 default ready | tee -a "$results"
+  if [ -x "$PEER/peer.sh" ]; then
+    # Most real bots have only a 2021 pytorch_model.bin: the same 124M in that format, with the
+    # peers' torch ($PEER_PY: a venv or a python, as peer.sh takes it).
+    local py=${PEER_PY:-$PEER_DIR/refenv}
+    [ -d "$py" ] && py=$py/bin/python
+    "$py" tests/bench/pytorch_bin.py "$model" "$out/gpt2-124m-bin"
+    node tests/bench/browser.mjs "$out/gpt2-124m-bin" q8_0:1 gpt2-124m-bin ready | tee -a "$results"
+  fi
   step "quality of each dtype against f32"
   target/release/examples/bench quality "$model" tests/bench/heldout.txt gpt2-124m | tee -a "$results"
   target/release/examples/bench quality www/models/default tests/bench/heldout.txt default | tee -a "$results"

@@ -185,41 +185,77 @@ pub fn write(files: &ModelFiles, ty: FileType) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Writes `model`'s weights as they are held (q8_0, 4-bit, f32) as a GGUF file to `sink`, one
-/// tensor at a time: what the page caches after quantizing a checkpoint at load, so a second
-/// visit reads the quantized weights instead of the checkpoint. Its metadata has the
-/// architecture and no tokenizer (the tokenizer's own file is cached beside it).
+/// `model`'s weights as they are held (q8_0, 4-bit, f32), as a GGUF file made one piece at a
+/// time as its reader asks ([`HeldFile::piece`]): what the page caches after quantizing a
+/// checkpoint at load, so a second visit reads the quantized weights instead of the checkpoint.
+/// Its metadata has the architecture and no tokenizer (the tokenizer's own file is cached beside
+/// it). A piece is the header or one tensor, so the file is never in memory whole.
+pub struct HeldFile {
+    /// HF names, in file order.
+    names: Vec<String>,
+    tensors: Vec<TensorOut>,
+    header: Vec<u8>,
+}
+
+impl HeldFile {
+    /// The layout of `model`'s file.
+    pub fn of(model: &Gpt2) -> Result<Self> {
+        let cfg = model.config();
+        let expected = expected_tensors(cfg);
+        let tensors = expected
+            .iter()
+            .map(|(hf, shape)| match held(model, hf)? {
+                Held::Vector(_) => TensorOut::new(hf, GgmlDType::F32, shape.clone()),
+                Held::Matrix(m) => {
+                    let (rows, cols) = m.dims()?;
+                    TensorOut::new(hf, m.ggml_dtype(), vec![rows, cols])
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            header: header(&metadata(cfg, None, None)?, &tensors)?,
+            names: expected.into_iter().map(|(hf, _)| hf).collect(),
+            tensors,
+        })
+    }
+
+    /// The file's length in bytes.
+    pub fn byte_len(&self) -> usize {
+        self.header.len() + self.tensors.iter().map(|t| padded(t.bytes)).sum::<usize>()
+    }
+
+    /// How many pieces the file has: the header, then one per tensor.
+    pub fn pieces(&self) -> usize {
+        1 + self.tensors.len()
+    }
+
+    /// Piece `i` of the file, made from `model` (the one it was laid out from).
+    pub fn piece(&self, model: &Gpt2, i: usize) -> Result<Vec<u8>> {
+        let Some(t) = i.checked_sub(1).and_then(|n| self.tensors.get(n)) else {
+            return Ok(if i == 0 {
+                self.header.clone()
+            } else {
+                Vec::new()
+            });
+        };
+        let bytes = match held(model, &self.names[i - 1])? {
+            Held::Vector(v) => crate::dense::with_values(v, f32_bytes)?,
+            Held::Matrix(m) => m.ggml_bytes()?,
+        };
+        padded_data(t, bytes)
+    }
+}
+
+fn held<'m>(model: &'m Gpt2, hf: &str) -> Result<Held<'m>> {
+    model
+        .held(hf)
+        .ok_or_else(|| Error::Parameter(format!("the model holds no `{hf}`")))
+}
+
+/// Writes [`HeldFile`] whole to `sink`, piece by piece.
 pub fn write_held(model: &Gpt2, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
-    let cfg = model.config();
-    let expected = expected_tensors(cfg);
-    let held: Vec<Held> = expected
-        .iter()
-        .map(|(hf, _)| {
-            model
-                .held(hf)
-                .ok_or_else(|| Error::Parameter(format!("the model holds no `{hf}`")))
-        })
-        .collect::<Result<_>>()?;
-    let outs = expected
-        .iter()
-        .zip(&held)
-        .map(|((hf, shape), h)| match h {
-            Held::Vector(_) => TensorOut::new(hf, GgmlDType::F32, shape.clone()),
-            Held::Matrix(m) => {
-                let (rows, cols) = m.dims()?;
-                TensorOut::new(hf, m.ggml_dtype(), vec![rows, cols])
-            }
-        })
-        .collect::<Result<Vec<_>>>()?;
-    write_to(
-        &metadata(cfg, None, None)?,
-        &outs,
-        |i| match &held[i] {
-            Held::Vector(t) => crate::dense::with_values(t, f32_bytes),
-            Held::Matrix(m) => m.ggml_bytes(),
-        },
-        sink,
-    )
+    let file = HeldFile::of(model)?;
+    (0..file.pieces()).try_for_each(|i| sink(&file.piece(model, i)?))
 }
 
 /// Little-endian bytes of f32 values.
@@ -278,6 +314,19 @@ fn write_to(
     mut data: impl FnMut(usize) -> Result<Vec<u8>>,
     sink: &mut dyn FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
+    sink(&header(metadata, tensors)?)?;
+    for (i, t) in tensors.iter().enumerate() {
+        sink(&padded_data(t, data(i)?)?)?;
+    }
+    Ok(())
+}
+
+fn padded(n: usize) -> usize {
+    n.div_ceil(ALIGN) * ALIGN
+}
+
+/// A GGUF (version 3) header with `metadata` and `tensors`, padded to where the data starts.
+fn header(metadata: &[(&str, Value)], tensors: &[TensorOut]) -> Result<Vec<u8>> {
     let mut h = Vec::new();
     h.extend_from_slice(b"GGUF");
     h.extend_from_slice(&3u32.to_le_bytes());
@@ -288,7 +337,6 @@ fn write_to(
         h.extend_from_slice(&value_type(value).to_le_bytes());
         put_value(&mut h, value)?;
     }
-    let padded = |n: usize| n.div_ceil(ALIGN) * ALIGN;
     let mut offset = 0usize;
     for t in tensors {
         put_string(&mut h, &t.name);
@@ -301,24 +349,21 @@ fn write_to(
         offset += padded(t.bytes);
     }
     h.resize(padded(h.len()), 0);
-    sink(&h)?;
-    let zeros = [0u8; ALIGN];
-    for (i, t) in tensors.iter().enumerate() {
-        let bytes = data(i)?;
-        if bytes.len() != t.bytes {
-            return Err(bad(format!(
-                "`{}`: {} bytes, not {}",
-                t.name,
-                bytes.len(),
-                t.bytes
-            )));
-        }
-        sink(&bytes)?;
-        if padded(t.bytes) > t.bytes {
-            sink(&zeros[..padded(t.bytes) - t.bytes])?;
-        }
+    Ok(h)
+}
+
+/// A tensor's bytes as the file holds them: checked against its size, padded to the alignment.
+fn padded_data(t: &TensorOut, mut bytes: Vec<u8>) -> Result<Vec<u8>> {
+    if bytes.len() != t.bytes {
+        return Err(bad(format!(
+            "`{}`: {} bytes, not {}",
+            t.name,
+            bytes.len(),
+            t.bytes
+        )));
     }
-    Ok(())
+    bytes.resize(padded(t.bytes), 0);
+    Ok(bytes)
 }
 
 fn put_string(h: &mut Vec<u8>, s: &str) {

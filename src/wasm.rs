@@ -52,7 +52,7 @@ pub fn sample_prompt() -> String {
 }
 
 /// The file name under which the worker caches a model's weights as they are held
-/// ([`WasmBot::write_held`]): the pre-quantized format's, which the library asks for first.
+/// ([`WasmBot::held_weights`]): the pre-quantized format's, which the library asks for first.
 #[wasm_bindgen(js_name = heldFile)]
 pub fn held_file() -> String {
     files::GGUF.to_owned()
@@ -78,7 +78,7 @@ fn dtype_or_default(dtype: Option<String>) -> Result<Dtype, JsError> {
 }
 
 /// Whether a hub model loaded as `dtype` (the library's default when absent) is cached as it is
-/// held ([`WasmBot::write_held`]) rather than as its checkpoint ([`Dtype::caches_held`]).
+/// held ([`WasmBot::held_weights`]) rather than as its checkpoint ([`Dtype::caches_held`]).
 #[wasm_bindgen(js_name = cachesHeld)]
 pub fn caches_held(dtype: Option<String>) -> Result<bool, JsError> {
     Ok(dtype_or_default(dtype)?.caches_held())
@@ -150,18 +150,17 @@ impl WasmBot {
         self.bot.model.held_as().to_owned()
     }
 
-    /// Hands `on_piece` the weights as they are held, as a GGUF file, one piece (a
-    /// `Uint8Array`) at a time: what the worker caches after quantizing a checkpoint at load, so
-    /// that a second visit reads the quantized weights.
-    #[wasm_bindgen(js_name = writeHeld)]
-    pub fn write_held(&self, on_piece: &js_sys::Function) -> Result<(), JsError> {
-        crate::gguf::write_held(&self.bot.model, &mut |piece| {
-            on_piece
-                .call1(&JsValue::NULL, &js_sys::Uint8Array::from(piece))
-                .map(|_| ())
-                .map_err(|e| crate::Error::Parameter(format!("the cache write failed: {e:?}")))
+    /// The weights as they are held, as a GGUF file to be read piece by piece
+    /// ([`WasmHeldFile::next`]): what the worker caches after quantizing a checkpoint at load,
+    /// so that a second visit reads the quantized weights.
+    #[wasm_bindgen(js_name = heldWeights)]
+    pub fn held_weights(&self) -> Result<WasmHeldFile, JsError> {
+        Ok(WasmHeldFile {
+            file: crate::gguf::HeldFile::of(&self.bot.model).map_err(js_err)?,
+            next: 0,
+            piece: Vec::new(),
+            at: 0,
         })
-        .map_err(js_err)
     }
 
     /// Every generation setting with its value — the model's, or the one `given` (URL
@@ -189,6 +188,48 @@ impl WasmBot {
         }
         let session = self.bot.session(prompt, settings).map_err(js_err)?;
         Ok(WasmSession { session })
+    }
+}
+
+/// A bot's held weights as a GGUF file ([`WasmBot::held_weights`]), read with the bot it came from.
+#[wasm_bindgen]
+pub struct WasmHeldFile {
+    file: crate::gguf::HeldFile,
+    /// The next piece of `file` to make.
+    next: usize,
+    /// The piece being handed out, and how much of it has been.
+    piece: Vec<u8>,
+    at: usize,
+}
+
+/// The most bytes [`WasmHeldFile::next`] hands over at once: a tensor of tens of MB goes in
+/// slices, so JS holds little of it at a time.
+const HELD_SLICE: usize = 1 << 20;
+
+#[wasm_bindgen]
+impl WasmHeldFile {
+    /// The file's length in bytes.
+    #[wasm_bindgen(getter)]
+    pub fn size(&self) -> f64 {
+        self.file.byte_len() as f64
+    }
+
+    /// The next bytes of the file (a `Uint8Array` of at most 1 MB), or `undefined` at its end.
+    pub fn next(&mut self, bot: &WasmBot) -> Result<Option<js_sys::Uint8Array>, JsError> {
+        while self.at == self.piece.len() {
+            if self.next == self.file.pieces() {
+                return Ok(None);
+            }
+            // The spent piece goes before the next is made.
+            self.piece = Vec::new();
+            self.piece = self.file.piece(&bot.bot.model, self.next).map_err(js_err)?;
+            self.at = 0;
+            self.next += 1;
+        }
+        let end = self.piece.len().min(self.at + HELD_SLICE);
+        let slice = js_sys::Uint8Array::from(&self.piece[self.at..end]);
+        self.at = end;
+        Ok(Some(slice))
     }
 }
 

@@ -221,6 +221,12 @@ fn held_folder(f: &Files, bot: &Bot) -> Files {
         Ok(())
     })
     .unwrap();
+    let layout = botcard::gguf::HeldFile::of(&bot.model).unwrap();
+    assert_eq!(
+        bytes.len(),
+        layout.byte_len(),
+        "the length the cache is told"
+    );
     let mut out = Files(
         [files::CONFIG, files::TOKENIZER]
             .iter()

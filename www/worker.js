@@ -5,6 +5,7 @@
 //      {type: 'load', id, widget, base | files: {name: File}, dtype?, params}
 //      {type: 'generate', id, widget, prompt, params} | {type: 'stop' | 'release', widget}
 // Out: {type: 'info' | 'card' | 'progress' | 'loaded' | 'started' | 'tokens' | 'done' | 'error', id, ...}
+//      and, after a 'loaded' with holding: true, {type: 'held', id, ok} once the model is cached.
 // Three builds of the same library, which write the same text for the same seed: pkg-threads/
 // splits each matrix product over Web Workers on shared memory, which browsers allow only in a
 // cross-origin isolated page (the service worker makes the page one from its second visit);
@@ -166,15 +167,27 @@ async function collect(source, id, loader) {
   return { bytes, known };
 }
 
-/** Caches `bot`'s weights as held under `base` (see HELD). */
+/** Caches `bot`'s weights as held under `base` (see HELD). The file's pieces (its header, then one
+ * tensor each) are made as the cache reads them, so it is never in memory whole. */
 async function cacheHeld(base, bot) {
   const lib = await ready;
   const cache = await caches.open(CACHE);
-  const parts = [];
-  let size = 0;
-  bot.writeHeld((piece) => { parts.push(piece); size += piece.length; });
-  const headers = { 'content-length': String(size), [HELD]: bot.heldAs };
-  await cache.put(base + lib.heldFile(), new Response(new Blob(parts), { headers }));
+  const file = bot.heldWeights();
+  const body = new ReadableStream({
+    pull(controller) {
+      try {
+        const piece = file.next(bot);
+        if (piece) { controller.enqueue(piece); return; }
+        controller.close();
+      } catch (e) {
+        controller.error(e);
+      }
+      file.free();
+    },
+    cancel() { file.free(); },
+  });
+  const headers = { 'content-length': String(file.size), [HELD]: bot.heldAs };
+  await cache.put(base + lib.heldFile(), new Response(body, { headers }));
 }
 
 const residentBytes = () => [...models.values()].reduce((n, m) => n + m.weightBytes, 0);
@@ -206,12 +219,17 @@ async function model(key, source, id) {
         loader.free();
       }
       const { heldFile, cachesHeld } = await ready;
-      if (source.base && cachesHeld(source.dtype) && !known[heldFile()]) {
-        // After the model is announced ready (the write takes a moment, once per model).
-        setTimeout(() => cacheHeld(source.base, bot).catch((e) => console.warn('botcard: the model could not be cached.', e)), 0);
+      const holding = Boolean(source.base && cachesHeld(source.dtype) && !known[heldFile()]);
+      if (holding) {
+        // After the model is announced ready (the write takes a moment, once per model); 'held'
+        // says when it is done (a tab closed before then keeps no copy of the model).
+        setTimeout(() => cacheHeld(source.base, bot).then(
+          () => post({ type: 'held', id, ok: true }),
+          (e) => { console.warn('botcard: the model could not be cached.', e); post({ type: 'held', id, ok: false }); },
+        ), 0);
       }
       makeRoom(bot.weightBytes);
-      const entry = { bot, weightBytes: bot.weightBytes, heldAs: bot.heldAs, widgets: new Set(), lastUsed: 0, busy: 0, bytes, seconds: (performance.now() - t0) / 1000 };
+      const entry = { bot, weightBytes: bot.weightBytes, heldAs: bot.heldAs, holding, widgets: new Set(), lastUsed: 0, busy: 0, bytes, seconds: (performance.now() - t0) / 1000 };
       models.set(key, entry);
       return entry;
     })().finally(() => loading.delete(key)));
@@ -249,7 +267,7 @@ async function handle(msg) {
     if (widgets.get(widget)?.key !== key) release(widget);
     widgets.set(widget, { key, source, stopped: false });
     entry.widgets.add(widget);
-    post({ type: 'loaded', id, settings: entry.bot.settings(msg.params || {}), bytes: entry.bytes, weightBytes: entry.weightBytes, heldAs: entry.heldAs, seconds: entry.seconds, cached });
+    post({ type: 'loaded', id, settings: entry.bot.settings(msg.params || {}), bytes: entry.bytes, weightBytes: entry.weightBytes, heldAs: entry.heldAs, holding: !cached && entry.holding, seconds: entry.seconds, cached });
   } else if (type === 'generate') {
     const w = widgets.get(widget);
     if (!w) throw new Error('No model is loaded.');

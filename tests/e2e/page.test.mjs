@@ -226,6 +226,19 @@ test('the default bot samples the same text in the browser as the CLI', async ()
   const texts = await p.locator('ol[aria-label="Generated samples"] li').allTextContents();
   assert.deepEqual(texts, cli.sequences.map((s) => 'My dream is' + s.text));
   await shot(p, 'default-bot-equals-cli');
+  // It was quantized at load and is cached as held (a q8_0 model.gguf, written in slices): a
+  // second visit reads that file instead and writes the same text.
+  await p.waitForFunction(async () => {
+    const cache = await caches.open('botcard-models-v1');
+    const held = (await cache.keys()).find((k) => k.url.endsWith('/models/default/model.gguf'));
+    return Boolean(held && (await cache.match(held)).headers.get('x-botcard-held'));
+  }, null, { timeout: 30000 });
+  await p.reload();
+  await ready(p);
+  await p.getByRole('button', { name: 'Compute' }).click();
+  await p.locator('.bot-widget .status').filter({ hasText: /tokens\/s/ }).waitFor({ timeout: 60000 });
+  const again = await p.locator('ol[aria-label="Generated samples"] li').allTextContents();
+  assert.deepEqual(again, texts, 'the held cache writes the same text');
   await p.context().close();
 });
 
