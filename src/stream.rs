@@ -334,7 +334,7 @@ impl TensorSource for Prepared {
 enum WeightsStream {
     Safetensors(SafetensorsStream),
     Gguf(GgufStream),
-    Torch(TorchStream),
+    Torch(Box<TorchStream>),
 }
 
 impl WeightsStream {
@@ -408,7 +408,7 @@ impl BotLoader {
                 ),
                 files::PYTORCH => (
                     files::PYTORCH,
-                    WeightsStream::Torch(TorchStream::new(&cfg, self.dtype)),
+                    WeightsStream::Torch(Box::new(TorchStream::new(&cfg, self.dtype))),
                 ),
                 _ => (
                     SAFETENSORS,

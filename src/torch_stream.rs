@@ -50,9 +50,13 @@ enum Use {
     Skip,
     /// Kept whole, then read: `data.pkl`, `byteorder`, storages.
     Keep,
-    /// The storage of one [out, in] matrix (`wte`), made row by row; the view starts `skip`
-    /// bytes into the data.
-    Rows { name: String, skip: usize },
+    /// The storage of one [out, in] matrix (`wte`), made row by row; its view `t` starts
+    /// `skip` bytes into the data.
+    Rows {
+        name: String,
+        t: TensorRef,
+        skip: usize,
+    },
 }
 
 /// The entry whose data is arriving.
@@ -326,6 +330,7 @@ impl TorchStream {
         let size = t.storage_type.size()?;
         usable.then(|| Use::Rows {
             name: tensor.clone(),
+            t: t.clone(),
             skip: t.offset * size,
         })
     }
@@ -346,11 +351,10 @@ impl TorchStream {
                 self.offset = end;
                 self.use_entry(&e.name, e.method, data)?;
             }
-            Use::Rows { name, skip } => {
-                let name = name.clone();
+            Use::Rows { name, t, skip } => {
+                let (name, t) = (name.clone(), t.clone());
                 let begin = e.start + skip;
                 self.drop_to(begin.min(self.end()));
-                let t = self.row_tensor(&name)?;
                 let rows = match &mut self.rows {
                     Some(r) => r,
                     None => self.rows.insert(MatrixRows::new(
@@ -396,15 +400,6 @@ impl TorchStream {
             State::Header
         };
         Ok(true)
-    }
-
-    /// The view of the matrix being read by rows.
-    fn row_tensor(&self, name: &str) -> Result<TensorRef> {
-        self.storages
-            .as_ref()
-            .and_then(|s| s.values().flat_map(|s| &s.needed).find(|(n, _)| n == name))
-            .map(|(_, t)| t.clone())
-            .ok_or_else(|| bad(format!("tensor `{name}` lost its storage")))
     }
 
     /// Data of unknown length ends at a descriptor that states that length.

@@ -71,18 +71,24 @@ fn a_stream_cut_short_is_one_sentence() {
 
 #[test]
 fn a_streamed_tensor_that_disagrees_with_the_config_is_refused() {
-    // tiny-st's weights under relu-st's config (another width).
-    let mut loader = BotLoader::new(Dtype::Q8_0);
-    loader.add(
-        "config.json",
-        folder("relu-st").model_files().config().unwrap().to_vec(),
-    );
-    let tiny = folder("tiny-st");
-    let bytes = tiny.model_files().get("model.safetensors").unwrap();
-    let err = loader
-        .push("model.safetensors", bytes)
-        .expect_err("refused");
-    assert!(err.to_string().contains("config.json implies"), "{err}");
+    // tiny's weights (safetensors, and the 2021 .bin) under relu-st's config (another width).
+    for (model, file) in [
+        ("tiny-st", "model.safetensors"),
+        ("tiny-2021", "pytorch_model.bin"),
+    ] {
+        let mut loader = BotLoader::new(Dtype::Q8_0);
+        loader.add(
+            "config.json",
+            folder("relu-st").model_files().config().unwrap().to_vec(),
+        );
+        let tiny = folder(model);
+        let bytes = tiny.model_files().get(file).unwrap();
+        let err = loader.push(file, bytes).expect_err("refused");
+        assert!(
+            err.to_string().contains("config.json implies"),
+            "{file}: {err}"
+        );
+    }
 }
 
 #[test]
@@ -238,19 +244,4 @@ fn a_streamed_pytorch_bin_that_is_not_one_is_one_sentence() {
         assert!(err.to_string().starts_with("pytorch_model.bin: "), "{err}");
         assert!(err.to_string().contains(want), "{err}");
     }
-}
-
-#[test]
-fn a_streamed_pytorch_tensor_that_disagrees_with_the_config_is_refused() {
-    let mut loader = BotLoader::new(Dtype::Q8_0);
-    loader.add(
-        "config.json",
-        folder("relu-st").model_files().config().unwrap().to_vec(),
-    );
-    let tiny = folder("tiny-2021");
-    let bytes = tiny.model_files().get("pytorch_model.bin").unwrap();
-    let err = loader
-        .push("pytorch_model.bin", bytes)
-        .expect_err("refused");
-    assert!(err.to_string().contains("config.json implies"), "{err}");
 }
