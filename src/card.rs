@@ -9,10 +9,11 @@
 
 use std::borrow::Cow;
 
-use encoding_rs::{Encoding, MACINTOSH, WINDOWS_1252};
 use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
 use scraper::{Html, Selector};
 use serde::Serialize;
+
+use crate::single_byte::{MAC_ROMAN, WINDOWS_1252};
 
 /// Cards larger than this are cut before parsing; real ones are about 4 KB.
 const MAX_CARD_BYTES: usize = 256 * 1024;
@@ -61,7 +62,7 @@ pub fn parse_card(bytes: &[u8]) -> Card {
     let text: Cow<str> = match std::str::from_utf8(bytes) {
         Ok(s) => s.into(),
         // Not UTF-8 at all: an old card saved in a legacy encoding.
-        Err(_) => WINDOWS_1252.decode_without_bom_handling(bytes).0,
+        Err(_) => WINDOWS_1252.decode(bytes).into(),
     };
     let text = repair_mojibake(&text);
     let (front, markdown) = split_front_matter(&text);
@@ -385,21 +386,15 @@ fn repair_run(run: &str) -> Option<String> {
         return None;
     }
     [
-        (WINDOWS_1252, Loss::SoftHyphen),
-        (MACINTOSH, Loss::AppleLogo),
+        (&WINDOWS_1252, Loss::SoftHyphen),
+        (&MAC_ROMAN, Loss::AppleLogo),
     ]
     .into_iter()
     .find_map(|(enc, loss)| {
-        let bytes = encode_exact(enc, run)?;
+        let bytes = enc.encode(run)?;
         let fixed = utf8_with_losses(&bytes, loss)?;
         (fixed != run && fixed.chars().all(|c| !c.is_control())).then_some(fixed)
     })
-}
-
-/// The bytes of `s` in `enc`, or None if a character has no byte there.
-fn encode_exact(enc: &'static Encoding, s: &str) -> Option<Vec<u8>> {
-    let (bytes, _, unmappable) = enc.encode(s);
-    (!unmappable).then(|| bytes.into_owned())
 }
 
 #[derive(Clone, Copy)]

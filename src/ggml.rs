@@ -6,7 +6,10 @@
 //! for the last tok/s. Candle runs its quantized product on one thread in wasm, so the output
 //! rows are split over the threads here ([`crate::parallel::by_output_rows`]).
 
-use candle_core::quantized::k_quants::{BlockQ4K, BlockQ4_0, GgmlType};
+use candle_core::quantized::k_quants::{
+    BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
+    BlockQ8K, BlockQ8_0, BlockQ8_1, GgmlType,
+};
 use candle_core::quantized::GgmlDType;
 
 use crate::error::{Error, Result};
@@ -106,6 +109,51 @@ impl GgmlMatrix {
             Self::Q4_0(b) => b.matmul_then(x, m, then),
             Self::Q4K(b) => b.matmul_then(x, m, then),
         }
+    }
+}
+
+/// `n` values stored as `dtype` in `bytes` (GGUF's tensor data), as f32: every type a GGUF file
+/// may hold. Each type costs only its own `to_float` here; candle's `QTensor` would bring every
+/// type's whole kernel set (products, quantizers) into the page's WebAssembly.
+pub fn dequantize(dtype: GgmlDType, bytes: &[u8], n: usize) -> Result<Vec<f32>> {
+    fn blocks<T: GgmlType>(bytes: &[u8], n: usize) -> Result<Vec<f32>> {
+        let b = Blocks::<T>::from_bytes(1, n, bytes)?;
+        let mut out = vec![0f32; n];
+        T::to_float(&b.data, &mut out);
+        Ok(out)
+    }
+    fn plain<const N: usize>(
+        bytes: &[u8],
+        n: usize,
+        f: impl Fn([u8; N]) -> f32,
+    ) -> Result<Vec<f32>> {
+        if bytes.len() != n * N {
+            return Err(Error::Parameter(format!(
+                "{} bytes do not hold {n} values of {N} bytes",
+                bytes.len()
+            )));
+        }
+        Ok(bytes
+            .chunks_exact(N)
+            .map(|c| f(c.try_into().expect("N bytes")))
+            .collect())
+    }
+    match dtype {
+        GgmlDType::F32 => plain(bytes, n, f32::from_le_bytes),
+        GgmlDType::F16 => plain(bytes, n, |b| half::f16::from_le_bytes(b).to_f32()),
+        GgmlDType::BF16 => plain(bytes, n, |b| half::bf16::from_le_bytes(b).to_f32()),
+        GgmlDType::Q4_0 => blocks::<BlockQ4_0>(bytes, n),
+        GgmlDType::Q4_1 => blocks::<BlockQ4_1>(bytes, n),
+        GgmlDType::Q5_0 => blocks::<BlockQ5_0>(bytes, n),
+        GgmlDType::Q5_1 => blocks::<BlockQ5_1>(bytes, n),
+        GgmlDType::Q8_0 => blocks::<BlockQ8_0>(bytes, n),
+        GgmlDType::Q8_1 => blocks::<BlockQ8_1>(bytes, n),
+        GgmlDType::Q2K => blocks::<BlockQ2K>(bytes, n),
+        GgmlDType::Q3K => blocks::<BlockQ3K>(bytes, n),
+        GgmlDType::Q4K => blocks::<BlockQ4K>(bytes, n),
+        GgmlDType::Q5K => blocks::<BlockQ5K>(bytes, n),
+        GgmlDType::Q6K => blocks::<BlockQ6K>(bytes, n),
+        GgmlDType::Q8K => blocks::<BlockQ8K>(bytes, n),
     }
 }
 

@@ -12,7 +12,7 @@ use std::io::Cursor;
 use std::sync::Arc;
 
 use candle_core::quantized::gguf_file::{self, Value};
-use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType, QTensor};
+use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 
 use crate::config::Config;
@@ -533,7 +533,9 @@ enum Made {
 fn make(e: &Entry, data: &[u8], dtype: Dtype, hf_shape: &[usize]) -> Result<Made> {
     let cpu = &Device::Cpu;
     let dequantized = || -> Result<Tensor> {
-        Ok(qtensor_from_ggml(e.dtype, data, e.shape.clone(), cpu)?.dequantize(cpu)?)
+        let n = e.shape.iter().product();
+        let values = crate::ggml::dequantize(e.dtype, data, n)?;
+        Ok(Tensor::from_vec(values, e.shape.clone(), cpu)?)
     };
     if matrix_layout(&e.name).is_none() {
         return Ok(Made::Vector(dequantized()?.reshape(hf_shape)?));

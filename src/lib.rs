@@ -22,6 +22,7 @@ pub mod quant;
 pub mod recipe;
 pub mod sampling;
 pub mod settings;
+pub mod single_byte;
 pub mod stream;
 pub mod tokenizer;
 pub mod torch_stream;

@@ -123,3 +123,33 @@ fn cards_without_front_matter_or_header_still_render() {
     let c = parse_card(&[0xff, 0xfe, b'h', b'i']);
     assert!(c.body_html.contains("hi"));
 }
+
+#[test]
+fn single_byte_tables_decode_and_encode_as_encoding_rs_does() {
+    use botcard::single_byte::{SingleByte, MAC_ROMAN, WINDOWS_1252};
+    let pairs: [(&SingleByte, &'static encoding_rs::Encoding); 2] = [
+        (&WINDOWS_1252, encoding_rs::WINDOWS_1252),
+        (&MAC_ROMAN, encoding_rs::MACINTOSH),
+    ];
+    for (ours, theirs) in pairs {
+        let every_byte: Vec<u8> = (0..=255).collect();
+        assert_eq!(
+            ours.decode(&every_byte),
+            theirs.decode_without_bom_handling(&every_byte).0,
+            "{}",
+            theirs.name()
+        );
+        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
+            let s = c.to_string();
+            let (bytes, _, unmappable) = theirs.encode(&s);
+            let expected = (!unmappable).then(|| bytes.into_owned());
+            assert_eq!(
+                ours.encode(&s),
+                expected,
+                "{} U+{:04X}",
+                theirs.name(),
+                c as u32
+            );
+        }
+    }
+}

@@ -253,3 +253,64 @@ fn a_model_written_as_held_loads_back_to_the_same_model() {
         assert_eq!(again.model.weight_bytes(), bot.model.weight_bytes());
     }
 }
+
+#[test]
+fn every_ggml_type_dequantizes_as_candles_qtensor_does() {
+    use candle_core::quantized::ggml_file::qtensor_from_ggml;
+    let cpu = &candle_core::Device::Cpu;
+    let n = 4 * 256;
+    for dtype in [
+        GgmlDType::F32,
+        GgmlDType::F16,
+        GgmlDType::BF16,
+        GgmlDType::Q4_0,
+        GgmlDType::Q4_1,
+        GgmlDType::Q5_0,
+        GgmlDType::Q5_1,
+        GgmlDType::Q8_0,
+        GgmlDType::Q2K,
+        GgmlDType::Q3K,
+        GgmlDType::Q4K,
+        GgmlDType::Q5K,
+        GgmlDType::Q6K,
+    ] {
+        // Any bytes are some blocks' values (candle cannot quantize to every type).
+        let len = n / dtype.block_size() * dtype.type_size();
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 151 % 251) as u8).collect();
+        let theirs = qtensor_from_ggml(dtype, &bytes, vec![n], cpu)
+            .unwrap()
+            .dequantize(cpu)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let ours = botcard::ggml::dequantize(dtype, &bytes, n).unwrap();
+        let same = ours
+            .iter()
+            .zip(&theirs)
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same && ours.len() == n, "{dtype:?}");
+        // A byte short is refused, not read past.
+        assert!(
+            botcard::ggml::dequantize(dtype, &bytes[1..], n).is_err(),
+            "{dtype:?}"
+        );
+    }
+    // q8_1 and q8_K, which candle's reader does not take: ggml's blocks of a scale d (f16 or
+    // f32), a sum, and i8 values q (32 after 4 bytes; 256 after 4, then 16 sums); d · q.
+    for (dtype, len, head, values) in [(GgmlDType::Q8_1, 36, 4, 32), (GgmlDType::Q8K, 292, 4, 256)]
+    {
+        let blocks: Vec<u8> = (0..n / values * len)
+            .map(|i| (i * 151 % 251) as u8)
+            .collect();
+        let ours = botcard::ggml::dequantize(dtype, &blocks, n).unwrap();
+        for (b, ys) in blocks.chunks_exact(len).zip(ours.chunks_exact(values)) {
+            let d = match dtype {
+                GgmlDType::Q8_1 => half::f16::from_le_bytes([b[0], b[1]]).to_f32(),
+                _ => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            };
+            let q = &b[head..head + values];
+            let want: Vec<f32> = q.iter().map(|&q| d * f32::from(q as i8)).collect();
+            assert_eq!(ys, &want[..], "{dtype:?}");
+        }
+    }
+}
