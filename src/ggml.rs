@@ -4,7 +4,8 @@
 //! Why candle's kernels here and not our own (as for q8_0, [`crate::quant`]): they are ggml's
 //! reference arithmetic, already vectorized for wasm, and a q4 file is chosen for its size, not
 //! for the last tok/s. Candle runs its quantized product on one thread in wasm, so the output
-//! rows are split over the threads here ([`crate::parallel::by_output_rows`]).
+//! rows are split over the threads here ([`crate::parallel::by_output_rows`]). Tensors of the
+//! other types a GGUF may hold are dequantized ([`dequantize`]).
 
 use candle_core::quantized::k_quants::{
     BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
