@@ -10,7 +10,6 @@
 use std::borrow::Cow;
 
 use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
-use scraper::{Html, Selector};
 use serde::Serialize;
 
 use crate::single_byte::{MAC_ROMAN, WINDOWS_1252};
@@ -249,37 +248,17 @@ struct Header {
 
 impl Header {
     fn parse(html: &str) -> Self {
-        if html.trim().is_empty() {
-            return Self::default();
-        }
-        let doc = Html::parse_fragment(html);
-        let divs = Selector::parse("div").expect("valid selector");
         let mut h = Self::default();
-        for div in doc.select(&divs) {
-            let raw_style = div.value().attr("style").unwrap_or("");
-            let style = raw_style.to_ascii_lowercase();
+        for div in header_divs(html) {
+            let style = div.style.to_ascii_lowercase();
             if style.contains("background-image") {
                 let hidden = style.replace(' ', "").contains("display:none");
                 h.avatars
-                    .push((css_url(raw_style).filter(|u| is_web_url(u)), !hidden));
+                    .push((css_url(&div.style).filter(|u| is_web_url(u)), !hidden));
                 continue;
             }
-            // Innermost divs hold the badge, the names, the @handle; script text is not text.
-            if div
-                .descendants()
-                .skip(1)
-                .any(|n| n.value().as_element().is_some_and(|e| e.name() == "div"))
-            {
-                continue;
-            }
-            let text: String = div
-                .descendants()
-                .filter_map(|n| {
-                    let t = n.value().as_text()?;
-                    let parent = n.parent()?.value().as_element()?.name();
-                    (!matches!(parent, "script" | "style" | "template")).then(|| t.to_string())
-                })
-                .collect();
+            // Innermost divs hold the badge, the names, the @handle.
+            let Some(text) = div.text else { continue };
             let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
             if text.is_empty() {
                 continue;
@@ -326,6 +305,71 @@ impl Header {
             })
             .collect()
     }
+}
+
+/// A div of the card's header.
+struct Div {
+    /// Its `style` attribute ("" without one).
+    style: String,
+    /// Its text, when no div is inside it (script, style and template text left out).
+    text: Option<String>,
+}
+
+/// The header's divs, in document order.
+///
+/// The header is parsed and cleaned by ammonia down to divs, their `style` and text, and read
+/// back from ammonia's output, which html5ever writes in one form only: `<div>` or
+/// `<div style="…">`, `</div>`, and text, with `<`, `>`, `&`, `"` and no-break spaces escaped.
+/// (This rather than a second HTML parser: ammonia keeps its tree private, and another tree
+/// would build html5ever's parser into the page a second time.)
+fn header_divs(html: &str) -> Vec<Div> {
+    let clean = ammonia::Builder::empty()
+        .add_tags(["div"])
+        .add_tag_attributes("div", ["style"])
+        .clean_content_tags(["script", "style", "template"].into())
+        .clean(html)
+        .to_string();
+    let unescape = |s: &str| {
+        s.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&nbsp;", "\u{a0}")
+            .replace("&amp;", "&")
+    };
+    let mut divs: Vec<Div> = Vec::new();
+    // Open divs: (index in `divs`, text so far, holds a div).
+    let mut open: Vec<(usize, String, bool)> = Vec::new();
+    let mut rest = clean.as_str();
+    while !rest.is_empty() {
+        let Some(tag) = rest.strip_prefix('<') else {
+            let end = rest.find('<').unwrap_or(rest.len());
+            if let Some((_, text, _)) = open.last_mut() {
+                text.push_str(&unescape(&rest[..end]));
+            }
+            rest = &rest[end..];
+            continue;
+        };
+        let end = tag.find('>').map_or(tag.len(), |i| i + 1);
+        let (tag, after) = tag.split_at(end);
+        rest = after;
+        if tag.starts_with('/') {
+            if let Some((i, text, holds_div)) = open.pop() {
+                divs[i].text = (!holds_div).then_some(text);
+            }
+        } else {
+            let style = tag
+                .strip_prefix("div style=\"")
+                .and_then(|t| t.strip_suffix("\">"))
+                .map(unescape)
+                .unwrap_or_default();
+            if let Some(parent) = open.last_mut() {
+                parent.2 = true;
+            }
+            open.push((divs.len(), String::new(), false));
+            divs.push(Div { style, text: None });
+        }
+    }
+    divs
 }
 
 /// The URL inside `background-image: url('…')`.

@@ -153,3 +153,30 @@ fn single_byte_tables_decode_and_encode_as_encoding_rs_does() {
         }
     }
 }
+
+#[test]
+fn header_reads_text_and_avatars_through_entities_scripts_and_deep_nesting() {
+    let header = concat!(
+        "<div class=\"flex\">",
+        "<div style=\"display:inherit\"><div style=\"background-image: url('https://a.invalid/x.png?a=1&amp;b=2'); --x: a>b\"></div></div>",
+        "<div style=\"display:none; background-image: url('https://a.invalid/hidden.png')\"></div>",
+        "</div>",
+        "<div><div>🤖 AI BOT 🤖<script>alert('no')</script></div>",
+        "<div>Tom &amp; Jerry&nbsp;&lt;3 <span>&quot;Q&quot;</span><style>p{}</style><template>t</template></div>",
+        "<div>@tomjerry</div></div>\n",
+    );
+    let c = parse_card(format!("{header}\n# Body\n").as_bytes());
+    assert_eq!(c.badge.as_deref(), Some("🤖 AI BOT 🤖"));
+    assert_eq!(c.title.as_deref(), Some("Tom & Jerry <3 \"Q\""));
+    assert_eq!(c.handle.as_deref(), Some("@tomjerry"));
+    let avatars: Vec<_> = c.users.iter().map(|u| u.avatar.as_deref()).collect();
+    assert_eq!(avatars, [Some("https://a.invalid/x.png?a=1&b=2")]);
+
+    // A header nested far deeper than any card: parsed, not a crash.
+    let deep = format!(
+        "{}@deep{}\n",
+        "<div>".repeat(20_000),
+        "</div>".repeat(20_000)
+    );
+    assert_eq!(parse_card(deep.as_bytes()).handle.as_deref(), Some("@deep"));
+}
