@@ -37,7 +37,7 @@ pub fn is_weights(name: &str) -> bool {
 }
 
 /// The part that holds the weights.
-const WEIGHTS: &str = "weights";
+pub(crate) const WEIGHTS: &str = "weights";
 
 /// One part of a model and the sets of files that can provide it, best (fastest to load) first.
 #[derive(Debug)]
@@ -161,7 +161,7 @@ impl<'a> ModelFiles<'a> {
     }
 
     /// The preferred present choice of the part `what`.
-    fn choice(&self, what: &str) -> Result<Option<Choice>> {
+    pub(crate) fn choice(&self, what: &str) -> Result<Option<Choice>> {
         let part = PARTS
             .iter()
             .find(|p| p.what == what)

@@ -374,11 +374,15 @@ impl BotLoader {
         }
     }
 
-    /// Adds a whole file (unknown names are ignored).
-    pub fn add(&mut self, name: &str, bytes: Vec<u8>) {
+    /// Adds a whole file (unknown names are ignored); a weights file is read as one piece.
+    pub fn add(&mut self, name: &str, bytes: Vec<u8>) -> Result<()> {
+        if files::streamed(name) {
+            return self.push(name, &bytes);
+        }
         if let Some(n) = files::all_names().find(|n| *n == name) {
             self.files.push((n, bytes));
         }
+        Ok(())
     }
 
     /// Adds the next piece of a streamed file; `config.json` must already be in.
@@ -433,7 +437,12 @@ impl BotLoader {
         });
         match self.stream {
             Some((_, stream)) => Bot::assemble(&files, &stream.finish()?, self.dtype),
-            None => Bot::load(&files, self.dtype),
+            // Every weights file streams here, so none came: the sentence for missing weights.
+            // (Not `Bot::load`, whose whole-file readers would be built into the page for it.)
+            None => {
+                files.choice(files::WEIGHTS)?;
+                Err(Error::Parameter("the weights file was not read".into()))
+            }
         }
     }
 }

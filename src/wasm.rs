@@ -109,8 +109,7 @@ impl WasmLoader {
 
     /// Adds a whole file.
     pub fn add(&mut self, name: &str, bytes: Vec<u8>) -> Result<(), JsError> {
-        self.inner()?.add(name, bytes);
-        Ok(())
+        self.inner()?.add(name, bytes).map_err(js_err)
     }
 
     /// Adds the next piece of a streamed file.

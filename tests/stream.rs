@@ -77,10 +77,12 @@ fn a_streamed_tensor_that_disagrees_with_the_config_is_refused() {
         ("tiny-2021", "pytorch_model.bin"),
     ] {
         let mut loader = BotLoader::new(Dtype::Q8_0);
-        loader.add(
-            "config.json",
-            folder("relu-st").model_files().config().unwrap().to_vec(),
-        );
+        loader
+            .add(
+                "config.json",
+                folder("relu-st").model_files().config().unwrap().to_vec(),
+            )
+            .unwrap();
         let tiny = folder(model);
         let bytes = tiny.model_files().get(file).unwrap();
         let err = loader.push(file, bytes).expect_err("refused");
@@ -243,5 +245,38 @@ fn a_streamed_pytorch_bin_that_is_not_one_is_one_sentence() {
             .expect("refused");
         assert!(err.to_string().starts_with("pytorch_model.bin: "), "{err}");
         assert!(err.to_string().contains(want), "{err}");
+    }
+}
+
+#[test]
+fn a_weights_file_added_whole_loads_as_one_piece_and_no_weights_is_one_sentence() {
+    for (name, weights) in [
+        ("tiny-st", "model.safetensors"),
+        ("tiny-2021", "pytorch_model.bin"),
+    ] {
+        let files = folder(name);
+        let whole = Bot::load(&files.model_files(), Dtype::Q8_0).unwrap();
+        let mut loader = BotLoader::new(Dtype::Q8_0);
+        let mut without_weights = BotLoader::new(Dtype::Q8_0);
+        for n in botcard::files::all_names() {
+            if let Some(bytes) = files.get(n) {
+                loader.add(n, bytes.to_vec()).unwrap();
+                if n != weights {
+                    without_weights.add(n, bytes.to_vec()).unwrap();
+                }
+            }
+        }
+        let ids = whole.tokenizer.encode("My dream is").unwrap();
+        let bot = loader.finish().unwrap();
+        assert_eq!(
+            bot.model.logprobs(&ids).unwrap(),
+            whole.model.logprobs(&ids).unwrap()
+        );
+        let err = without_weights
+            .finish()
+            .err()
+            .expect("no weights")
+            .to_string();
+        assert!(err.contains("model.safetensors"), "{name}: {err}");
     }
 }

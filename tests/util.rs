@@ -85,7 +85,7 @@ impl Files {
                     loader.push(n, chunk)?;
                 }
             } else {
-                loader.add(n, bytes.to_vec());
+                loader.add(n, bytes.to_vec())?;
             }
         }
         loader.finish()
