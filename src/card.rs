@@ -325,6 +325,7 @@ struct Div {
 fn header_divs(html: &str) -> Vec<Div> {
     let clean = ammonia::Builder::empty()
         .add_tags(["div"])
+        .generic_attributes(Default::default())
         .add_tag_attributes("div", ["style"])
         .clean_content_tags(["script", "style", "template"].into())
         .clean(html)

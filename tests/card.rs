@@ -158,7 +158,7 @@ fn single_byte_tables_decode_and_encode_as_encoding_rs_does() {
 fn header_reads_text_and_avatars_through_entities_scripts_and_deep_nesting() {
     let header = concat!(
         "<div class=\"flex\">",
-        "<div style=\"display:inherit\"><div style=\"background-image: url('https://a.invalid/x.png?a=1&amp;b=2'); --x: a>b\"></div></div>",
+        "<div style=\"display:inherit\"><div lang=\"en\" title=\"t\" style=\"background-image: url('https://a.invalid/x.png?a=1&amp;b=2'); --x: a>b\"></div></div>",
         "<div style=\"display:none; background-image: url('https://a.invalid/hidden.png')\"></div>",
         "</div>",
         "<div><div>🤖 AI BOT 🤖<script>alert('no')</script></div>",
