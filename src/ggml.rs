@@ -12,6 +12,7 @@ use candle_core::quantized::k_quants::{
     BlockQ8K, BlockQ8_0, BlockQ8_1, GgmlType,
 };
 use candle_core::quantized::GgmlDType;
+use candle_core::DType;
 
 use crate::error::{Error, Result};
 
@@ -113,6 +114,16 @@ impl GgmlMatrix {
     }
 }
 
+/// The candle dtype of a GGUF tensor stored as plain little-endian floats; None for blocks.
+pub fn float_dtype(t: GgmlDType) -> Option<DType> {
+    match t {
+        GgmlDType::F32 => Some(DType::F32),
+        GgmlDType::F16 => Some(DType::F16),
+        GgmlDType::BF16 => Some(DType::BF16),
+        _ => None,
+    }
+}
+
 /// `n` values stored as `dtype` in `bytes` (GGUF's tensor data), as f32: every type a GGUF file
 /// may hold. Each type costs only its own `to_float` here; candle's `QTensor` would bring every
 /// type's whole kernel set (products, quantizers) into the page's WebAssembly.
@@ -123,26 +134,18 @@ pub fn dequantize(dtype: GgmlDType, bytes: &[u8], n: usize) -> Result<Vec<f32>> 
         T::to_float(&b.data, &mut out);
         Ok(out)
     }
-    fn plain<const N: usize>(
-        bytes: &[u8],
-        n: usize,
-        f: impl Fn([u8; N]) -> f32,
-    ) -> Result<Vec<f32>> {
-        if bytes.len() != n * N {
+    if let Some(stored) = float_dtype(dtype) {
+        if bytes.len() != n * stored.size_in_bytes() {
             return Err(Error::Parameter(format!(
-                "{} bytes do not hold {n} values of {N} bytes",
+                "{} bytes do not hold {n} {stored:?} values",
                 bytes.len()
             )));
         }
-        Ok(bytes
-            .chunks_exact(N)
-            .map(|c| f(c.try_into().expect("N bytes")))
-            .collect())
+        return Ok((0..n)
+            .map(|i| crate::model::stored_value(bytes, stored, i))
+            .collect());
     }
     match dtype {
-        GgmlDType::F32 => plain(bytes, n, f32::from_le_bytes),
-        GgmlDType::F16 => plain(bytes, n, |b| half::f16::from_le_bytes(b).to_f32()),
-        GgmlDType::BF16 => plain(bytes, n, |b| half::bf16::from_le_bytes(b).to_f32()),
         GgmlDType::Q4_0 => blocks::<BlockQ4_0>(bytes, n),
         GgmlDType::Q4_1 => blocks::<BlockQ4_1>(bytes, n),
         GgmlDType::Q5_0 => blocks::<BlockQ5_0>(bytes, n),
@@ -155,6 +158,7 @@ pub fn dequantize(dtype: GgmlDType, bytes: &[u8], n: usize) -> Result<Vec<f32>> 
         GgmlDType::Q5K => blocks::<BlockQ5K>(bytes, n),
         GgmlDType::Q6K => blocks::<BlockQ6K>(bytes, n),
         GgmlDType::Q8K => blocks::<BlockQ8K>(bytes, n),
+        GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => unreachable!("read above as floats"),
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -540,17 +540,13 @@ fn make(e: &Entry, data: &[u8], dtype: Dtype, hf_shape: &[usize]) -> Result<Made
     if matrix_layout(&e.name).is_none() {
         return Ok(Made::Vector(dequantized()?.reshape(hf_shape)?));
     }
+    if let Some(stored) = crate::ggml::float_dtype(e.dtype) {
+        let m = Matrix::from_raw(data, stored, &e.shape, Layout::OutIn, dtype)?;
+        return Ok(Made::Matrix(m));
+    }
     let (rows, cols) = (e.shape[0], e.shape[1]);
     let keep = dtype != Dtype::F32;
     Ok(Made::Matrix(match e.dtype {
-        GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => {
-            let stored = match e.dtype {
-                GgmlDType::F32 => DType::F32,
-                GgmlDType::F16 => DType::F16,
-                _ => DType::BF16,
-            };
-            Matrix::from_raw(data, stored, &e.shape, Layout::OutIn, dtype)?
-        }
         GgmlDType::Q8_0 if keep => {
             Matrix::Q8(Arc::new(Q8Matrix::from_ggml_bytes(rows, cols, data)?))
         }

@@ -238,7 +238,7 @@ impl Matrix {
 }
 
 /// Value `i` of checkpoint bytes stored as `stored` (little-endian floats).
-fn stored_value(data: &[u8], stored: DType, i: usize) -> f32 {
+pub(crate) fn stored_value(data: &[u8], stored: DType, i: usize) -> f32 {
     let size = stored.size_in_bytes();
     let b = &data[i * size..(i + 1) * size];
     match stored {

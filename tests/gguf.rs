@@ -296,9 +296,8 @@ fn every_ggml_type_dequantizes_as_candles_qtensor_does() {
         );
     }
     // q8_1 and q8_K, which candle's reader does not take: ggml's blocks of a scale d (f16 or
-    // f32), a sum, and i8 values q (32 after 4 bytes; 256 after 4, then 16 sums); d · q.
-    for (dtype, len, head, values) in [(GgmlDType::Q8_1, 36, 4, 32), (GgmlDType::Q8K, 292, 4, 256)]
-    {
+    // f32) and a sum in 4 bytes, then i8 values q (32; 256, then 16 sums); d · q.
+    for (dtype, len, values) in [(GgmlDType::Q8_1, 36, 32), (GgmlDType::Q8K, 292, 256)] {
         let blocks: Vec<u8> = (0..n / values * len)
             .map(|i| (i * 151 % 251) as u8)
             .collect();
@@ -308,7 +307,7 @@ fn every_ggml_type_dequantizes_as_candles_qtensor_does() {
                 GgmlDType::Q8_1 => half::f16::from_le_bytes([b[0], b[1]]).to_f32(),
                 _ => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
             };
-            let q = &b[head..head + values];
+            let q = &b[4..4 + values];
             let want: Vec<f32> = q.iter().map(|&q| d * f32::from(q as i8)).collect();
             assert_eq!(ys, &want[..], "{dtype:?}");
         }
