@@ -12,6 +12,10 @@ pub enum Error {
     #[error("{0}")]
     MissingFile(String),
 
+    /// A file the model needs may be there but could not be had; the caller's sentence says why.
+    #[error("{0}")]
+    Unavailable(String),
+
     /// A weights file (`model.safetensors`, `pytorch_model.bin`) could not be read.
     #[error("{file}: {reason}")]
     Weights { file: &'static str, reason: String },

@@ -105,26 +105,51 @@ impl Part {
     }
 }
 
-/// The next file to fetch, given what is known so far about each file (`Some(true)`: fetched,
-/// `Some(false)`: the source does not have it, `None`: not asked yet). `Ok(None)` once every
+/// What is known of one file of a source while a model is fetched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Known<'a> {
+    /// Not asked for yet.
+    Unasked,
+    /// Fetched.
+    Present,
+    /// The source does not have it.
+    Absent,
+    /// The source may have it, but it could not be read (an HTTP error, an answer the browser
+    /// withholds): the sentence says why. Other choices are tried as if it were absent, and a
+    /// required part that has none left reports this sentence rather than "has no".
+    Unreadable(&'a str),
+}
+
+/// The next file to fetch, given what is known so far about each file. `Ok(None)` once every
 /// part is settled; an error names a required part that no choice can provide. Asking for files
 /// one at a time in this order fetches only what will be used (no `pytorch_model.bin` when
 /// `model.safetensors` is there) and stops at the first missing required part.
-pub fn next_wanted(known: impl Fn(&str) -> Option<bool>) -> Result<Option<&'static str>> {
+pub fn next_wanted<'a>(known: impl Fn(&str) -> Known<'a>) -> Result<Option<&'static str>> {
     for part in PARTS {
         let mut settled = false;
         for choice in part.choices {
-            match choice.iter().find(|n| known(n) != Some(true)) {
+            match choice.iter().find(|n| known(n) != Known::Present) {
                 None => {
                     settled = true;
                     break;
                 }
-                Some(name) if known(name).is_none() => return Ok(Some(name)),
-                Some(_) => {} // a file of this choice is absent: try the next choice
+                Some(name) if known(name) == Known::Unasked => return Ok(Some(name)),
+                Some(_) => {} // a file of this choice cannot be had: try the next choice
             }
         }
         if !settled && part.required {
-            return Err(part.missing());
+            let why = part
+                .choices
+                .iter()
+                .flat_map(|c| c.iter())
+                .find_map(|n| match known(n) {
+                    Known::Unreadable(why) => Some(why),
+                    _ => None,
+                });
+            return Err(match why {
+                Some(why) => Error::Unavailable(why.to_owned()),
+                None => part.missing(),
+            });
         }
     }
     Ok(None)
@@ -139,6 +164,32 @@ pub fn wanted(present: impl Fn(&str) -> bool) -> Vec<&'static str> {
         .filter_map(|p| p.chosen(&present))
         .flat_map(|c| c.iter().copied())
         .collect()
+}
+
+/// Whether `bytes` begin as a web page (HTML, or the XML of a storage service's error) rather
+/// than a model file: what a hub or mirror sends with status 200 for a file it does not have.
+/// No model file format starts so: JSON starts with `{`, the binaries with their magic or a
+/// length, and merges.txt with `#version` or a token pair.
+pub fn is_web_page(bytes: &[u8]) -> bool {
+    let text = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let start = text
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(text.len());
+    let head = &text[start..text.len().min(start + 9)];
+    [&b"<!doctype"[..], b"<html", b"<head", b"<body", b"<?xml"]
+        .iter()
+        .any(|tag| head.len() >= tag.len() && head[..tag.len()].eq_ignore_ascii_case(tag))
+}
+
+/// `Ok` unless `bytes` of the file `name` are a web page (see [`is_web_page`]).
+pub(crate) fn check_not_web_page(name: &str, bytes: &[u8]) -> Result<()> {
+    if is_web_page(bytes) {
+        return Err(Error::Unavailable(format!(
+            "{name} is a web page, not the model's file: the hub sent an error page in its place."
+        )));
+    }
+    Ok(())
 }
 
 /// The bytes of a model folder's files; each part is read from its preferred present choice.
@@ -167,7 +218,12 @@ impl<'a> ModelFiles<'a> {
             .find(|p| p.what == what)
             .expect("a part named in PARTS");
         match part.chosen(|n| self.get(n).is_some()) {
-            Some(c) => Ok(Some(c)),
+            Some(c) => {
+                for name in c {
+                    check_not_web_page(name, self.get(name).expect("chosen: present"))?;
+                }
+                Ok(Some(c))
+            }
             None if part.required => Err(part.missing()),
             None => Ok(None),
         }
@@ -315,20 +371,52 @@ impl ModelFiles<'_> {
 mod tests {
     use super::*;
 
-    /// Runs the fetch loop against a source that has `have`; returns what was fetched, in order.
-    fn fetch(have: &[&str]) -> Result<Vec<&'static str>> {
-        let mut known: Vec<(&str, bool)> = Vec::new();
+    /// Runs the fetch loop against a source that has `have` and cannot give `unreadable` (with
+    /// the sentence saying why); returns what was fetched, in order.
+    fn fetch_from(have: &[&str], unreadable: &[(&str, &str)]) -> Result<Vec<&'static str>> {
+        let mut known: Vec<(&str, Known)> = Vec::new();
         let mut fetched = Vec::new();
-        while let Some(name) =
-            next_wanted(|n| known.iter().find(|(k, _)| *k == n).map(|(_, v)| *v))?
-        {
-            let ok = have.contains(&name);
-            known.push((name, ok));
-            if ok {
+        while let Some(name) = next_wanted(|n| {
+            known
+                .iter()
+                .find(|(k, _)| *k == n)
+                .map_or(Known::Unasked, |(_, v)| *v)
+        })? {
+            let what = match unreadable.iter().find(|(n, _)| *n == name) {
+                Some((_, why)) => Known::Unreadable(why),
+                None if have.contains(&name) => Known::Present,
+                None => Known::Absent,
+            };
+            known.push((name, what));
+            if what == Known::Present {
                 fetched.push(name);
             }
         }
         Ok(fetched)
+    }
+
+    fn fetch(have: &[&str]) -> Result<Vec<&'static str>> {
+        fetch_from(have, &[])
+    }
+
+    #[test]
+    fn an_unreadable_file_is_passed_over_and_named_only_when_its_part_has_nothing_else() {
+        let have = ["config.json", "pytorch_model.bin", "tokenizer.json"];
+        let why = "Could not download model.gguf (HTTP 500).";
+        // An optional file, and a better weights format, that cannot be read: the rest loads.
+        assert_eq!(
+            fetch_from(
+                &have,
+                &[("generation_config.json", "x"), ("model.gguf", why)]
+            )
+            .unwrap(),
+            have
+        );
+        // A required part whose only readable choice is missing: the reason, not "has no".
+        let e = fetch_from(&["config.json", "tokenizer.json"], &[("model.gguf", why)]);
+        assert_eq!(e.unwrap_err().to_string(), why);
+        let e = fetch_from(&["tokenizer.json"], &[("config.json", "No CORS.")]);
+        assert_eq!(e.unwrap_err().to_string(), "No CORS.");
     }
 
     #[test]

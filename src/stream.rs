@@ -355,6 +355,10 @@ impl WeightsStream {
     }
 }
 
+/// Bytes of a streamed file held back before its reader sees them (see `BotLoader::head`): a
+/// web page shows itself within them.
+const HEAD: usize = 64;
+
 /// A bot assembled from its files as they come, in the order [`files::next_wanted`] asks for
 /// them: small files whole ([`BotLoader::add`]), weights files in pieces ([`BotLoader::push`];
 /// [`files::streamed`] says which files may come that way).
@@ -362,6 +366,9 @@ pub struct BotLoader {
     dtype: Dtype,
     files: Vec<(&'static str, Vec<u8>)>,
     stream: Option<(&'static str, WeightsStream)>,
+    /// The streamed file's first [`HEAD`] bytes, held back from its reader until there are
+    /// enough to tell a web page (an error page sent in the file's place) from weights.
+    head: Vec<u8>,
 }
 
 impl BotLoader {
@@ -371,6 +378,7 @@ impl BotLoader {
             dtype,
             files: Vec::new(),
             stream: None,
+            head: Vec::new(),
         }
     }
 
@@ -380,6 +388,7 @@ impl BotLoader {
             return self.push(name, &bytes);
         }
         if let Some(n) = files::all_names().find(|n| *n == name) {
+            files::check_not_web_page(n, &bytes)?;
             self.files.push((n, bytes));
         }
         Ok(())
@@ -421,7 +430,18 @@ impl BotLoader {
             };
             self.stream = Some((file, stream));
         }
-        self.stream.as_mut().expect("just made").1.push(bytes)
+        let (file, stream) = self.stream.as_mut().expect("just made");
+        if self.head.len() < HEAD {
+            let take = bytes.len().min(HEAD - self.head.len());
+            self.head.extend_from_slice(&bytes[..take]);
+            if self.head.len() < HEAD {
+                return Ok(());
+            }
+            files::check_not_web_page(file, &self.head)?;
+            stream.push(&self.head)?;
+            return stream.push(&bytes[take..]);
+        }
+        stream.push(bytes)
     }
 
     /// The bot, once every file it needs is in.
@@ -436,7 +456,14 @@ impl BotLoader {
                 .or_else(|| (streamed == Some(n)).then_some(&[][..]))
         });
         match self.stream {
-            Some((_, stream)) => Bot::assemble(&files, &stream.finish()?, self.dtype),
+            Some((file, mut stream)) => {
+                if self.head.len() < HEAD {
+                    // A file shorter than the head: what was held back goes in now.
+                    files::check_not_web_page(file, &self.head)?;
+                    stream.push(&self.head)?;
+                }
+                Bot::assemble(&files, &stream.finish()?, self.dtype)
+            }
             // Every weights file streams here, so none came: the sentence for missing weights.
             // (Not `Bot::load`, whose whole-file readers would be built into the page for it.)
             None => {

@@ -5,6 +5,7 @@
 use serde_json::{Map, Value};
 use wasm_bindgen::prelude::*;
 
+use crate::files::Known;
 use crate::stream::BotLoader;
 use crate::{card, files, recipe, Bot, Dtype, Session};
 
@@ -33,16 +34,19 @@ pub fn parse_card(readme: &[u8]) -> Result<JsValue, JsError> {
 }
 
 /// The next model file to fetch, given `known` (`{name: true}` for a file fetched, `{name:
-/// false}` for one the source does not have); `undefined` when the model is complete. Throws the
-/// sentence that names a missing required file.
+/// false}` for one the source does not have, `{name: "sentence"}` for one that could not be
+/// read, saying why); `undefined` when the model is complete. Throws the sentence that names a
+/// missing required file, or says why it could not be read.
 #[wasm_bindgen(js_name = nextModelFile)]
 pub fn next_model_file(known: JsValue) -> Result<Option<String>, JsError> {
     let known: Map<String, Value> = serde_wasm_bindgen::from_value(known).map_err(js_err)?;
-    Ok(
-        files::next_wanted(|n| known.get(n).and_then(Value::as_bool))
-            .map_err(js_err)?
-            .map(str::to_owned),
-    )
+    let of = |n: &str| match known.get(n) {
+        Some(Value::Bool(true)) => Known::Present,
+        Some(Value::Bool(false)) => Known::Absent,
+        Some(Value::String(why)) => Known::Unreadable(why),
+        _ => Known::Unasked,
+    };
+    Ok(files::next_wanted(of).map_err(js_err)?.map(str::to_owned))
 }
 
 /// The prompt huggingtweets cards open with ("My dream is").

@@ -180,3 +180,189 @@ fn header_reads_text_and_avatars_through_entities_scripts_and_deep_nesting() {
     );
     assert_eq!(parse_card(deep.as_bytes()).handle.as_deref(), Some("@deep"));
 }
+
+/// The XSS corpus (tests/fixtures/cards/xss/payloads.txt), one payload per entry.
+fn xss_payloads() -> Vec<String> {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let text =
+        std::fs::read_to_string(format!("{root}/tests/fixtures/cards/xss/payloads.txt")).unwrap();
+    let mut blocks = text.split("\n%%\n");
+    blocks.next(); // the file's comment
+    blocks
+        .map(|b| b.trim_end_matches('\n').to_owned())
+        .collect()
+}
+
+/// Every event-handler attribute (tests/fixtures/cards/xss/event-handlers.txt), each on an HTML
+/// element, an SVG element and a self-triggering image.
+fn event_handler_payloads() -> Vec<String> {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let names = std::fs::read_to_string(format!(
+        "{root}/tests/fixtures/cards/xss/event-handlers.txt"
+    ))
+    .unwrap();
+    names
+        .split_whitespace()
+        .flat_map(|h| {
+            [
+                format!("<div {h}=\"alert(1)\" tabindex=\"1\">{h}</div>"),
+                format!("<svg><rect {h}=alert(1) width=9 height=9 /></svg>"),
+                format!("<img src=x {h}=alert(1)>"),
+            ]
+        })
+        .collect()
+}
+
+/// The tags of html5ever's serialization (what ammonia writes): each tag's name and its
+/// attributes with their values' entities decoded. Text never holds a `<` there (it is
+/// written `&lt;`), so every `<` starts a tag.
+fn tags(html: &str) -> Vec<(String, Vec<(String, String)>)> {
+    let decode = |v: &str| {
+        v.replace("&quot;", "\"")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&nbsp;", "\u{a0}")
+            .replace("&amp;", "&")
+    };
+    let mut out = Vec::new();
+    let mut rest = html;
+    while let Some(start) = rest.find('<') {
+        rest = &rest[start + 1..];
+        let end = rest.find('>').expect("a closed tag");
+        let tag = &rest[..end];
+        rest = &rest[end + 1..];
+        if tag.starts_with('/') {
+            continue;
+        }
+        let tag = tag.trim_end_matches('/').trim_end();
+        let (name, mut attrs) = tag.split_once(' ').unwrap_or((tag, ""));
+        let mut list = Vec::new();
+        while !attrs.trim_start().is_empty() {
+            attrs = attrs.trim_start();
+            let eq = attrs.find("=\"").expect("attributes are name=\"value\"");
+            let close = attrs[eq + 2..].find('"').expect("a closed value") + eq + 2;
+            list.push((attrs[..eq].to_owned(), decode(&attrs[eq + 2..close])));
+            attrs = &attrs[close + 1..];
+        }
+        out.push((name.to_owned(), list));
+    }
+    out
+}
+
+/// Legitimate content that must survive beside the payloads.
+const LEGIT: &str = "\n\n## Training data\n\n| Data | Good |\n| --- | --- |\n| Tweets downloaded | 10 |\n| Retweets | 1 |\n| Short tweets | 2 |\n| Tweets kept | 7 |\n\nSee [the pipeline](https://github.com/borisdayma/huggingtweets) and ![a diagram](https://example.com/pipeline.png).\n";
+
+#[test]
+fn every_xss_payload_leaves_no_script_handler_dangerous_url_style_or_clobbering_name() {
+    let payloads: Vec<String> = xss_payloads()
+        .into_iter()
+        .chain(event_handler_payloads())
+        .collect();
+    assert!(payloads.len() > 100 + 3 * 120, "{}", payloads.len());
+    // Allowed elements: what Markdown writes, and ammonia's harmless defaults.
+    let dangerous_tags = [
+        "script", "style", "iframe", "frame", "frameset", "object", "embed", "applet", "form",
+        "input", "button", "select", "textarea", "keygen", "isindex", "link", "meta", "base",
+        "svg", "math", "template", "noscript", "xmp", "title", "body", "html", "head", "video",
+        "audio", "source", "marquee", "portal", "set", "animate", "xss",
+    ];
+    for payload in &payloads {
+        // Alone, after a paragraph, and inside a list item: Markdown parses HTML blocks by context.
+        for card in [
+            payload.clone(),
+            format!("Some text.\n\n{payload}"),
+            format!("- item {payload}"),
+        ] {
+            // The legitimate content first: a payload may rightly swallow what follows it (an
+            // unclosed <textarea> or comment), but never what came before.
+            let c = parse_card(format!("{LEGIT}\n{card}").as_bytes());
+            for (name, attrs) in tags(&c.body_html) {
+                assert!(
+                    !dangerous_tags.contains(&name.as_str()),
+                    "<{name}> kept from {payload:?}: {}",
+                    c.body_html
+                );
+                for (attr, value) in attrs {
+                    assert!(
+                        [
+                            "href", "src", "alt", "title", "rel", "lang", "align", "colspan",
+                            "rowspan", "start", "type", "width", "height"
+                        ]
+                        .contains(&attr.as_str())
+                            && !attr.starts_with("on"),
+                        "{name} keeps `{attr}` from {payload:?}: {}",
+                        c.body_html
+                    );
+                    if attr == "href" || attr == "src" {
+                        let scheme: String = value
+                            .chars()
+                            .filter(|c| !c.is_whitespace() && !c.is_control())
+                            .take_while(|c| *c != ':')
+                            .collect::<String>()
+                            .to_ascii_lowercase();
+                        assert!(
+                            value.starts_with("https://")
+                                || value.starts_with("http://")
+                                || value.starts_with("mailto:"),
+                            "{name} {attr}={value:?} ({scheme}) from {payload:?}"
+                        );
+                    }
+                }
+            }
+            // The legitimate content is still there.
+            assert_eq!(c.stats.first().and_then(|s| s.kept), Some(7), "{payload:?}");
+            assert!(
+                c.body_html
+                    .contains(r#"<a href="https://github.com/borisdayma/huggingtweets" rel="noopener noreferrer nofollow">the pipeline</a>"#)
+                    && c.body_html.contains(r#"<img src="https://example.com/pipeline.png" alt="a diagram">"#),
+                "{payload:?}: {}",
+                c.body_html
+            );
+        }
+    }
+}
+
+#[test]
+fn hostile_front_matter_and_header_fields_stay_text_and_unsafe_avatars_are_dropped() {
+    let names = [
+        "\"><script>alert(1)</script>",
+        "</div><img src=x onerror=alert(1)>",
+        "<svg onload=alert(1)>",
+        "{{constructor.constructor('alert(1)')()}}",
+        "\u{202e}nib.exe\u{200b}",
+    ];
+    let avatars = [
+        ("url('javascript:alert(1)')", None),
+        ("url(&quot;javascript:alert(1)&quot;)", None),
+        ("url(JaVaScRiPt:alert(1))", None),
+        ("url('data:image/svg+xml,<svg onload=alert(1)>')", None),
+        ("url('vbscript:msgbox(1)')", None),
+        ("url('//evil.invalid/x.png')", None),
+        (
+            "url('https://ok.invalid/a.png'), url('javascript:alert(1)')",
+            Some("https://ok.invalid/a.png"),
+        ),
+    ];
+    for name in names {
+        for (css, want) in avatars {
+            let escaped = name
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;");
+            let card = format!(
+                "---\nwidget:\n- text: '{prompt}'\nthumbnail: \"javascript:alert(1)\"\nlanguage: \"<script>\"\n---\n\n\
+                 <div class=\"inline-flex flex-col\">\n<div class=\"flex\">\n<div style=\"display:inherit; background-image: {css}\"></div>\n</div>\n\
+                 <div style=\"text-align: center\">🤖 AI BOT 🤖</div>\n<div>{escaped}</div>\n<div>@{escaped}</div>\n</div>\n{LEGIT}",
+                prompt = name.replace('\'', "''"),
+            );
+            let c = parse_card(card.as_bytes());
+            assert_eq!(c.title.as_deref(), Some(name), "the name is text");
+            assert_eq!(c.handle.as_deref(), Some(format!("@{name}").as_str()));
+            assert_eq!(c.widget_text.as_deref(), Some(name), "the prompt is text");
+            assert_eq!(c.thumbnail, None);
+            let avatar = c.users.first().and_then(|u| u.avatar.as_deref());
+            assert_eq!(avatar, want, "{css}");
+            assert_eq!(c.stats.first().and_then(|s| s.kept), Some(7));
+        }
+    }
+}

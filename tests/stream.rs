@@ -233,7 +233,7 @@ fn a_streamed_pytorch_bin_that_is_not_one_is_one_sentence() {
     for (bytes, want) in [
         (legacy, "legacy"),
         (
-            b"<!doctype html><html>Not found</html>".to_vec(),
+            b"PK\x05\x06 not really a zip".to_vec(),
             "not a torch.save zip archive",
         ),
     ] {
@@ -279,4 +279,48 @@ fn a_weights_file_added_whole_loads_as_one_piece_and_no_weights_is_one_sentence(
             .to_string();
         assert!(err.contains("model.safetensors"), "{name}: {err}");
     }
+}
+
+#[test]
+fn a_web_page_in_place_of_any_model_file_is_one_sentence_naming_it() {
+    let pages: [&[u8]; 3] = [
+        b"<!DOCTYPE html><html><body>404: this page could not be found</body></html>",
+        b"\xEF\xBB\xBF\n  <html lang=en><title>Error</title>",
+        b"<?xml version=\"1.0\"?><Error><Code>AccessDenied</Code></Error>",
+    ];
+    for (model, names) in [
+        (
+            "tiny-2021",
+            &[
+                "config.json",
+                "pytorch_model.bin",
+                "vocab.json",
+                "merges.txt",
+            ][..],
+        ),
+        ("tiny-st", &["model.safetensors", "tokenizer.json"][..]),
+    ] {
+        for name in names {
+            for page in pages {
+                let mut files = Files::of(model);
+                files.set(name, page.to_vec());
+                let want = format!(
+                    "{name} is a web page, not the model's file: the hub sent an error page in its place."
+                );
+                let whole = files.load().err().expect("refused").to_string();
+                assert_eq!(whole, want, "{model} loaded whole");
+                for piece in [1, 7, 4096] {
+                    let streamed = files.stream(Dtype::Q8_0, piece, usize::MAX).err();
+                    assert_eq!(
+                        streamed.expect("refused").to_string(),
+                        want,
+                        "{model}, {piece}"
+                    );
+                }
+            }
+        }
+    }
+    // Model files that start with `<` but are no page still load: a merges.txt of markup tokens.
+    assert!(!botcard::files::is_web_page(b"< >\n<h tml\n"));
+    assert!(!botcard::files::is_web_page(b"<"));
 }

@@ -53,10 +53,12 @@ export function renderCard(root, card) {
   const body = document.createElement('div');
   body.className = 'card-body';
   body.innerHTML = card.body_html;
-  // Pictures in the body (pipeline diagram, badges) need the network: hide them when they fail.
+  // Pictures in the body (pipeline diagram, badges) need the network: hide them when they fail,
+  // and those whose address the sanitizer removed at once.
   for (const img of body.querySelectorAll('img')) {
     img.referrerPolicy = 'no-referrer';
     img.addEventListener('error', () => { img.hidden = true; }, { once: true });
+    if (!img.getAttribute('src')) img.hidden = true;
   }
   root.replaceChildren(head, body);
   root.removeAttribute('aria-busy');

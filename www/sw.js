@@ -6,9 +6,9 @@
 // Cross-origin isolation: a static host cannot send COOP/COEP headers, so every same-origin
 // response gets them here; from the second visit on the page is isolated and the worker runs
 // the multi-threaded build. `credentialless` lets other sites' avatars load without CORP.
-const CACHE = 'botcard-shell-v5';
+const CACHE = 'botcard-shell-v6';
 const SHELL = [
-  './', 'index.html', 'embed.html', 'style.css', 'widget.css', 'app.js', 'widget.js', 'card-view.js', 'models.js',
+  './', 'index.html', 'embed.html', 'embed.js', 'style.css', 'widget.css', 'app.js', 'widget.js', 'card-view.js', 'models.js',
   'worker.js', 'pkg/botcard.js', 'pkg/botcard_bg.wasm', 'models/bundled.json', 'models/default/README.md',
 ];
 

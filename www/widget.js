@@ -253,9 +253,12 @@ export class BotWidget extends HTMLElement {
     try { base = modelBase(this.model, hubUrl(this.getAttribute('hub'))); } catch (e) { this.fail(e); return Promise.resolve(); }
     const name = this.model === DEFAULT_MODEL ? 'the default bot' : this.model;
     this.say(`Loading ${name}…`);
+    // Stop also stops a download.
+    this.ui.stop.disabled = false;
     this.loaded = this.client.request({ type: 'load', widget: this.widgetId, base, dtype: this.dtype, params: this.params }, (d) => this.onProgress(d))
       .then((d) => this.afterLoad(d, this.model === DEFAULT_MODEL ? 'The default bot' : this.model))
-      .catch((e) => { this.loaded = null; this.fail(e); throw e; });
+      .catch((e) => { this.loaded = null; this.fail(e); throw e; })
+      .finally(() => { this.ui.stop.disabled = !this.busy; });
     this.loaded.catch(() => {});
     return this.loaded;
   }

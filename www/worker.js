@@ -4,6 +4,7 @@
 // In:  {type: 'info' | 'card', id, bytes?}
 //      {type: 'load', id, widget, base | files: {name: File}, dtype?, params}
 //      {type: 'generate', id, widget, prompt, params} | {type: 'stop' | 'release', widget}
+//      ('stop' ends the widget's generation, or its wait for a model that is loading)
 // Out: {type: 'info' | 'card' | 'progress' | 'loaded' | 'started' | 'tokens' | 'done' | 'error', id, ...}
 //      and, after a 'loaded' with holding: true, {type: 'held', id, ok} once the model is cached.
 // Three builds of the same library, which write the same text for the same seed: pkg-threads/
@@ -51,6 +52,9 @@ const CACHE = 'botcard-models-v1';
 // that keeps the checkpoint's numbers (f32; the library's cachesHeld says which) passes it by and
 // downloads (and caches) the checkpoint itself.
 const HELD = 'x-botcard-held';
+// Marks a cached verdict that a file cannot be read (a hub answering without CORS headers),
+// holding the sentence: offline, such a file is passed over as it was online.
+const UNREADABLE = 'x-botcard-unreadable';
 // One file larger than this is refused: wasm32 has 4 GB of memory in all, a file read whole (all
 // but the weights, which are streamed) is in memory twice while it loads, and the weights of a
 // larger checkpoint would not fit as f32.
@@ -62,7 +66,7 @@ const MAX_RESIDENT_BYTES = 1.2e9;
 
 /** key -> {bot, weightBytes, widgets: Set, lastUsed, busy} for each model in memory. */
 const models = new Map();
-/** key -> Promise of the model entry, while it loads. */
+/** key -> {promise, controller, stops: Map widget -> its Stop} while a model loads. */
 const loading = new Map();
 /** widget -> {key, source, stopped} */
 const widgets = new Map();
@@ -78,10 +82,18 @@ channel.port1.onmessage = () => waiting.shift()?.();
 const yieldNow = () => new Promise((resolve) => { waiting.push(resolve); channel.port2.postMessage(0); });
 
 const ABSENT = Symbol('absent');
+/** url -> the promise of its cache write, while the Cache API stores a download as it comes. */
+const storing = new Map();
+/** A file the source may have but that could not be read; `why` is the sentence. */
+class Unreadable {
+  constructor(why) { this.why = why; }
+}
+/** Thrown where Stop ended a load. */
+const STOPPED = 'Stopped loading. Press Compute to load the model again.';
 
 /** Reads a response's body with progress: to `sink` piece by piece (returns the byte count), or
- * whole (returns the bytes). */
-async function consume(body, total, name, id, sink) {
+ * whole (returns the bytes). `signal` aborts it. */
+async function consume(body, total, name, id, sink, signal) {
   // To a sink, the pieces go through one reused 1 MB buffer (a byte stream's BYOB reader), so
   // reading hundreds of MB leaves no garbage behind for the JS heap to grow on.
   let reader;
@@ -96,7 +108,18 @@ async function consume(body, total, name, id, sink) {
   const chunks = [];
   let loaded = 0;
   for (;;) {
-    const { done, value } = buffer ? await reader.read(new Uint8Array(buffer)) : await reader.read();
+    let piece;
+    try {
+      signal?.throwIfAborted();
+      piece = buffer ? await reader.read(new Uint8Array(buffer)) : await reader.read();
+    } catch (e) {
+      reader.cancel().catch(() => {});
+      if (signal?.aborted) throw new Error(STOPPED);
+      // A body ends in an error when the connection drops or the server sends less than its
+      // Content-Length said.
+      throw new Error(`Could not download ${name}: the download broke off after ${(loaded / 1e6).toFixed(1)} MB.`, { cause: e });
+    }
+    const { done, value } = piece;
     if (done) break;
     if (buffer) buffer = value.buffer;
     loaded += value.length;
@@ -111,18 +134,44 @@ async function consume(body, total, name, id, sink) {
   return bytes;
 }
 
-async function download(url, name, id, sink, dtype) {
+/** Whether `url`'s server answers at all: a request the browser may make but not show (no-cors)
+ * succeeds where one that needs CORS headers fails for their absence alone. */
+async function answers(url, signal) {
+  const probe = new AbortController();
+  signal?.addEventListener('abort', () => probe.abort(), { once: true });
+  try {
+    await fetch(url, { mode: 'no-cors', signal: probe.signal });
+    return true;
+  } catch {
+    return false;
+  } finally {
+    probe.abort(); // the body is not wanted
+  }
+}
+
+async function download(url, name, id, sink, dtype, signal) {
   const lib = await ready;
   let cache = null;
   try { cache = await caches.open(CACHE); } catch { /* no Cache API (e.g. opaque origin) */ }
   const cached = cache && await cache.match(url);
+  if (cached?.headers.get(UNREADABLE)) return new Unreadable(cached.headers.get(UNREADABLE));
   if (cached?.status === 404) return ABSENT;
   if (cached?.headers.get(HELD) && !lib.cachesHeld(dtype)) return ABSENT;
-  if (cached) return consume(cached.body, Number(cached.headers.get('content-length')) || 0, name, id, sink);
+  if (cached) return consume(cached.body, Number(cached.headers.get('content-length')) || 0, name, id, sink, signal);
   let res;
   try {
-    res = await fetch(url);
+    res = await fetch(url, { signal });
   } catch {
+    if (signal.aborted) throw new Error(STOPPED);
+    // fetch fails alike when the hub cannot be reached and when it answers without CORS
+    // headers (static hosts and mirrors often do for a missing file): other choices of the
+    // file's part are then tried, and a required part with none left says this.
+    if (await answers(url, signal)) {
+      const why = `Could not download ${name}: the hub answered without the CORS header (Access-Control-Allow-Origin) that lets web pages read it.`;
+      if (cache) await cache.put(url, new Response(null, { status: 404, headers: { [UNREADABLE]: why } })).catch(() => {});
+      return new Unreadable(why);
+    }
+    if (signal.aborted) throw new Error(STOPPED);
     throw new Error(`Could not download ${name}: you seem to be offline or the hub cannot be reached.`);
   }
   if (res.status === 404) {
@@ -131,40 +180,62 @@ async function download(url, name, id, sink, dtype) {
     if (cache) await cache.put(url, new Response(null, { status: 404 })).catch(() => {});
     return ABSENT;
   }
-  if (!res.ok) throw new Error(`Could not download ${name} (HTTP ${res.status}).`);
+  if (!res.ok) {
+    res.body?.cancel().catch(() => {});
+    return new Unreadable(`Could not download ${name} (HTTP ${res.status}).`);
+  }
   const total = Number(res.headers.get('content-length')) || 0;
   if (total > MAX_FILE_BYTES) throw new Error(`${name} is ${(total / 1e9).toFixed(1)} GB, too big to run in a browser tab.`);
   // The cache stores its own branch of the body as it arrives; a download that fails stores
   // nothing. A checkpoint that will be cached as held once loaded is not stored as it came.
   const heldLater = lib.isWeights(name) && name !== lib.heldFile() && lib.cachesHeld(dtype);
-  if (cache && !heldLater) cache.put(url, res.clone()).catch(() => {});
-  return consume(res.body, total, name, id, sink);
+  if (cache && !heldLater) {
+    storing.set(url, cache.put(url, res.clone()).catch(() => {}).finally(() => storing.delete(url)));
+  }
+  return consume(res.body, total, name, id, sink, signal);
 }
 
 /** A file of `source` (hub base URL or picked File objects), whole or to `sink`; ABSENT if the
- * source does not have it. */
-async function read(source, name, id, sink) {
-  if (source.base) return download(source.base + name, name, id, sink, source.dtype);
+ * source does not have it, Unreadable if it could not be read. */
+async function read(source, name, id, sink, signal) {
+  if (source.base) return download(source.base + name, name, id, sink, source.dtype, signal);
   const f = source.files[name];
   if (!f) return ABSENT;
-  return consume(f.stream(), f.size, name, id, sink);
+  return consume(f.stream(), f.size, name, id, sink, signal);
 }
 
+/** `e`, marked as the library refusing a file's bytes (not a failed download). */
+const refusal = (e) => Object.assign(e, { refused: true });
+
 /** Feeds `loader` the model's files in the order and formats the library asks for; the weights
- * go in pieces as they arrive. Returns the bytes read and what is known of each file. */
-async function collect(source, id, loader) {
+ * go in pieces as they arrive. Fills `known` (what the library asks: true for read, false for
+ * absent, or the sentence saying why a file could not be read) and `asked` (every name asked
+ * for, in order), and returns the bytes read. */
+async function collect(source, id, loader, signal, known, asked) {
   const { nextModelFile, isStreamed } = await ready;
-  const known = {};
   let bytes = 0;
   for (let name; (name = nextModelFile(known)) !== undefined;) {
-    const sink = isStreamed(name) ? (piece) => loader.push(name, piece) : null;
-    const got = await read(source, name, id, sink);
-    known[name] = got !== ABSENT;
-    if (got === ABSENT) continue;
+    asked.push(name);
+    const sink = isStreamed(name) ? (piece) => { try { loader.push(name, piece); } catch (e) { throw refusal(e); } } : null;
+    const got = await read(source, name, id, sink, signal);
+    known[name] = got === ABSENT ? false : got instanceof Unreadable ? got.why : true;
+    if (got === ABSENT || got instanceof Unreadable) continue;
     if (sink) bytes += got;
-    else { bytes += got.length; loader.add(name, got); }
+    else {
+      bytes += got.length;
+      try { loader.add(name, got); } catch (e) { throw refusal(e); }
+    }
   }
-  return { bytes, known };
+  return bytes;
+}
+
+/** Drops the cached copies of the files `names` of `base`: after the library refused one, the
+ * next try downloads them again instead of failing on the same bytes. */
+async function forget(base, names) {
+  try {
+    const cache = await caches.open(CACHE);
+    await Promise.all(names.map(async (n) => { await storing.get(base + n); await cache.delete(base + n); }));
+  } catch { /* no Cache API */ }
 }
 
 /** Caches `bot`'s weights as held under `base` (see HELD). The file's pieces (its header, then one
@@ -202,24 +273,34 @@ function makeRoom(room) {
   }
 }
 
-/** The model of `source` in memory, loading it (once, however many widgets ask) if needed. */
-async function model(key, source, id) {
+/** The model of `source` in memory, loading it (once, however many widgets ask) if needed.
+ * Stop from `widget` ends its wait, and the load itself once no widget waits for it. */
+async function model(key, source, id, widget) {
   const have = models.get(key);
   if (have) return { entry: have, cached: true };
-  if (!loading.has(key)) {
-    loading.set(key, (async () => {
+  let job = loading.get(key);
+  if (!job) {
+    const controller = new AbortController();
+    job = { controller, stops: new Map() };
+    job.promise = (async () => {
       const t0 = performance.now();
       const { WasmLoader } = await ready;
       const loader = new WasmLoader(source.dtype);
-      let bot, bytes, known;
+      const known = {};
+      const asked = [];
+      let bot, bytes;
       try {
-        ({ bytes, known } = await collect(source, id, loader));
-        bot = loader.finish();
+        bytes = await collect(source, id, loader, controller.signal, known, asked);
+        try { bot = loader.finish(); } catch (e) { throw refusal(e); }
+      } catch (e) {
+        controller.abort(); // what is still downloading is not wanted
+        if (e.refused && source.base) await forget(source.base, asked);
+        throw e;
       } finally {
         loader.free();
       }
       const { heldFile, cachesHeld } = await ready;
-      const holding = Boolean(source.base && cachesHeld(source.dtype) && !known[heldFile()]);
+      const holding = Boolean(source.base && cachesHeld(source.dtype) && known[heldFile()] !== true);
       if (holding) {
         // After the model is announced ready (the write takes a moment, once per model); 'held'
         // says when it is done (a tab closed before then keeps no copy of the model).
@@ -232,9 +313,26 @@ async function model(key, source, id) {
       const entry = { bot, weightBytes: bot.weightBytes, heldAs: bot.heldAs, holding, widgets: new Set(), lastUsed: 0, busy: 0, bytes, seconds: (performance.now() - t0) / 1000 };
       models.set(key, entry);
       return entry;
-    })().finally(() => loading.delete(key)));
+    })().finally(() => loading.delete(key));
+    loading.set(key, job);
   }
-  return { entry: await loading.get(key), cached: false };
+  const stopped = new Promise((_, reject) => job.stops.set(widget, () => reject(new Error(STOPPED))));
+  try {
+    return { entry: await Promise.race([job.promise, stopped]), cached: false };
+  } finally {
+    job.stops.delete(widget);
+  }
+}
+
+/** Stop from `widget` for a load it waits for. */
+function stopLoading(widget) {
+  for (const job of loading.values()) {
+    const stop = job.stops.get(widget);
+    if (!stop) continue;
+    stop();
+    job.stops.delete(widget);
+    if (job.stops.size === 0) job.controller.abort();
+  }
 }
 
 /** Frees the model of `key` once no widget holds it and no generation runs on it. */
@@ -263,7 +361,7 @@ async function handle(msg) {
   } else if (type === 'load') {
     const source = msg.files ? { files: msg.files, dtype: msg.dtype } : { base: msg.base, dtype: msg.dtype };
     const key = msg.files ? `local:${++localLoads}` : `${msg.base}#${msg.dtype ?? ''}`;
-    const { entry, cached } = await model(key, source, id);
+    const { entry, cached } = await model(key, source, id, widget);
     if (widgets.get(widget)?.key !== key) release(widget);
     widgets.set(widget, { key, source, stopped: false });
     entry.widgets.add(widget);
@@ -272,7 +370,7 @@ async function handle(msg) {
     const w = widgets.get(widget);
     if (!w) throw new Error('No model is loaded.');
     w.stopped = false;
-    const { entry } = await model(w.key, w.source, id);
+    const { entry } = await model(w.key, w.source, id, widget);
     entry.widgets.add(widget);
     entry.busy++;
     entry.lastUsed = performance.now();
@@ -304,7 +402,12 @@ async function handle(msg) {
 // Every message is handled as it comes; generations of different widgets interleave token by
 // token. 'stop' and 'release' act at once, between two tokens of a running generation.
 self.onmessage = ({ data }) => {
-  if (data.type === 'stop') { const w = widgets.get(data.widget); if (w) w.stopped = true; return; }
+  if (data.type === 'stop') {
+    const w = widgets.get(data.widget);
+    if (w) w.stopped = true;
+    stopLoading(data.widget);
+    return;
+  }
   if (data.type === 'release') { ready.then(() => release(data.widget)); return; }
   handle(data).catch((e) => {
     post({ type: 'error', id: data.id, message: (e && e.message) || String(e) });

@@ -166,11 +166,11 @@ try {
     }));
     await context.close();
   }
-  // What a visit downloads besides models: the page's files (not models/, not the embed page)
-  // and one of the builds.
+  // What a visit downloads besides models: the page's files (not models/, not the embed page
+  // and its script) and one of the builds.
   const www = resolve(new URL('../../www', import.meta.url).pathname);
   const walk = (d) => readdirSync(d).flatMap((n) => (statSync(join(d, n)).isDirectory() ? walk(join(d, n)) : [join(d, n)]));
-  const all = walk(www).filter((f) => !relative(www, f).startsWith('models') && !f.endsWith('embed.html'));
+  const all = walk(www).filter((f) => !relative(www, f).startsWith('models') && !/embed\.(html|js)$/.test(f));
   const gz = (f) => gzipSync(readFileSync(f), { level: 9 }).length;
   const BUILDS = ['pkg', 'pkg-relaxed', 'pkg-threads'];
   for (const build of readyOnly ? [] : BUILDS) {
