@@ -9,6 +9,8 @@
 #                       to BENCHMARKS.md (not a test; about 25 minutes, on an idle machine)
 #   ./build.sh default-bot   retrain the bundled bot (www/models/default/) from Debian's
 #                            fortunes, seeded; about 35 minutes on 2 CPU cores
+#   ./build.sh fuzz [target] [seconds]   fuzz the readers of untrusted bytes (all targets,
+#                            10 minutes each, by default; nightly + cargo-fuzz, installed here)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -213,6 +215,68 @@ lint() {
     --target wasm32-unknown-unknown --target-dir target/relaxed -- -D warnings
 }
 
+# Fuzzing (issue: hostile inputs): cargo-fuzz on nightly, one target or all of them, each for
+# the given seconds (default 600). Seeds come from the fixtures; what a run finds is left under
+# fuzz/artifacts/ (commit a minimized input as a regression test).
+fuzz() {
+  local only=${1:-} seconds=${2:-600}
+  rustup toolchain install nightly --profile minimal >/dev/null
+  command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+  local models=tests/fixtures/models corpus=fuzz/corpus
+  seed() { # target name file...: the files joined by a 0xFF byte, as a seed
+    mkdir -p "$corpus/$1"
+    local out="$corpus/$1/$2"; shift 2
+    : >"$out"
+    local first=1 f
+    for f in "$@"; do
+      [ $first = 1 ] || printf '\xff' >>"$out"
+      first=0
+      cat "$f" >>"$out"
+    done
+  }
+  weights() { # target name file: the file after the loader's choice byte (q8_0, 98-byte pieces)
+    mkdir -p "$corpus/$1"
+    { printf '\x03'; cat "$3"; } >"$corpus/$1/$2"
+  }
+  if [ ! -d "$corpus" ]; then
+    step "seeds from tests/fixtures"
+    cargo build --release --bin botcard
+    local tmp; tmp=$(mktemp -d)
+    target/release/botcard convert --model "$models/tiny-st" --out "$tmp/q8" --dtype q8_0 >/dev/null
+    target/release/botcard convert --model "$models/tiny-st" --out "$tmp/q4k" --dtype q4k >/dev/null
+    weights safetensors tiny-st "$models/tiny-st/model.safetensors"
+    weights safetensors relu-st "$models/relu-st/model.safetensors"
+    weights torch_bin tiny-2021 "$models/tiny-2021/pytorch_model.bin"
+    weights torch_bin gelu-2021 "$models/gelu-2021/pytorch_model.bin"
+    weights gguf q8_0 "$tmp/q8/model.gguf"
+    weights gguf q4k "$tmp/q4k/model.gguf"
+    seed tokenizer tokenizer-json "$models/tiny-st/tokenizer.json"
+    seed tokenizer vocab-merges "$models/tiny-2021/vocab.json" "$models/tiny-2021/merges.txt"
+    local m
+    for m in tiny-st relu-st gelu-2021; do seed config "$m" "$models/$m/config.json"; done
+    seed config with-generation "$models/relu-st/config.json" "$models/relu-st/generation_config.json"
+    for m in www/models/huggingtweets/*/README.md www/models/default/README.md tests/fixtures/cards/hostile/README.md tests/fixtures/cards/xss/payloads.txt; do
+      seed card "$(basename "$(dirname "$m")")-$(basename "$m")" "$m"
+    done
+    mkdir -p "$corpus/dataset"
+    printf 'window.YTD.tweets.part0 = [{"tweet": {"full_text": "RT @a: hi"}}, {"tweet": {"full_text": "a post with a link https://t.co/x and &amp; entities"}}]' >"$corpus/dataset/tweets.js"
+    printf '{"full_text": "first post here"}\n{"text": "second"}\n"a bare string"\n' >"$corpus/dataset/posts.jsonl"
+    printf 'A fortune.\n%%\nAnother one,\n  on two lines.\n%%\n' >"$corpus/dataset/fortunes"
+    rm -rf "$tmp"
+  fi
+  local targets=(safetensors torch_bin gguf tokenizer config dataset card) t
+  [ -n "$only" ] && targets=("$only")
+  for t in "${targets[@]}"; do
+    step "fuzz $t for $seconds s"
+    # 2 GB of memory in all, no single allocation above 256 MB (a 124M's largest tensor, wte in
+    # f32, is 154 MB; the fixtures' are far smaller), and 10 s per input under AddressSanitizer,
+    # which slows these parsers about 20x (a GPT-2 GGUF header: 53 ms plain, over 1 s with it):
+    # about half a second without it.
+    cargo +nightly fuzz run -O "$t" "$corpus/$t" -- -max_total_time="$seconds" -timeout=10 \
+      -rss_limit_mb=2048 -malloc_limit_mb=256 -max_len=8000000 -print_final_stats=1
+  done
+}
+
 case "${1:-build}" in
   build) build ;;
   serve) build; serve ;;
@@ -220,5 +284,6 @@ case "${1:-build}" in
   lint) lint ;;
   bench) bench ;;
   default-bot) default_bot ;;
-  *) echo "usage: ./build.sh [build|serve|test|lint|bench|default-bot]" >&2; exit 2 ;;
+  fuzz) fuzz "${2:-}" "${3:-}" ;;
+  *) echo "usage: ./build.sh [build|serve|test|lint|bench|default-bot|fuzz [target] [seconds]]" >&2; exit 2 ;;
 esac

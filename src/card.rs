@@ -317,6 +317,16 @@ struct Div {
 
 /// The header's divs, in document order.
 ///
+/// Text or an attribute value as html5ever writes it (what ammonia returns) back to what it
+/// says: html5ever escapes only `&`, `<`, `>`, `"` and the no-break space.
+pub fn serialized_text(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&nbsp;", "\u{a0}")
+        .replace("&amp;", "&")
+}
+
 /// The header is parsed and cleaned by ammonia down to divs, their `style` and text, and read
 /// back from ammonia's output, which html5ever writes in one form only: `<div>` or
 /// `<div style="…">`, `</div>`, and text, with `<`, `>`, `&`, `"` and no-break spaces escaped.
@@ -330,13 +340,6 @@ fn header_divs(html: &str) -> Vec<Div> {
         .clean_content_tags(["script", "style", "template"].into())
         .clean(html)
         .to_string();
-    let unescape = |s: &str| {
-        s.replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&quot;", "\"")
-            .replace("&nbsp;", "\u{a0}")
-            .replace("&amp;", "&")
-    };
     let mut divs: Vec<Div> = Vec::new();
     // Open divs: (index in `divs`, text so far, holds a div).
     let mut open: Vec<(usize, String, bool)> = Vec::new();
@@ -345,7 +348,7 @@ fn header_divs(html: &str) -> Vec<Div> {
         let Some(tag) = rest.strip_prefix('<') else {
             let end = rest.find('<').unwrap_or(rest.len());
             if let Some((_, text, _)) = open.last_mut() {
-                text.push_str(&unescape(&rest[..end]));
+                text.push_str(&serialized_text(&rest[..end]));
             }
             rest = &rest[end..];
             continue;
@@ -361,7 +364,7 @@ fn header_divs(html: &str) -> Vec<Div> {
             let style = tag
                 .strip_prefix("div style=\"")
                 .and_then(|t| t.strip_suffix("\">"))
-                .map(unescape)
+                .map(serialized_text)
                 .unwrap_or_default();
             if let Some(parent) = open.last_mut() {
                 parent.2 = true;

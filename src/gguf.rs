@@ -580,6 +580,12 @@ pub struct GgufStream {
     /// Bytes received and not yet used; `buf[0]` is at `offset` in the file.
     buf: Vec<u8>,
     offset: usize,
+    /// The buffer's length at the last attempt to parse the header: the next waits until it has
+    /// doubled, so a header that arrives in many small pieces is parsed a few times rather than
+    /// once per piece (a quadratic hang on a large header, found by fuzzing).
+    tried: usize,
+    /// Why the last attempt failed: what a file that ends before its header is reported with.
+    failed: Option<String>,
     /// Where the data section starts, and the needed tensors in file order, once the header is in.
     header: Option<(usize, Vec<Entry>)>,
     next: usize,
@@ -597,6 +603,8 @@ impl GgufStream {
             dtype,
             buf: Vec::new(),
             offset: 0,
+            tried: 0,
+            failed: None,
             header: None,
             next: 0,
             tensors: HashMap::new(),
@@ -653,11 +661,18 @@ impl GgufStream {
         if self.buf.len() >= 4 && &self.buf[..4] != b"GGUF" {
             return Err(bad("not a GGUF file (it does not start with GGUF)"));
         }
+        if self.buf.len() < 2 * self.tried {
+            return Ok(false);
+        }
         let content = match gguf_file::Content::read(&mut Cursor::new(&self.buf)) {
             Ok(c) => c,
             // Most likely the header is not all in yet ([`Self::finish`] reports the error
             // of a file that ends here).
-            Err(_) if self.buf.len() < MAX_HEADER => return Ok(false),
+            Err(e) if self.buf.len() < MAX_HEADER => {
+                self.tried = self.buf.len();
+                self.failed = Some(e.to_string());
+                return Ok(false);
+            }
             Err(e) => return Err(bad(format!("not a valid GGUF file ({e})"))),
         };
         let start = usize::try_from(content.tensor_data_offset)
@@ -709,18 +724,23 @@ impl GgufStream {
     }
 
     /// The weights, once every needed tensor has arrived.
-    pub fn finish(self) -> Result<Prepared> {
+    pub fn finish(mut self) -> Result<Prepared> {
+        if self.header.is_none() {
+            // The last bytes may have completed the header since the last attempt.
+            self.tried = 0;
+            self.push(&[])?;
+        }
         let header = self.header.as_ref().map(|(_, entries)| entries);
-        let buf = &self.buf;
+        let failed = self.failed.take();
         Prepared::complete(
             GGUF,
             &self.expected,
             self.tensors,
             self.matrices,
             header.map(|entries| move |name: &str| entries.iter().any(|e| e.name == name)),
-            || match gguf_file::Content::read(&mut Cursor::new(buf)) {
-                Err(e) => bad(format!("not a valid GGUF file ({e})")),
-                Ok(_) => bad("the file ends before its header"),
+            || match &failed {
+                Some(e) => bad(format!("not a valid GGUF file ({e})")),
+                None => bad("the file ends before its header"),
             },
             |name| gguf_name(name).unwrap_or_else(|| name.to_owned()),
         )

@@ -217,13 +217,7 @@ fn event_handler_payloads() -> Vec<String> {
 /// attributes with their values' entities decoded. Text never holds a `<` there (it is
 /// written `&lt;`), so every `<` starts a tag.
 fn tags(html: &str) -> Vec<(String, Vec<(String, String)>)> {
-    let decode = |v: &str| {
-        v.replace("&quot;", "\"")
-            .replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&nbsp;", "\u{a0}")
-            .replace("&amp;", "&")
-    };
+    let decode = botcard::card::serialized_text;
     let mut out = Vec::new();
     let mut rest = html;
     while let Some(start) = rest.find('<') {
