@@ -315,8 +315,6 @@ struct Div {
     text: Option<String>,
 }
 
-/// The header's divs, in document order.
-///
 /// Text or an attribute value as html5ever writes it (what ammonia returns) back to what it
 /// says: html5ever escapes only `&`, `<`, `>`, `"` and the no-break space.
 pub fn serialized_text(s: &str) -> String {
@@ -327,6 +325,8 @@ pub fn serialized_text(s: &str) -> String {
         .replace("&amp;", "&")
 }
 
+/// The header's divs, in document order.
+///
 /// The header is parsed and cleaned by ammonia down to divs, their `style` and text, and read
 /// back from ammonia's output, which html5ever writes in one form only: `<div>` or
 /// `<div style="…">`, `</div>`, and text, with `<`, `>`, `&`, `"` and no-break spaces escaped.

@@ -16,7 +16,7 @@ use candle_core::{Storage, Tensor};
 
 use crate::error::{Error, Result};
 
-/// Terms per pass of the kernels: two f32x4 running totals per weight row.
+/// Terms per pass of the kernels: two f32x4 running totals per (weight row, activation row).
 const LANES: usize = 8;
 
 /// Activation rows computed side by side: each weight load serves up to four of them.

@@ -204,8 +204,11 @@ async function read(source, name, id, sink, signal) {
   return consume(f.stream(), f.size, name, id, sink, signal);
 }
 
-/** `e`, marked as the library refusing a file's bytes (not a failed download). */
-const refusal = (e) => Object.assign(e, { refused: true });
+/** `call()`, with what it throws marked as the library refusing a file's bytes (not a failed
+ * download). */
+function refusing(call) {
+  try { return call(); } catch (e) { throw Object.assign(e, { refused: true }); }
+}
 
 /** Feeds `loader` the model's files in the order and formats the library asks for; the weights
  * go in pieces as they arrive. Fills `known` (what the library asks: true for read, false for
@@ -216,14 +219,14 @@ async function collect(source, id, loader, signal, known, asked) {
   let bytes = 0;
   for (let name; (name = nextModelFile(known)) !== undefined;) {
     asked.push(name);
-    const sink = isStreamed(name) ? (piece) => { try { loader.push(name, piece); } catch (e) { throw refusal(e); } } : null;
+    const sink = isStreamed(name) ? (piece) => refusing(() => loader.push(name, piece)) : null;
     const got = await read(source, name, id, sink, signal);
     known[name] = got === ABSENT ? false : got instanceof Unreadable ? got.why : true;
     if (got === ABSENT || got instanceof Unreadable) continue;
     if (sink) bytes += got;
     else {
       bytes += got.length;
-      try { loader.add(name, got); } catch (e) { throw refusal(e); }
+      refusing(() => loader.add(name, got));
     }
   }
   return bytes;
@@ -291,7 +294,7 @@ async function model(key, source, id, widget) {
       let bot, bytes;
       try {
         bytes = await collect(source, id, loader, controller.signal, known, asked);
-        try { bot = loader.finish(); } catch (e) { throw refusal(e); }
+        bot = refusing(() => loader.finish());
       } catch (e) {
         controller.abort(); // what is still downloading is not wanted
         if (e.refused && source.base) await forget(source.base, asked);
