@@ -38,6 +38,8 @@ pub fn is_weights(name: &str) -> bool {
 
 /// The part that holds the weights.
 pub(crate) const WEIGHTS: &str = "weights";
+/// The part that holds the tokenizer.
+pub(crate) const TOKENIZER_PART: &str = "tokenizer";
 
 /// One part of a model and the sets of files that can provide it, best (fastest to load) first.
 #[derive(Debug)]
@@ -53,8 +55,10 @@ pub struct Part {
 /// A set of files that together provide a part.
 pub type Choice = &'static [&'static str];
 
-/// Every part of a model folder, in the order they are looked for: a missing `config.json` is
-/// reported before hundreds of MB of weights are fetched.
+/// Every part of a model folder, in the order they are looked for: a missing `config.json` or
+/// tokenizer is reported before hundreds of MB of weights are fetched, and the tokenizer (whose
+/// making needs tens of MB for a moment) is made before the weights take their room
+/// ([`crate::stream::BotLoader`]).
 pub const PARTS: &[Part] = &[
     Part {
         what: "config",
@@ -67,14 +71,14 @@ pub const PARTS: &[Part] = &[
         choices: &[&[GENERATION_CONFIG]],
     },
     Part {
+        what: TOKENIZER_PART,
+        required: true,
+        choices: &[&[TOKENIZER], &[VOCAB, MERGES]],
+    },
+    Part {
         what: WEIGHTS,
         required: true,
         choices: &[&[GGUF], &[SAFETENSORS], &[PYTORCH]],
-    },
-    Part {
-        what: "tokenizer",
-        required: true,
-        choices: &[&[TOKENIZER], &[VOCAB, MERGES]],
     },
 ];
 
@@ -278,7 +282,9 @@ impl<'a> ModelFiles<'a> {
 
     /// The tokenizer, from the preferred format present.
     pub fn tokenizer(&self) -> Result<Tokenizer> {
-        let choice = self.choice("tokenizer")?.expect("a tokenizer is required");
+        let choice = self
+            .choice(TOKENIZER_PART)?
+            .expect("a tokenizer is required");
         let file = |n| self.get(n).expect("the chosen file is present");
         match choice {
             [TOKENIZER] => Tokenizer::from_tokenizer_json(file(TOKENIZER)),
@@ -401,7 +407,7 @@ mod tests {
 
     #[test]
     fn an_unreadable_file_is_passed_over_and_named_only_when_its_part_has_nothing_else() {
-        let have = ["config.json", "pytorch_model.bin", "tokenizer.json"];
+        let have = ["config.json", "tokenizer.json", "pytorch_model.bin"];
         let why = "Could not download model.gguf (HTTP 500).";
         // An optional file, and a better weights format, that cannot be read: the rest loads.
         assert_eq!(
@@ -427,8 +433,8 @@ mod tests {
             [
                 "config.json",
                 "generation_config.json",
-                "model.gguf",
-                "tokenizer.json"
+                "tokenizer.json",
+                "model.gguf"
             ]
         );
         let no_gguf: Vec<&str> = all_names().filter(|n| *n != GGUF).collect();
@@ -437,8 +443,8 @@ mod tests {
             [
                 "config.json",
                 "generation_config.json",
-                "model.safetensors",
-                "tokenizer.json"
+                "tokenizer.json",
+                "model.safetensors"
             ]
         );
     }
@@ -455,9 +461,9 @@ mod tests {
     fn a_2021_folder_falls_back_to_bin_and_vocab_plus_merges() {
         let have = [
             "config.json",
-            "pytorch_model.bin",
             "vocab.json",
             "merges.txt",
+            "pytorch_model.bin",
         ];
         assert_eq!(fetch(&have).unwrap(), have);
     }

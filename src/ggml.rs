@@ -7,6 +7,8 @@
 //! rows are split over the threads here ([`crate::parallel::by_output_rows`]). Tensors of the
 //! other types a GGUF may hold are dequantized ([`dequantize`]).
 
+use std::ops::Range;
+
 use candle_core::quantized::k_quants::{
     BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
     BlockQ8K, BlockQ8_0, BlockQ8_1, GgmlType,
@@ -61,11 +63,11 @@ impl GgmlMatrix {
         }
     }
 
-    /// Its blocks' bytes, as GGUF stores them.
-    pub fn to_bytes(&self) -> Vec<u8> {
+    /// The blocks of rows `rows`, as GGUF stores them.
+    pub fn row_bytes(&self, rows: Range<usize>) -> Vec<u8> {
         match self {
-            Self::Q4_0(b) => b.to_bytes(),
-            Self::Q4K(b) => b.to_bytes(),
+            Self::Q4_0(b) => b.row_bytes(rows),
+            Self::Q4K(b) => b.row_bytes(rows),
         }
     }
 
@@ -190,10 +192,12 @@ impl<T: GgmlType> Blocks<T> {
         Ok(Self { rows, cols, data })
     }
 
-    fn to_bytes(&self) -> Vec<u8> {
-        let n = std::mem::size_of_val(self.data.as_slice());
+    fn row_bytes(&self, rows: Range<usize>) -> Vec<u8> {
+        let k = self.per_row();
+        let blocks = &self.data[rows.start * k..rows.end * k];
+        let n = std::mem::size_of_val(blocks);
         // SAFETY: the blocks are `repr(C)` plain data (see `from_bytes`), `n` bytes long.
-        unsafe { std::slice::from_raw_parts(self.data.as_ptr().cast::<u8>(), n) }.to_vec()
+        unsafe { std::slice::from_raw_parts(blocks.as_ptr().cast::<u8>(), n) }.to_vec()
     }
 
     fn dequantize_row(&self, r: usize) -> Vec<f32> {

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::io::Cursor;
+use std::ops::Range;
 use std::sync::Arc;
 
 use candle_core::quantized::gguf_file::{self, Value};
@@ -172,7 +173,7 @@ pub fn write(files: &ModelFiles, ty: FileType) -> Result<Vec<u8>> {
                 GgmlDType::Q8_0 => {
                     let (rows, cols) = t.dims2()?;
                     let values = t.flatten_all()?.to_vec1::<f32>()?;
-                    Q8Matrix::quantize(&values, rows, cols)?.to_ggml_bytes()
+                    Q8Matrix::quantize(&values, rows, cols)?.ggml_rows(0..rows)
                 }
                 other => QTensor::quantize(&t, other)?.data()?.into_owned(),
             })
@@ -189,13 +190,21 @@ pub fn write(files: &ModelFiles, ty: FileType) -> Result<Vec<u8>> {
 /// time as its reader asks ([`HeldFile::piece`]): what the page caches after quantizing a
 /// checkpoint at load, so a second visit reads the quantized weights instead of the checkpoint.
 /// Its metadata has the architecture and no tokenizer (the tokenizer's own file is cached beside
-/// it). A piece is the header or one tensor, so the file is never in memory whole.
+/// it). A piece is the header or up to [`PIECE_BYTES`] of one tensor's rows, so neither the file
+/// nor its largest tensor is ever in memory a second time: wasm memory never shrinks, and a
+/// whole copy of `wte` made here would stay in the tab for good.
 pub struct HeldFile {
     /// HF names, in file order.
     names: Vec<String>,
     tensors: Vec<TensorOut>,
     header: Vec<u8>,
+    /// The pieces after the header, in file order: a tensor's index and a range of its rows
+    /// (its first dimension).
+    pieces: Vec<(usize, Range<usize>)>,
 }
+
+/// The most bytes of a tensor in one piece of a [`HeldFile`] (one row at least).
+pub const PIECE_BYTES: usize = 1 << 20;
 
 impl HeldFile {
     /// The layout of `model`'s file.
@@ -212,10 +221,21 @@ impl HeldFile {
                 }
             })
             .collect::<Result<Vec<_>>>()?;
+        let mut pieces = Vec::new();
+        for (i, t) in tensors.iter().enumerate() {
+            let rows = t.shape.first().copied().unwrap_or(1);
+            let step = (PIECE_BYTES / (t.bytes / rows.max(1)).max(1)).max(1);
+            pieces.extend(
+                (0..rows)
+                    .step_by(step)
+                    .map(|r| (i, r..(r + step).min(rows))),
+            );
+        }
         Ok(Self {
             header: header(&metadata(cfg, None, None)?, &tensors)?,
             names: expected.into_iter().map(|(hf, _)| hf).collect(),
             tensors,
+            pieces,
         })
     }
 
@@ -224,25 +244,43 @@ impl HeldFile {
         self.header.len() + self.tensors.iter().map(|t| padded(t.bytes)).sum::<usize>()
     }
 
-    /// How many pieces the file has: the header, then one per tensor.
+    /// How many pieces the file has: the header, then each tensor's in turn.
     pub fn pieces(&self) -> usize {
-        1 + self.tensors.len()
+        1 + self.pieces.len()
     }
 
-    /// Piece `i` of the file, made from `model` (the one it was laid out from).
+    /// Piece `i` of the file, made from `model` (the one it was laid out from); a tensor's last
+    /// piece ends with its padding.
     pub fn piece(&self, model: &Gpt2, i: usize) -> Result<Vec<u8>> {
-        let Some(t) = i.checked_sub(1).and_then(|n| self.tensors.get(n)) else {
+        let Some((n, rows)) = i.checked_sub(1).and_then(|p| self.pieces.get(p)) else {
             return Ok(if i == 0 {
                 self.header.clone()
             } else {
                 Vec::new()
             });
         };
-        let bytes = match held(model, &self.names[i - 1])? {
-            Held::Vector(v) => crate::dense::with_values(v, f32_bytes)?,
-            Held::Matrix(m) => m.ggml_bytes()?,
+        let t = &self.tensors[*n];
+        let last = rows.end == t.shape.first().copied().unwrap_or(1);
+        let pad = if last { padded(t.bytes) - t.bytes } else { 0 };
+        let mut bytes = match held(model, &self.names[*n])? {
+            Held::Vector(v) => crate::dense::with_values(v, |values| {
+                let per_row = values.len() / t.shape.first().copied().unwrap_or(1).max(1);
+                f32_bytes(&values[rows.start * per_row..rows.end * per_row])
+            })?,
+            Held::Matrix(m) => m.ggml_bytes(rows.clone())?,
         };
-        padded_data(t, bytes)
+        let want = t.bytes / t.shape.first().copied().unwrap_or(1).max(1) * rows.len();
+        if bytes.len() != want {
+            return Err(bad(format!(
+                "`{}`: {} bytes for {} rows, not {want}",
+                t.name,
+                bytes.len(),
+                rows.len()
+            )));
+        }
+        bytes.reserve_exact(pad);
+        bytes.resize(bytes.len() + pad, 0);
+        Ok(bytes)
     }
 }
 
@@ -362,6 +400,8 @@ fn padded_data(t: &TensorOut, mut bytes: Vec<u8>) -> Result<Vec<u8>> {
             t.bytes
         )));
     }
+    // Exactly: a Vec grown past its capacity doubles it, a tensor's size more for a moment.
+    bytes.reserve_exact(padded(t.bytes) - t.bytes);
     bytes.resize(padded(t.bytes), 0);
     Ok(bytes)
 }

@@ -55,13 +55,21 @@ impl Bot {
     /// its weight matrices held as `dtype`.
     pub fn load(files: &ModelFiles, dtype: Dtype) -> Result<Self> {
         let config = Config::from_json(files.config()?)?;
-        Self::assemble(files, files.tensor_source(&config, dtype)?.as_ref(), dtype)
+        let tokenizer = files.tokenizer()?;
+        Self::assemble(
+            files,
+            tokenizer,
+            files.tensor_source(&config, dtype)?.as_ref(),
+            dtype,
+        )
     }
 
-    /// A bot from its files' config and tokenizer and from `weights`, already read (a streamed
-    /// `model.safetensors`, [`stream::BotLoader`]) or read on demand (a checkpoint's bytes).
+    /// A bot from its files' config, `tokenizer` (made from the files: [`ModelFiles::tokenizer`])
+    /// and `weights`, already read (a streamed `model.safetensors`, [`stream::BotLoader`]) or
+    /// read on demand (a checkpoint's bytes).
     pub fn assemble(
         files: &ModelFiles,
+        tokenizer: Tokenizer,
         weights: &dyn model::TensorSource,
         dtype: Dtype,
     ) -> Result<Self> {
@@ -69,7 +77,6 @@ impl Bot {
         let config = Config::from_json(config_json)?;
         let defaults =
             GenerationSettings::from_model_files(config_json, files.generation_config()?)?;
-        let tokenizer = files.tokenizer()?;
         if tokenizer.vocab_size() > config.vocab_size {
             return Err(Error::Tokenizer {
                 file: "tokenizer",

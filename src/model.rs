@@ -8,6 +8,7 @@
 //! [out, in] so that a later quantized matmul can take them as they are), `lm_head` is usually
 //! tied to `wte`, and old checkpoints carry `attn.bias`/`attn.masked_bias` buffers we never read.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Module, Tensor, D};
@@ -189,12 +190,17 @@ impl Matrix {
         }
     }
 
-    /// Its values as that type's bytes, as GGUF stores them.
-    pub fn ggml_bytes(&self) -> Result<Vec<u8>> {
+    /// Rows `rows` as that type's bytes, as GGUF stores them.
+    pub fn ggml_bytes(&self, rows: Range<usize>) -> Result<Vec<u8>> {
         Ok(match self {
-            Matrix::F32(t) => dense::with_values(t, crate::gguf::f32_bytes)?,
-            Matrix::Q8(q) => q.to_ggml_bytes(),
-            Matrix::Ggml(g) => g.to_bytes(),
+            Matrix::F32(t) => {
+                let cols = t.dim(1)?;
+                dense::with_values(t, |v| {
+                    crate::gguf::f32_bytes(&v[rows.start * cols..rows.end * cols])
+                })?
+            }
+            Matrix::Q8(q) => q.ggml_rows(rows),
+            Matrix::Ggml(g) => g.row_bytes(rows),
         })
     }
 

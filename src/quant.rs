@@ -17,6 +17,8 @@
 //! the same integers, adds them in the same order ([`dot_scalar`] spells it out), and the CLI,
 //! the plain simd128 build and the relaxed-simd build write the same text.
 
+use std::ops::Range;
+
 use half::f16;
 
 use crate::error::{Error, Result};
@@ -236,10 +238,14 @@ impl Q8Matrix {
         Self::from_parts(rows, cols, qs, scales)
     }
 
-    /// The matrix as ggml's q8_0 blocks ([`Self::from_ggml_bytes`] reads them back).
-    pub fn to_ggml_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.scales.len() * (2 + BLOCK));
-        for (q, &s) in self.qs.chunks_exact(BLOCK).zip(&self.scales) {
+    /// Rows `rows` of the matrix as ggml's q8_0 blocks ([`Self::from_ggml_bytes`] reads the
+    /// whole matrix's back).
+    pub fn ggml_rows(&self, rows: Range<usize>) -> Vec<u8> {
+        let nb = self.cols / BLOCK;
+        let scales = &self.scales[rows.start * nb..rows.end * nb];
+        let qs = &self.qs[rows.start * self.cols..rows.end * self.cols];
+        let mut out = Vec::with_capacity(scales.len() * (2 + BLOCK));
+        for (q, &s) in qs.chunks_exact(BLOCK).zip(scales) {
             out.extend_from_slice(&f16::from_f32(s).to_le_bytes());
             out.extend(q.iter().map(|&v| v as u8));
         }

@@ -19,7 +19,7 @@ use crate::model::{matrix_layout, Layout, Matrix, MatrixRows, TensorSource};
 use crate::quant::Dtype;
 use crate::torch_stream::TorchStream;
 use crate::weights::expected_tensors;
-use crate::Bot;
+use crate::{Bot, Tokenizer};
 
 /// The largest header accepted, as the `safetensors` crate allows.
 const MAX_HEADER: usize = 100_000_000;
@@ -369,6 +369,9 @@ pub struct BotLoader {
     /// The streamed file's first [`HEAD`] bytes, held back from its reader until there are
     /// enough to tell a web page (an error page sent in the file's place) from weights.
     head: Vec<u8>,
+    /// The tokenizer, made as soon as its files are in (see [`Self::add`]), and the files it
+    /// was made from.
+    tokenizer: Option<(files::Choice, Tokenizer)>,
 }
 
 impl BotLoader {
@@ -379,6 +382,7 @@ impl BotLoader {
             files: Vec::new(),
             stream: None,
             head: Vec::new(),
+            tokenizer: None,
         }
     }
 
@@ -390,6 +394,15 @@ impl BotLoader {
         if let Some(n) = files::all_names().find(|n| *n == name) {
             files::check_not_web_page(n, &bytes)?;
             self.files.push((n, bytes));
+            // Made now, before the weights arrive: wasm memory never shrinks, so the tens of MB
+            // that making it takes for a moment are then reused by the weights rather than added
+            // on top of them. Its errors are left for `finish` to report, in their usual order.
+            let files = added(&self.files, self.stream.as_ref().map(|(n, _)| *n));
+            if let Ok(Some(choice)) = files.choice(files::TOKENIZER_PART) {
+                if self.tokenizer.as_ref().map(|(c, _)| *c) != Some(choice) {
+                    self.tokenizer = files.tokenizer().ok().map(|t| (choice, t));
+                }
+            }
         }
         Ok(())
     }
@@ -446,15 +459,7 @@ impl BotLoader {
 
     /// The bot, once every file it needs is in.
     pub fn finish(self) -> Result<Bot> {
-        let streamed = self.stream.as_ref().map(|(n, _)| *n);
-        let files = ModelFiles::from_lookup(|n| {
-            self.files
-                .iter()
-                .find(|(k, _)| *k == n)
-                .map(|(_, b)| b.as_slice())
-                // A streamed file is present, though its bytes are gone.
-                .or_else(|| (streamed == Some(n)).then_some(&[][..]))
-        });
+        let files = added(&self.files, self.stream.as_ref().map(|(n, _)| *n));
         match self.stream {
             Some((file, mut stream)) => {
                 if self.head.len() < HEAD {
@@ -462,7 +467,12 @@ impl BotLoader {
                     files::check_not_web_page(file, &self.head)?;
                     stream.push(&self.head)?;
                 }
-                Bot::assemble(&files, &stream.finish()?, self.dtype)
+                let weights = stream.finish()?;
+                let tokenizer = match (self.tokenizer, files.choice(files::TOKENIZER_PART)?) {
+                    (Some((from, t)), Some(choice)) if from == choice => t,
+                    _ => files.tokenizer()?,
+                };
+                Bot::assemble(&files, tokenizer, &weights, self.dtype)
             }
             // Every weights file streams here, so none came: the sentence for missing weights.
             // (Not `Bot::load`, whose whole-file readers would be built into the page for it.)
@@ -472,4 +482,19 @@ impl BotLoader {
             }
         }
     }
+}
+
+/// The whole files a [`BotLoader`] was given, and the `streamed` one as present (its bytes are
+/// gone).
+fn added<'a>(
+    files: &'a [(&'static str, Vec<u8>)],
+    streamed: Option<&'static str>,
+) -> ModelFiles<'a> {
+    ModelFiles::from_lookup(|n| {
+        files
+            .iter()
+            .find(|(k, _)| *k == n)
+            .map(|(_, b)| b.as_slice())
+            .or_else(|| (streamed == Some(n)).then_some(&[][..]))
+    })
 }

@@ -162,7 +162,6 @@ impl WasmBot {
             file: crate::gguf::HeldFile::of(&self.bot.model).map_err(js_err)?,
             next: 0,
             piece: Vec::new(),
-            at: 0,
         })
     }
 
@@ -200,14 +199,9 @@ pub struct WasmHeldFile {
     file: crate::gguf::HeldFile,
     /// The next piece of `file` to make.
     next: usize,
-    /// The piece being handed out, and how much of it has been.
+    /// The piece last handed out, which its view shows.
     piece: Vec<u8>,
-    at: usize,
 }
-
-/// The most bytes [`WasmHeldFile::next`] hands over at once: a tensor of tens of MB goes in
-/// slices, so JS holds little of it at a time.
-const HELD_SLICE: usize = 1 << 20;
 
 #[wasm_bindgen]
 impl WasmHeldFile {
@@ -217,22 +211,21 @@ impl WasmHeldFile {
         self.file.byte_len() as f64
     }
 
-    /// The next bytes of the file (a `Uint8Array` of at most 1 MB), or `undefined` at its end.
+    /// A view of the next piece of the file (about 1 MB at most: [`crate::gguf::PIECE_BYTES`])
+    /// in wasm memory, or `undefined` at its end. The view is valid until the next call into
+    /// the library: write it out at once, or copy it (`slice()`). Handing out a view rather
+    /// than a copy lets the worker write the file without making 150 MB of JS garbage.
     pub fn next(&mut self, bot: &WasmBot) -> Result<Option<js_sys::Uint8Array>, JsError> {
-        while self.at == self.piece.len() {
-            if self.next == self.file.pieces() {
-                return Ok(None);
-            }
-            // The spent piece goes before the next is made.
-            self.piece = Vec::new();
-            self.piece = self.file.piece(&bot.bot.model, self.next).map_err(js_err)?;
-            self.at = 0;
-            self.next += 1;
+        if self.next == self.file.pieces() {
+            return Ok(None);
         }
-        let end = self.piece.len().min(self.at + HELD_SLICE);
-        let slice = js_sys::Uint8Array::from(&self.piece[self.at..end]);
-        self.at = end;
-        Ok(Some(slice))
+        // The spent piece goes before the next is made.
+        self.piece = Vec::new();
+        self.piece = self.file.piece(&bot.bot.model, self.next).map_err(js_err)?;
+        self.next += 1;
+        // SAFETY: the view is of `self.piece`, which stays as it is until this is called again
+        // or freed; the caller is told to use the view before calling into the library again.
+        Ok(Some(unsafe { js_sys::Uint8Array::view(&self.piece) }))
     }
 }
 

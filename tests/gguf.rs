@@ -227,12 +227,20 @@ fn converting_or_training_from_a_gguf_says_it_needs_a_checkpoint() {
 /// load), with `f`'s config and tokenizer.
 fn held_folder(f: &Files, bot: &Bot) -> Files {
     let mut bytes = Vec::new();
+    let mut largest = 0;
     botcard::gguf::write_held(&bot.model, &mut |piece| {
         bytes.extend_from_slice(piece);
+        largest = largest.max(piece.len());
         Ok(())
     })
     .unwrap();
     let layout = botcard::gguf::HeldFile::of(&bot.model).unwrap();
+    // A piece is never a whole large tensor (the page's wasm memory would keep that copy's
+    // room for good): at most PIECE_BYTES of rows, plus the tensor's padding.
+    assert!(
+        largest <= botcard::gguf::PIECE_BYTES + 32,
+        "a piece of {largest} bytes"
+    );
     assert_eq!(
         bytes.len(),
         layout.byte_len(),

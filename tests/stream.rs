@@ -324,3 +324,58 @@ fn a_web_page_in_place_of_any_model_file_is_one_sentence_naming_it() {
     assert!(!botcard::files::is_web_page(b"< >\n<h tml\n"));
     assert!(!botcard::files::is_web_page(b"<"));
 }
+
+/// `files` given to a loader in the order `names`, the weights in one piece.
+fn load_in_order(files: &Files, names: &[&str]) -> botcard::Result<Bot> {
+    let mut loader = BotLoader::new(Dtype::F32);
+    for n in names {
+        loader.add(n, files.get(n).unwrap().to_vec())?;
+    }
+    loader.finish()
+}
+
+/// The loader makes the tokenizer as soon as its files are in (so its making's memory is reused
+/// by the weights), yet the bot gets the tokenizer the folder chooses at the end: a
+/// `tokenizer.json` that comes after `vocab.json` + `merges.txt` is preferred, broken or not.
+#[test]
+fn the_tokenizer_made_early_is_the_one_the_folder_chooses() {
+    let mut f = folder("tiny-st");
+    let old = folder("tiny-2021");
+    f.set("vocab.json", old.get("vocab.json").unwrap().to_vec());
+    f.set("merges.txt", old.get("merges.txt").unwrap().to_vec());
+    let order = [
+        "config.json",
+        "vocab.json",
+        "merges.txt",
+        "tokenizer.json",
+        "model.safetensors",
+    ];
+    let whole = Bot::load(&f.model_files(), Dtype::F32).unwrap();
+    let text = "My dream is to see the sea once more";
+    let bot = load_in_order(&f, &order).unwrap();
+    assert_eq!(
+        bot.tokenizer.encode(text).unwrap(),
+        whole.tokenizer.encode(text).unwrap()
+    );
+
+    // A broken vocab.json is passed by for the tokenizer.json that follows it.
+    let mut broken_old = f.clone();
+    broken_old.set("vocab.json", b"not json".to_vec());
+    load_in_order(&broken_old, &order).unwrap();
+
+    // A broken tokenizer.json is reported, though vocab.json + merges.txt made one before it.
+    let mut broken_new = f.clone();
+    broken_new.set("tokenizer.json", b"{}".to_vec());
+    let e = load_in_order(&broken_new, &order)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("tokenizer.json"), "{e}");
+    assert_eq!(
+        e,
+        Bot::load(&broken_new.model_files(), Dtype::F32)
+            .err()
+            .unwrap()
+            .to_string()
+    );
+}

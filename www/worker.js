@@ -32,7 +32,7 @@ const ready = (async () => {
   for (const build of BUILDS.filter((b) => b.usable)) {
     try {
       const lib = await import(`./${build.dir}/botcard.js`);
-      await lib.default();
+      self.__mem = (await lib.default()).memory;
       if (build.threads) {
         await lib.initThreadPool(navigator.hardwareConcurrency);
         threadCount = navigator.hardwareConcurrency;
@@ -72,7 +72,7 @@ const loading = new Map();
 const widgets = new Map();
 let localLoads = 0;
 
-const post = (msg, transfer) => self.postMessage(msg, transfer || []);
+const post = (msg, transfer) => self.postMessage({ ...msg, wasmMB: self.__mem ? self.__mem.buffer.byteLength / 1e6 : 0 }, transfer || []);
 
 // Yields to the event loop so 'stop' and other widgets' steps get through between tokens
 // (a MessageChannel is faster than setTimeout). Several generations may wait at once.
@@ -241,28 +241,75 @@ async function forget(base, names) {
   } catch { /* no Cache API */ }
 }
 
-/** Caches `bot`'s weights as held under `base` (see HELD). The file's pieces (its header, then one
- * tensor each) are made as the cache reads them, so it is never in memory whole. */
+/** Caches `bot`'s weights as held under `base` (see HELD). The file is made a piece at a time
+ * (its header, then a tensor's rows at a time), so it is never in memory whole; where the origin
+ * private file system is there, the pieces go from wasm memory to a scratch file there and the
+ * cache stores that file, so not one of the file's bytes becomes JS garbage (which otherwise the
+ * tab holds until its next garbage collection, on top of the model). */
 async function cacheHeld(base, bot) {
   const lib = await ready;
   const cache = await caches.open(CACHE);
   const file = bot.heldWeights();
-  const body = new ReadableStream({
-    pull(controller) {
-      try {
-        const piece = file.next(bot);
-        if (piece) { controller.enqueue(piece); return; }
-        controller.close();
-      } catch (e) {
-        controller.error(e);
-      }
-      file.free();
-    },
-    cancel() { file.free(); },
-  });
   const headers = { 'content-length': String(file.size), [HELD]: bot.heldAs };
-  await cache.put(base + lib.heldFile(), new Response(body, { headers }));
+  let scratch = null;
+  try {
+    scratch = await scratchFile((access) => { for (let v; (v = file.next(bot));) access.write(v); });
+    const body = scratch?.file ?? new ReadableStream({
+      pull(controller) {
+        const piece = file.next(bot);
+        if (piece) controller.enqueue(piece.slice()); else controller.close();
+      },
+    });
+    await cache.put(base + lib.heldFile(), new Response(body, { headers }));
+  } finally {
+    file.free();
+    await scratch?.remove();
+  }
 }
+
+/** Scratch files' names in the origin private file system start so, then the time they were
+ * made; the worker removes old ones on starting (a tab closed while caching leaves one behind). */
+const SCRATCH = 'botcard-scratch-';
+let scratches = 0;
+
+/** A scratch file filled by `write(syncAccessHandle)`: {file: File (disk-backed), remove()}, or
+ * null where the origin private file system or its synchronous handles are not to be had. */
+async function scratchFile(write) {
+  let dir, handle, access;
+  const name = `${SCRATCH}${Date.now()}-${scratches++}`;
+  try {
+    dir = await navigator.storage.getDirectory();
+    handle = await dir.getFileHandle(name, { create: true });
+    access = await handle.createSyncAccessHandle();
+  } catch {
+    if (handle) await dir.removeEntry(name).catch(() => {});
+    return null;
+  }
+  const remove = () => dir.removeEntry(name).catch(() => {});
+  try {
+    write(access);
+    access.flush();
+  } catch (e) {
+    access.close();
+    await remove();
+    throw e;
+  }
+  access.close();
+  return { file: await handle.getFile(), remove };
+}
+
+/** Removes scratch files a closed tab left behind: those over an hour old (a younger one may be
+ * another tab's, being cached right now). */
+async function removeScratches() {
+  try {
+    const dir = await navigator.storage.getDirectory();
+    for await (const name of dir.keys()) {
+      const made = Number(name.startsWith(SCRATCH) && name.slice(SCRATCH.length).split('-')[0]);
+      if (made && Date.now() - made > 3600e3) await dir.removeEntry(name).catch(() => {});
+    }
+  } catch { /* no such storage */ }
+}
+removeScratches();
 
 const residentBytes = () => [...models.values()].reduce((n, m) => n + m.weightBytes, 0);
 

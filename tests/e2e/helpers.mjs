@@ -98,3 +98,15 @@ export async function shot(p, name) {
 export async function ready(target, timeout = 60000) {
   await target.locator('.bot-widget .status').filter({ hasText: /is ready/ }).waitFor({ timeout });
 }
+
+/** Waits until `fn(arg)`, evaluated in `p` (it may be async), is truthy, and returns it.
+ * Playwright's waitForFunction does not wait for an async function: its promise is truthy. */
+export async function until(p, fn, arg, timeout = 30000) {
+  const end = Date.now() + timeout;
+  for (;;) {
+    const value = await p.evaluate(fn, arg);
+    if (value) return value;
+    if (Date.now() > end) throw new Error(`timed out after ${timeout} ms waiting for ${fn}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

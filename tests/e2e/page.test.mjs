@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT, browser, mockHub, page, ready, shot, staticServer } from './helpers.mjs';
+import { ROOT, browser, mockHub, page, ready, shot, staticServer, until } from './helpers.mjs';
 
 let site, hub, b;
 
@@ -190,7 +190,7 @@ test('offline, a reload renders the page and Compute generates', async () => {
   const p = await page(b);
   await p.goto(`${site.url}/`);
   await ready(p);
-  await p.waitForFunction(async () => (await navigator.serviceWorker.ready) && navigator.serviceWorker.controller !== null, null, { timeout: 30000 })
+  await until(p, async () => (await navigator.serviceWorker.ready) && navigator.serviceWorker.controller !== null)
     .catch(async () => { await p.reload(); await p.waitForFunction(() => navigator.serviceWorker.controller !== null); });
   await p.context().setOffline(true);
   await p.reload();
@@ -216,31 +216,47 @@ test('the embed works in an iframe on another origin', async () => {
   await p.context().close();
 });
 
-test('the default bot samples the same text in the browser as the CLI', async () => {
-  const cli = cliGenerate('default', ['--seed', '7', '--num-return-sequences', '3']);
-  const p = await page(b);
-  await p.goto(`${site.url}/?seed=7&num_return_sequences=3`);
-  await ready(p);
-  await p.getByRole('button', { name: 'Compute' }).click();
-  await p.locator('.bot-widget .status').filter({ hasText: /tokens\/s/ }).waitFor({ timeout: 60000 });
-  const texts = await p.locator('ol[aria-label="Generated samples"] li').allTextContents();
-  assert.deepEqual(texts, cli.sequences.map((s) => 'My dream is' + s.text));
-  await shot(p, 'default-bot-equals-cli');
-  // It was quantized at load and is cached as held (a q8_0 model.gguf, written in slices): a
-  // second visit reads that file instead and writes the same text.
-  await p.waitForFunction(async () => {
-    const cache = await caches.open('botcard-models-v1');
-    const held = (await cache.keys()).find((k) => k.url.endsWith('/models/default/model.gguf'));
-    return Boolean(held && (await cache.match(held)).headers.get('x-botcard-held'));
-  }, null, { timeout: 30000 });
-  await p.reload();
-  await ready(p);
-  await p.getByRole('button', { name: 'Compute' }).click();
-  await p.locator('.bot-widget .status').filter({ hasText: /tokens\/s/ }).waitFor({ timeout: 60000 });
-  const again = await p.locator('ol[aria-label="Generated samples"] li').allTextContents();
-  assert.deepEqual(again, texts, 'the held cache writes the same text');
-  await p.context().close();
-});
+for (const opfs of [true, false]) {
+  test(`the default bot samples the same text in the browser as the CLI${opfs ? '' : ' (no origin private file system)'}`, async () => {
+    const cli = cliGenerate('default', ['--seed', '7', '--num-return-sequences', '3']);
+    const p = await page(b);
+    if (!opfs) {
+      // As a browser without the origin private file system: the held file is streamed to the cache.
+      await p.context().route('**/worker.js', async (route) => {
+        const r = await route.fetch();
+        route.fulfill({ response: r, body: `delete StorageManager.prototype.getDirectory;\n${await r.text()}` });
+      });
+    }
+    await p.goto(`${site.url}/?seed=7&num_return_sequences=3`);
+    await ready(p);
+    await p.getByRole('button', { name: 'Compute' }).click();
+    await p.locator('.bot-widget .status').filter({ hasText: /tokens\/s/ }).waitFor({ timeout: 60000 });
+    const texts = await p.locator('ol[aria-label="Generated samples"] li').allTextContents();
+    assert.deepEqual(texts, cli.sequences.map((s) => 'My dream is' + s.text));
+    if (opfs) await shot(p, 'default-bot-equals-cli');
+    // It was quantized at load and is cached as held (a q8_0 model.gguf, written a piece at a
+    // time): a second visit reads that file instead and writes the same text.
+    await until(p, async () => {
+      const cache = await caches.open('botcard-models-v1');
+      const held = (await cache.keys()).find((k) => k.url.endsWith('/models/default/model.gguf'));
+      return Boolean(held && (await cache.match(held)).headers.get('x-botcard-held'));
+    });
+    // The scratch file the held file was written to first is gone.
+    const scratch = await p.evaluate(async () => {
+      const names = [];
+      for await (const n of (await navigator.storage.getDirectory()).keys()) names.push(n);
+      return names;
+    });
+    assert.deepEqual(scratch, []);
+    await p.reload();
+    await ready(p);
+    await p.getByRole('button', { name: 'Compute' }).click();
+    await p.locator('.bot-widget .status').filter({ hasText: /tokens\/s/ }).waitFor({ timeout: 60000 });
+    const again = await p.locator('ol[aria-label="Generated samples"] li').allTextContents();
+    assert.deepEqual(again, texts, 'the held cache writes the same text');
+    await p.context().close();
+  });
+}
 
 test('the same seed samples the same text in the browser as the CLI', async () => {
   const cli = cliGenerate('tiny-2021', ['--seed', '42', '--max-new-tokens', '30', '--num-return-sequences', '2']);
