@@ -13,6 +13,22 @@ use crate::error::{Error, Result};
 /// Training text shorter than this makes a bot that only repeats itself.
 pub const MIN_TRAINING_CHARS: usize = 6000;
 
+/// The largest data file read: an X archive's `tweets.js` of the most prolific accounts is a few
+/// hundred MB (each post carries its metadata), while parsing one takes several times its size
+/// in memory, and a browser tab has 4 GB in all.
+pub const MAX_DATA_BYTES: u64 = 512 << 20;
+
+/// The sentence for a data file of `len` bytes, if it is too large to read.
+pub fn too_large(source: &str, len: u64) -> Option<Error> {
+    (len > MAX_DATA_BYTES).then(|| {
+        Error::Dataset(format!(
+            "{source}: {:.1} GB is more than the {} MB of posts a bot is trained from",
+            len as f64 / 1e9,
+            MAX_DATA_BYTES >> 20
+        ))
+    })
+}
+
 /// The separator between posts in the training text (GPT-2's end of text).
 pub const SEPARATOR: &str = "<|endoftext|>";
 
@@ -50,13 +66,26 @@ pub fn user_name(path: &str) -> String {
 /// Reads the posts of one file in any supported format. `source` names the file in errors.
 pub fn read_posts(bytes: &[u8], source: &str) -> Result<Vec<String>> {
     let bad = |reason: String| Error::Dataset(format!("{source}: {reason}"));
-    let text = std::str::from_utf8(bytes).map_err(|_| bad("not UTF-8 text".into()))?;
+    if let Some(e) = too_large(source, bytes.len() as u64) {
+        return Err(e);
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        bad(format!(
+            "not UTF-8 text (byte {} is not; save the file as UTF-8)",
+            e.valid_up_to()
+        ))
+    })?;
     let trimmed = text.trim_start_matches('\u{feff}').trim_start();
     if trimmed.starts_with("window.YTD.") {
         // `window.YTD.tweets.part0 = [...]`: the JSON starts after the first '='.
         let json = trimmed.split_once('=').map(|(_, j)| j).unwrap_or_default();
-        let items: Vec<Value> = serde_json::from_str(json)
-            .map_err(|e| bad(format!("not an X archive tweets.js ({e})")))?;
+        let items: Vec<Value> = serde_json::from_str(json).map_err(|e| {
+            bad(if e.is_eof() {
+                format!("the file ends early: it was cut short ({e})")
+            } else {
+                format!("not an X archive tweets.js ({e})")
+            })
+        })?;
         return items
             .iter()
             .map(|item| {
@@ -200,6 +229,18 @@ pub fn training_text(users: &[UserPosts], seed: u64) -> Result<String> {
         .flat_map(|u| u.kept.iter().map(String::as_str))
         .collect();
     let chars: usize = posts.iter().map(|p| p.chars().count()).sum();
+    let read: usize = users.iter().map(|u| u.downloaded).sum();
+    let retweets: usize = users.iter().map(|u| u.retweets).sum();
+    if read == 0 {
+        return Err(Error::Dataset(format!(
+            "the data files hold no posts; a bot needs at least {MIN_TRAINING_CHARS} characters of them"
+        )));
+    }
+    if posts.is_empty() && retweets == read {
+        return Err(Error::Dataset(format!(
+            "all {read} posts are retweets, and a bot learns only from a person's own posts"
+        )));
+    }
     if chars < MIN_TRAINING_CHARS {
         return Err(Error::Dataset(format!(
             "only {chars} characters of posts are left after cleaning; a bot needs at least {MIN_TRAINING_CHARS}"

@@ -279,16 +279,34 @@ fn load(dir: &Path, dtype: Dtype) -> Result<Bot> {
     Bot::load(&folder.model_files(), dtype).with_context(|| format!("{}", dir.display()))
 }
 
-/// Writes named files into `out`, creating it.
+/// Writes named files into `out`, creating it. They are written to a scratch folder beside it
+/// first and moved in only once all are written, so a failure (a full disk) leaves no
+/// half-written model behind: `out` gets every file or none.
 fn write_folder<'a>(
     out: &Path,
     files: impl IntoIterator<Item = (&'a str, &'a [u8])>,
 ) -> Result<()> {
-    std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create", out.display()))?;
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(parent)
+        .with_context(|| format!("{}: cannot create", parent.display()))?;
+    let scratch = tempfile::Builder::new()
+        .prefix(".botcard-partial-")
+        .tempdir_in(parent)
+        .with_context(|| format!("{}: cannot write", parent.display()))?;
+    let mut names = Vec::new();
     for (name, bytes) in files {
-        let path = out.join(name);
+        let path = scratch.path().join(name);
         std::fs::write(&path, bytes)
-            .with_context(|| format!("{}: cannot write", path.display()))?;
+            .with_context(|| format!("{}: cannot write", out.join(name).display()))?;
+        names.push(name);
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create", out.display()))?;
+    for name in names {
+        std::fs::rename(scratch.path().join(name), out.join(name))
+            .with_context(|| format!("{}: cannot write", out.join(name).display()))?;
     }
     Ok(())
 }
@@ -419,7 +437,16 @@ fn train(a: TrainArgs) -> Result<()> {
     let bytes = a
         .data
         .iter()
-        .map(|p| std::fs::read(p).with_context(|| format!("{}: cannot be read", p.display())))
+        .map(|p| {
+            let len = std::fs::metadata(p)
+                .with_context(|| format!("{}: cannot be read", p.display()))?
+                .len();
+            // Refused before reading: a file too large to train from is not read into memory.
+            if let Some(e) = botcard::dataset::too_large(&p.display().to_string(), len) {
+                return Err(e.into());
+            }
+            std::fs::read(p).with_context(|| format!("{}: cannot be read", p.display()))
+        })
         .collect::<Result<Vec<_>>>()?;
     let data: Vec<DataFile> = a
         .data

@@ -582,3 +582,83 @@ fn train_with_no_tokenizer_option_learns_a_vocabulary_from_the_posts() {
     );
     assert_generates(&out, "Dave", 3);
 }
+
+/// What `dir` holds, by name.
+fn listing(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn train_with_unusable_data_writes_no_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tokenizer = model_dir("tiny-st");
+    // A 1 GB file (sparse: it takes no disk) is refused before it is read; an archive of
+    // retweets only, and one cut short, are refused after.
+    let big = tmp.path().join("big.txt");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let retweets = tmp.path().join("retweets.jsonl");
+    let lines: Vec<String> = (0..300)
+        .map(|i| format!("{{\"text\": \"RT @x: a long shared post number {i} from someone\"}}"))
+        .collect();
+    std::fs::write(&retweets, lines.join("\n")).unwrap();
+    let cut = tmp.path().join("cut/tweets.js");
+    write_tweets_js(&cut, 200);
+    let whole = std::fs::read(&cut).unwrap();
+    std::fs::write(&cut, &whole[..whole.len() - 100]).unwrap();
+    for (data, says) in [
+        (&big, "1.1 GB is more than the 512 MB"),
+        (&retweets, "all 300 posts are retweets"),
+        (&cut, "the file ends early"),
+    ] {
+        let before = listing(tmp.path());
+        let (ok, _, err) = botcard(&[
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            tmp.path().join("bot").to_str().unwrap(),
+            "--tokenizer",
+            tokenizer.to_str().unwrap(),
+            "--steps",
+            "2",
+        ]);
+        assert!(!ok && err.contains(says), "{err}");
+        assert_eq!(
+            err.trim().lines().count(),
+            1 + usize::from(data == &retweets),
+            "{err}"
+        );
+        assert_eq!(listing(tmp.path()), before, "nothing written");
+    }
+}
+
+#[test]
+fn a_model_folder_that_cannot_be_written_leaves_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("alice/tweets.js");
+    write_tweets_js(&data, 200);
+    // `bot` is a file, so the folder cannot be made: the files written so far are removed.
+    std::fs::write(tmp.path().join("bot"), b"in the way").unwrap();
+    let before = listing(tmp.path());
+    let (ok, _, err) = botcard(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        tmp.path().join("bot").to_str().unwrap(),
+        "--tokenizer",
+        model_dir("tiny-st").to_str().unwrap(),
+        "--steps",
+        "2",
+    ]);
+    assert!(!ok && err.contains("cannot create"), "{err}");
+    assert_eq!(listing(tmp.path()), before, "no scratch folder is left");
+}

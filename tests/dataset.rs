@@ -117,3 +117,45 @@ fn fortune_files_give_one_post_per_entry_with_overstriking_resolved() {
         "A dream will always triumph over reality. -- Stanislaw Lem"
     );
 }
+
+/// Broken or unusable data files: each is one sentence that names the file and says what is
+/// wrong (the trainer writes nothing then: `cli::train_with_unusable_data_writes_no_folder`).
+#[test]
+fn cut_short_foreign_or_empty_data_is_one_sentence() {
+    let err = |bytes: &[u8]| read_posts(bytes, "data.js").unwrap_err().to_string();
+    let cut = &TWEETS_JS[..TWEETS_JS.len() / 2];
+    let e = err(cut.as_bytes());
+    assert!(
+        e.starts_with("data.js: the file ends early: it was cut short"),
+        "{e}"
+    );
+    let e = err(b"window.YTD.tweets.part0 = [{\"tweet\": {\"id\": 1}}]");
+    assert!(
+        e.starts_with("data.js: an archive entry has no full_text"),
+        "{e}"
+    );
+    let e = err(b"caf\xe9 au lait every morning\n");
+    assert!(e.starts_with("data.js: not UTF-8 text (byte 3"), "{e}");
+    let e = err(b"{\"text\": \"one\"}\n{\"text\": \"two\n");
+    assert!(e.starts_with("data.js: line 2 is not JSON"), "{e}");
+
+    let too_large = botcard::dataset::too_large("data.js", 1 << 30).unwrap();
+    assert_eq!(
+        too_large.to_string(),
+        "data.js: 1.1 GB is more than the 512 MB of posts a bot is trained from"
+    );
+    assert!(botcard::dataset::too_large("data.js", 100 << 20).is_none());
+
+    let retweets: Vec<String> = (0..50)
+        .map(|i| format!("RT @someone: a long shared post number {i} from another account"))
+        .collect();
+    let e = training_text(&[curate("a", &retweets)], 0).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "all 50 posts are retweets, and a bot learns only from a person's own posts"
+    );
+    let e = training_text(&[curate("a", &[])], 0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("the data files hold no posts"), "{e}");
+}
