@@ -593,10 +593,25 @@ fn listing(dir: &std::path::Path) -> Vec<String> {
     names
 }
 
+/// `botcard train` for two steps on `data` into `out`, with tiny-st's tokenizer.
+fn train_briefly(data: &std::path::Path, out: &std::path::Path) -> (bool, String) {
+    let (ok, _, err) = botcard(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--tokenizer",
+        model_dir("tiny-st").to_str().unwrap(),
+        "--steps",
+        "2",
+    ]);
+    (ok, err)
+}
+
 #[test]
 fn train_with_unusable_data_writes_no_folder() {
     let tmp = tempfile::tempdir().unwrap();
-    let tokenizer = model_dir("tiny-st");
     // A 1 GB file (sparse: it takes no disk) is refused before it is read; an archive of
     // retweets only, and one cut short, are refused after.
     let big = tmp.path().join("big.txt");
@@ -619,17 +634,7 @@ fn train_with_unusable_data_writes_no_folder() {
         (&cut, "the file ends early"),
     ] {
         let before = listing(tmp.path());
-        let (ok, _, err) = botcard(&[
-            "train",
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            tmp.path().join("bot").to_str().unwrap(),
-            "--tokenizer",
-            tokenizer.to_str().unwrap(),
-            "--steps",
-            "2",
-        ]);
+        let (ok, err) = train_briefly(data, &tmp.path().join("bot"));
         assert!(!ok && err.contains(says), "{err}");
         assert_eq!(
             err.trim().lines().count(),
@@ -648,17 +653,7 @@ fn a_model_folder_that_cannot_be_written_leaves_nothing_behind() {
     // `bot` is a file, so the folder cannot be made: the files written so far are removed.
     std::fs::write(tmp.path().join("bot"), b"in the way").unwrap();
     let before = listing(tmp.path());
-    let (ok, _, err) = botcard(&[
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        tmp.path().join("bot").to_str().unwrap(),
-        "--tokenizer",
-        model_dir("tiny-st").to_str().unwrap(),
-        "--steps",
-        "2",
-    ]);
+    let (ok, err) = train_briefly(&data, &tmp.path().join("bot"));
     assert!(!ok && err.contains("cannot create"), "{err}");
     assert_eq!(listing(tmp.path()), before, "no scratch folder is left");
 }

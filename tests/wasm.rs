@@ -183,9 +183,13 @@ fn the_library_says_which_file_to_fetch_next() {
     let known = Object::new();
     let next = |k: &Object| next_model_file(k.into()).map_err(JsValue::from);
     assert_eq!(next(&known).unwrap().as_deref(), Some("config.json"));
+    for (name, have) in [("config.json", true), ("generation_config.json", false)] {
+        Reflect::set(&known, &name.into(), &have.into()).unwrap();
+    }
+    // The tokenizer before the weights.
+    assert_eq!(next(&known).unwrap().as_deref(), Some("tokenizer.json"));
     for (name, have) in [
-        ("config.json", true),
-        ("generation_config.json", false),
+        ("tokenizer.json", true),
         ("model.gguf", false),
         ("model.safetensors", false),
     ] {

@@ -28,6 +28,7 @@ const BROKEN = {
   '/broken/weights/resolve/main/config.json': 'tests/fixtures/models/tiny-st/config.json',
   '/broken/weights/resolve/main/tokenizer.json': 'tests/fixtures/models/tiny-st/tokenizer.json',
   '/huge/model/resolve/main/config.json': 'tests/fixtures/models/tiny-st/config.json',
+  '/huge/model/resolve/main/tokenizer.json': 'tests/fixtures/models/tiny-st/tokenizer.json',
 };
 /** `botcard generate --json` on a fixture model (or `www/models/default`), prompt "My dream is". */
 function cliGenerate(model, args) {
