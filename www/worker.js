@@ -32,7 +32,7 @@ const ready = (async () => {
   for (const build of BUILDS.filter((b) => b.usable)) {
     try {
       const lib = await import(`./${build.dir}/botcard.js`);
-      self.__mem = (await lib.default()).memory;
+      await lib.default();
       if (build.threads) {
         await lib.initThreadPool(navigator.hardwareConcurrency);
         threadCount = navigator.hardwareConcurrency;
@@ -72,7 +72,7 @@ const loading = new Map();
 const widgets = new Map();
 let localLoads = 0;
 
-const post = (msg, transfer) => self.postMessage({ ...msg, wasmMB: self.__mem ? self.__mem.buffer.byteLength / 1e6 : 0 }, transfer || []);
+const post = (msg, transfer) => self.postMessage(msg, transfer || []);
 
 // Yields to the event loop so 'stop' and other widgets' steps get through between tokens
 // (a MessageChannel is faster than setTimeout). Several generations may wait at once.
