@@ -223,8 +223,8 @@ impl HeldFile {
             .collect::<Result<Vec<_>>>()?;
         let mut pieces = Vec::new();
         for (i, t) in tensors.iter().enumerate() {
-            let rows = t.shape.first().copied().unwrap_or(1);
-            let step = (PIECE_BYTES / (t.bytes / rows.max(1)).max(1)).max(1);
+            let rows = t.rows();
+            let step = (PIECE_BYTES / t.row_bytes().max(1)).max(1);
             pieces.extend(
                 (0..rows)
                     .step_by(step)
@@ -260,27 +260,14 @@ impl HeldFile {
             });
         };
         let t = &self.tensors[*n];
-        let last = rows.end == t.shape.first().copied().unwrap_or(1);
-        let pad = if last { padded(t.bytes) - t.bytes } else { 0 };
-        let mut bytes = match held(model, &self.names[*n])? {
+        let bytes = match held(model, &self.names[*n])? {
             Held::Vector(v) => crate::dense::with_values(v, |values| {
-                let per_row = values.len() / t.shape.first().copied().unwrap_or(1).max(1);
+                let per_row = values.len() / t.rows().max(1);
                 f32_bytes(&values[rows.start * per_row..rows.end * per_row])
             })?,
             Held::Matrix(m) => m.ggml_bytes(rows.clone())?,
         };
-        let want = t.bytes / t.shape.first().copied().unwrap_or(1).max(1) * rows.len();
-        if bytes.len() != want {
-            return Err(bad(format!(
-                "`{}`: {} bytes for {} rows, not {want}",
-                t.name,
-                bytes.len(),
-                rows.len()
-            )));
-        }
-        bytes.reserve_exact(pad);
-        bytes.resize(bytes.len() + pad, 0);
-        Ok(bytes)
+        rows_data(t, rows.clone(), bytes)
     }
 }
 
@@ -315,6 +302,16 @@ struct TensorOut {
 }
 
 impl TensorOut {
+    /// Its rows: the first dimension (1 for a scalar).
+    fn rows(&self) -> usize {
+        self.shape.first().copied().unwrap_or(1)
+    }
+
+    /// The bytes of one row.
+    fn row_bytes(&self) -> usize {
+        self.bytes / self.rows().max(1)
+    }
+
     fn new(hf: &str, dtype: GgmlDType, shape: Vec<usize>) -> Result<Self> {
         let elems: usize = shape.iter().product();
         if !elems.is_multiple_of(dtype.block_size()) {
@@ -391,18 +388,31 @@ fn header(metadata: &[(&str, Value)], tensors: &[TensorOut]) -> Result<Vec<u8>> 
 }
 
 /// A tensor's bytes as the file holds them: checked against its size, padded to the alignment.
-fn padded_data(t: &TensorOut, mut bytes: Vec<u8>) -> Result<Vec<u8>> {
-    if bytes.len() != t.bytes {
+fn padded_data(t: &TensorOut, bytes: Vec<u8>) -> Result<Vec<u8>> {
+    rows_data(t, 0..t.rows(), bytes)
+}
+
+/// Rows `rows` of a tensor's bytes as the file holds them: checked against their size, and
+/// padded to the alignment when they end the tensor.
+fn rows_data(t: &TensorOut, rows: Range<usize>, mut bytes: Vec<u8>) -> Result<Vec<u8>> {
+    let want = if rows.len() == t.rows() {
+        t.bytes
+    } else {
+        t.row_bytes() * rows.len()
+    };
+    if bytes.len() != want {
         return Err(bad(format!(
-            "`{}`: {} bytes, not {}",
+            "`{}`: {} bytes, not {want}",
             t.name,
-            bytes.len(),
-            t.bytes
+            bytes.len()
         )));
     }
-    // Exactly: a Vec grown past its capacity doubles it, a tensor's size more for a moment.
-    bytes.reserve_exact(padded(t.bytes) - t.bytes);
-    bytes.resize(padded(t.bytes), 0);
+    if rows.end == t.rows() {
+        // Exactly: a Vec grown past its capacity doubles it, a tensor's size more for a moment.
+        let pad = padded(t.bytes) - t.bytes;
+        bytes.reserve_exact(pad);
+        bytes.resize(bytes.len() + pad, 0);
+    }
     Ok(bytes)
 }
 
