@@ -560,19 +560,7 @@ fn train_with_no_tokenizer_option_learns_a_vocabulary_from_the_posts() {
         .collect();
     std::fs::write(&data, posts.join("\n")).unwrap();
     let out = tmp.path().join("bot");
-    let (ok, _, err) = botcard(&[
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--steps",
-        "2",
-        "--block-size",
-        "32",
-        "--batch-size",
-        "2",
-    ]);
+    let (ok, err) = train_briefly(&data, &out, &["--block-size", "32", "--batch-size", "2"]);
     assert!(ok, "{err}");
     let bot = Files::read(&out).load().unwrap();
     let n = bot.tokenizer.vocab_size();
@@ -593,20 +581,17 @@ fn listing(dir: &std::path::Path) -> Vec<String> {
     names
 }
 
-/// `botcard train` for two steps on `data` into `out`, with tiny-st's tokenizer.
-fn train_briefly(data: &std::path::Path, out: &std::path::Path) -> (bool, String) {
-    let (ok, _, err) = botcard(&[
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--tokenizer",
-        model_dir("tiny-st").to_str().unwrap(),
-        "--steps",
-        "2",
-    ]);
+/// `botcard train` for two steps on `data` into `out`, with the options `more`.
+fn train_briefly(data: &std::path::Path, out: &std::path::Path, more: &[&str]) -> (bool, String) {
+    let (data, out) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let args = ["train", "--data", data, "--out", out, "--steps", "2"];
+    let (ok, _, err) = botcard(&[&args[..], more].concat());
     (ok, err)
+}
+
+/// tiny-st's tokenizer, as `--tokenizer` takes it.
+fn tiny_tokenizer() -> String {
+    model_dir("tiny-st").to_str().unwrap().to_owned()
 }
 
 #[test]
@@ -634,7 +619,11 @@ fn train_with_unusable_data_writes_no_folder() {
         (&cut, "the file ends early"),
     ] {
         let before = listing(tmp.path());
-        let (ok, err) = train_briefly(data, &tmp.path().join("bot"));
+        let (ok, err) = train_briefly(
+            data,
+            &tmp.path().join("bot"),
+            &["--tokenizer", &tiny_tokenizer()],
+        );
         assert!(!ok && err.contains(says), "{err}");
         assert_eq!(
             err.trim().lines().count(),
@@ -653,7 +642,11 @@ fn a_model_folder_that_cannot_be_written_leaves_nothing_behind() {
     // `bot` is a file, so the folder cannot be made: the files written so far are removed.
     std::fs::write(tmp.path().join("bot"), b"in the way").unwrap();
     let before = listing(tmp.path());
-    let (ok, err) = train_briefly(&data, &tmp.path().join("bot"));
+    let (ok, err) = train_briefly(
+        &data,
+        &tmp.path().join("bot"),
+        &["--tokenizer", &tiny_tokenizer()],
+    );
     assert!(!ok && err.contains("cannot create"), "{err}");
     assert_eq!(listing(tmp.path()), before, "no scratch folder is left");
 }
