@@ -11,6 +11,7 @@
 #                            fortunes, seeded; about 35 minutes on 2 CPU cores
 #   ./build.sh fuzz [target] [seconds]   fuzz the readers of untrusted bytes (all targets,
 #                            10 minutes each, by default; nightly + cargo-fuzz, installed here)
+#   ./build.sh stamp DIR     write DIR/version.js for a copy of www/ (the build does it for www/)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -88,6 +89,33 @@ build() {
     cargo +nightly build --lib --profile wasm-release --target wasm32-unknown-unknown \
     --features threads -Z build-std=panic_abort,std --target-dir target/threads
   $bindgen --out-dir www/pkg-threads target/threads/wasm32-unknown-unknown/wasm-release/botcard.wasm
+
+  stamp www
+}
+
+# DIR/version.js: the build's id and each of its files' SHA-256, by which the service worker
+# installs a build whole and serves every page from one build (www/sw.js). "shell" is installed
+# at once; "lazy" (the relaxed-simd and threaded wasm builds) when the worker first asks for it.
+# Not listed: the service worker itself, and models (the worker caches those).
+stamp() {
+  local dir=$1 f hash kind shell=() lazy=()
+  while read -r hash f; do
+    case "$f" in
+      sw.js | version.js) continue ;;
+      models/bundled.json | models/*/README.md) kind=shell ;;
+      models/*) continue ;;
+      pkg-relaxed/* | pkg-threads/*) kind=lazy ;;
+      *) kind=shell ;;
+    esac
+    if [ $kind = shell ]; then shell+=("\"$f\": \"$hash\""); else lazy+=("\"$f\": \"$hash\""); fi
+  done < <(cd "$dir" && find . -type f -printf '%P\0' | LC_ALL=C sort -z | xargs -0 sha256sum)
+  local id
+  id=$(printf '%s\n' "${shell[@]}" "${lazy[@]}" | sha256sum | cut -c1-16)
+  local IFS=,
+  {
+    echo "// Written by ./build.sh (stamp): this build's id and files. Do not edit."
+    echo "self.BOTCARD_BUILD = {\"id\": \"$id\", \"shell\": {${shell[*]}}, \"lazy\": {${lazy[*]}}};"
+  } >"$dir/version.js"
 }
 
 # The posts: every fortune in Debian 12's fortunes + fortunes-min except drawings (ascii-art)
@@ -285,5 +313,6 @@ case "${1:-build}" in
   bench) bench ;;
   default-bot) default_bot ;;
   fuzz) fuzz "${2:-}" "${3:-}" ;;
-  *) echo "usage: ./build.sh [build|serve|test|lint|bench|default-bot|fuzz [target] [seconds]]" >&2; exit 2 ;;
+  stamp) stamp "${2:?usage: ./build.sh stamp DIR}" ;;
+  *) echo "usage: ./build.sh [build|serve|test|lint|bench|default-bot|fuzz [target] [seconds]|stamp DIR]" >&2; exit 2 ;;
 esac

@@ -93,6 +93,28 @@ pub fn caches_held(dtype: Option<String>) -> Result<bool, JsError> {
 #[wasm_bindgen]
 pub struct WasmLoader {
     loader: Option<BotLoader>,
+    /// Each file's checksum so far, of the bytes handed in ([`WasmLoader::checksum`]).
+    sums: std::collections::HashMap<String, Checksum>,
+}
+
+/// The length and CRC-32 of a file's bytes, made as they go by: what the worker records of a
+/// model file it caches, and checks the file against when it reads it back.
+#[derive(Default)]
+struct Checksum {
+    len: u64,
+    crc: crc32fast::Hasher,
+}
+
+impl Checksum {
+    fn update(&mut self, bytes: &[u8]) {
+        self.len += bytes.len() as u64;
+        self.crc.update(bytes);
+    }
+
+    /// `"<length>:<crc32 in hex>"`.
+    fn text(&self) -> String {
+        format!("{}:{:08x}", self.len, self.crc.clone().finalize())
+    }
 }
 
 #[wasm_bindgen]
@@ -102,6 +124,7 @@ impl WasmLoader {
     pub fn new(dtype: Option<String>) -> Result<WasmLoader, JsError> {
         Ok(WasmLoader {
             loader: Some(BotLoader::new(dtype_or_default(dtype)?)),
+            sums: Default::default(),
         })
     }
 
@@ -113,12 +136,20 @@ impl WasmLoader {
 
     /// Adds a whole file.
     pub fn add(&mut self, name: &str, bytes: Vec<u8>) -> Result<(), JsError> {
+        self.sums.entry(name.to_owned()).or_default().update(&bytes);
         self.inner()?.add(name, bytes).map_err(js_err)
     }
 
     /// Adds the next piece of a streamed file.
     pub fn push(&mut self, name: &str, bytes: &[u8]) -> Result<(), JsError> {
+        self.sums.entry(name.to_owned()).or_default().update(bytes);
         self.inner()?.push(name, bytes).map_err(js_err)
+    }
+
+    /// The length and CRC-32 of the bytes of `name` handed in so far (`"<length>:<crc32>"`),
+    /// also after [`WasmLoader::finish`]; `undefined` for a file not handed in.
+    pub fn checksum(&self, name: &str) -> Option<String> {
+        self.sums.get(name).map(Checksum::text)
     }
 
     /// The bot, once every file is in (the loader is spent).
@@ -162,6 +193,7 @@ impl WasmBot {
             file: crate::gguf::HeldFile::of(&self.bot.model).map_err(js_err)?,
             next: 0,
             piece: Vec::new(),
+            sum: Checksum::default(),
         })
     }
 
@@ -201,6 +233,8 @@ pub struct WasmHeldFile {
     next: usize,
     /// The piece last handed out, which its view shows.
     piece: Vec<u8>,
+    /// Of the pieces handed out so far.
+    sum: Checksum,
 }
 
 #[wasm_bindgen]
@@ -209,6 +243,12 @@ impl WasmHeldFile {
     #[wasm_bindgen(getter)]
     pub fn size(&self) -> f64 {
         self.file.byte_len() as f64
+    }
+
+    /// The length and CRC-32 of the pieces handed out so far, as [`WasmLoader::checksum`] gives
+    /// them: once all are out, what reading the file back through a loader must give.
+    pub fn checksum(&self) -> String {
+        self.sum.text()
     }
 
     /// A view of the next piece of the file (about 1 MB at most: [`crate::gguf::PIECE_BYTES`])
@@ -222,6 +262,7 @@ impl WasmHeldFile {
         // The spent piece goes before the next is made.
         self.piece = Vec::new();
         self.piece = self.file.piece(&bot.bot.model, self.next).map_err(js_err)?;
+        self.sum.update(&self.piece);
         self.next += 1;
         // SAFETY: the view is of `self.piece`, which stays as it is until this is called again
         // or freed; the caller is told to use the view before calling into the library again.

@@ -234,3 +234,38 @@ fn cards_render_in_the_browser() {
     assert_eq!(get(&card, "badge").as_string().unwrap(), "🤖 AI BOT 🤖");
     assert_eq!(js_sys::Array::from(&get(&card, "users")).length(), 1);
 }
+
+#[wasm_bindgen_test]
+fn the_held_file_reads_back_with_the_checksum_it_was_written_with() {
+    // The worker records a cached file's checksum as it writes it and compares it with what a
+    // loader counts reading it back. Length and CRC-32 of the standard check string:
+    let mut loader = WasmLoader::new(None).unwrap();
+    loader.add("config.json", b"123456789".to_vec()).ok();
+    assert_eq!(
+        loader.checksum("config.json").as_deref(),
+        Some("9:cbf43926")
+    );
+    assert_eq!(loader.checksum("tokenizer.json"), None);
+
+    let bot = load(&tiny_st()).unwrap();
+    let mut held = bot.held_weights().unwrap();
+    let mut loader = WasmLoader::new(None).unwrap();
+    let mut written = Vec::new();
+    while let Some(view) = held.next(&bot).unwrap() {
+        let piece = view.to_vec();
+        // (The loader refuses weights before a config; it counts them all the same.)
+        loader.push(&botcard::wasm::held_file(), &piece).ok();
+        written.extend(piece);
+    }
+    assert_eq!(written.len() as f64, held.size());
+    let sum = held.checksum();
+    assert_eq!(
+        loader.checksum(&botcard::wasm::held_file()),
+        Some(sum.clone())
+    );
+    // One changed byte changes it.
+    let mut damaged = WasmLoader::new(None).unwrap();
+    written[written.len() / 2] ^= 1;
+    damaged.push(&botcard::wasm::held_file(), &written).ok();
+    assert_ne!(damaged.checksum(&botcard::wasm::held_file()), Some(sum));
+}

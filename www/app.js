@@ -47,5 +47,7 @@ document.getElementById('try').append(widget);
 showCard(widget);
 
 if ('serviceWorker' in navigator) {
-  navigator.serviceWorker.register('sw.js').catch(() => { /* offline support is a bonus */ });
+  // The host is asked for sw.js and version.js on each visit (not the HTTP cache): a new build
+  // is found on the visit after it is deployed.
+  navigator.serviceWorker.register('sw.js', { updateViaCache: 'none' }).catch(() => { /* offline support is a bonus */ });
 }

@@ -1,16 +1,40 @@
-// Offline support: the app shell, the plain wasm build and the bundled cards are cached at
-// install, the build the worker runs when it is fetched. Same-origin requests go to the
-// network first (so updates show), the cache when offline. Model files are
-// not this cache's business: the worker keeps every model it loads, the default bot included, in
-// its own Cache API store.
+// Offline support and deploys. version.js (written by ./build.sh) names this build and lists its
+// files with their SHA-256. A build is cached whole (or not at all) in its own cache, and every
+// page is served from one build: its HTML, JS and wasm always belong together, even while a new
+// deploy is half uploaded or an old tab is still open. A page and the workers it starts are
+// pinned to the build their page came from; a navigation gets the build the host has now. Caches of builds no open page uses are deleted.
+// Model files are not this cache's business: the worker keeps the models it loads, the default
+// bot included, in its own Cache API store.
 // Cross-origin isolation: a static host cannot send COOP/COEP headers, so every same-origin
 // response gets them here; from the second visit on the page is isolated and the worker runs
 // the multi-threaded build. `credentialless` lets other sites' avatars load without CORP.
-const CACHE = 'botcard-shell-v6';
-const SHELL = [
-  './', 'index.html', 'embed.html', 'embed.js', 'style.css', 'widget.css', 'app.js', 'widget.js', 'card-view.js', 'models.js',
-  'worker.js', 'pkg/botcard.js', 'pkg/botcard_bg.wasm', 'models/bundled.json', 'models/default/README.md',
-];
+importScripts('version.js');
+const BUILD = self.BOTCARD_BUILD;
+const PREFIX = 'botcard-build-';
+/** The entry in a build's cache that says it is whole: the build's manifest and when it was
+ * installed. Written last. */
+const MANIFEST = '/botcard-build-manifest';
+/** client id -> build id, for every page and worker this origin serves (kept on disk too: a
+ * service worker is stopped and restarted while its pages stay open). */
+const PINS = 'botcard-pins';
+const pins = new Map();
+// A page's pin is written before the page exists as a client (while its navigation is answered),
+// so pins this young are kept whether or not their client is open yet.
+const PIN_GRACE_MS = 10000;
+// How long a navigation waits to hear of a newer deploy, and then for it to download, before
+// it shows the build installed last.
+const UPDATE_CHECK_MS = 3000;
+const UPDATE_INSTALL_MS = 10000;
+
+const cacheName = (id) => PREFIX + id;
+const scoped = (path) => new URL(path, self.registration.scope).href;
+
+/** The path of a request inside the site (`index.html` for the folder itself). */
+function sitePath(url) {
+  let path = url.href.slice(self.registration.scope.length).split(/[?#]/)[0];
+  if (path === '' || path.endsWith('/')) path += 'index.html';
+  return path;
+}
 
 /** `res` with the headers that make a page cross-origin isolated. */
 function isolated(res) {
@@ -21,41 +45,181 @@ function isolated(res) {
   return new Response(res.body, { status: res.status, statusText: res.statusText, headers });
 }
 
+async function sha256(bytes) {
+  const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/** A file of `manifest`'s build from the host, or null when the host now has other bytes under
+ * its name (a newer deploy): those must never be mixed into this build. */
+async function download(manifest, path) {
+  const res = await fetch(scoped(path), { cache: 'no-cache' });
+  if (!res.ok) return null;
+  const bytes = await res.arrayBuffer();
+  if (await sha256(bytes) !== (manifest.shell[path] ?? manifest.lazy[path])) return null;
+  // The body is decoded: the host's encoding and length no longer describe it.
+  const headers = new Headers(res.headers);
+  headers.delete('content-encoding');
+  headers.delete('content-length');
+  return new Response(bytes, { headers });
+}
+
+/** The manifests of the whole builds cached here, newest first. */
+async function builds() {
+  const found = [];
+  for (const name of await caches.keys()) {
+    if (!name.startsWith(PREFIX)) continue;
+    const entry = await (await caches.open(name)).match(MANIFEST);
+    if (entry) found.push(await entry.json());
+  }
+  return found.sort((a, b) => b.installed - a.installed);
+}
+
+/** {build, at} for a client pinned to a build, else null. */
+async function pinOf(clientId) {
+  if (!clientId) return null;
+  if (!pins.has(clientId)) {
+    const hit = await (await caches.open(PINS)).match(`/pin/${clientId}`);
+    if (!hit) return null;
+    pins.set(clientId, await hit.json());
+  }
+  return pins.get(clientId);
+}
+
+async function pin(clientId, build) {
+  if (!clientId) return;
+  const entry = { build, at: Date.now() };
+  pins.set(clientId, entry);
+  await (await caches.open(PINS)).put(`/pin/${clientId}`, Response.json(entry));
+}
+
+/** Deletes the pins of closed pages and workers, and the caches of builds that neither an open
+ * one nor the next navigation will use. */
+async function tidy() {
+  const open = new Set((await self.clients.matchAll({ includeUncontrolled: true, type: 'all' })).map((c) => c.id));
+  const pinCache = await caches.open(PINS);
+  const keep = new Set();
+  for (const key of await pinCache.keys()) {
+    const id = key.url.split('/pin/')[1];
+    const entry = await pinOf(id);
+    if (entry && (open.has(id) || Date.now() - entry.at < PIN_GRACE_MS)) keep.add(entry.build);
+    else { pins.delete(id); await pinCache.delete(key); }
+  }
+  const newest = (await builds())[0];
+  if (newest) keep.add(newest.id);
+  for (const name of await caches.keys()) {
+    if (name.startsWith(PREFIX) && !keep.has(name.slice(PREFIX.length))) await caches.delete(name);
+  }
+  // Before builds had ids, the shell lived in one hand-named cache.
+  for (const name of await caches.keys()) if (name.startsWith('botcard-shell-')) await caches.delete(name);
+}
+
+/** build id -> the promise of its install, while one runs. */
+const installing = new Map();
+
+/** Caches every shell file of `build` (a manifest, as version.js has it), each checked against
+ * its SHA-256; marks the cache whole last. A deploy caught half uploaded, or a dropped
+ * connection, leaves nothing behind (the next visit tries again) and rejects. */
+function install(build) {
+  if (!installing.has(build.id)) {
+    installing.set(build.id, (async () => {
+      const name = cacheName(build.id);
+      const cache = await caches.open(name);
+      if (await cache.match(MANIFEST)) return;
+      try {
+        for (const path of Object.keys(build.shell)) {
+          const res = await download(build, path);
+          if (!res) throw new Error(`botcard: ${path} on the host is not build ${build.id}'s; not installing it.`);
+          await cache.put(scoped(path), res);
+        }
+        await cache.put(MANIFEST, Response.json({ ...build, installed: Date.now() }));
+      } catch (err) {
+        await caches.delete(name);
+        throw err;
+      }
+    })().finally(() => installing.delete(build.id)));
+  }
+  return installing.get(build.id);
+}
+
 self.addEventListener('install', (e) => {
-  e.waitUntil((async () => {
-    const cache = await caches.open(CACHE);
-    await cache.addAll(SHELL);
-    // The bundled cards, from the one list of them.
-    const bundled = await (await cache.match('models/bundled.json')).json();
-    await cache.addAll(bundled.map((m) => `models/${m}/README.md`));
-    await self.skipWaiting();
-  })());
+  // Safe at once: open pages stay pinned to the build they came from.
+  e.waitUntil(install(BUILD).then(() => self.skipWaiting()));
 });
 
-self.addEventListener('activate', (e) => {
-  e.waitUntil((async () => {
-    for (const k of await caches.keys()) if (k.startsWith('botcard-shell-') && k !== CACHE) await caches.delete(k);
-    await self.clients.claim();
-  })());
-});
+self.addEventListener('activate', (e) => e.waitUntil(tidy()));
+
+const within = (ms, promise) => Promise.race([promise, new Promise((r) => setTimeout(() => r(null), ms))]);
+
+/** The build a navigation gets: the one the host has now (its version.js), installed here first
+ * if need be, when that takes a bounded time; else (offline, a half-uploaded deploy, a slow
+ * host) the build installed last. Any service worker installs any build: the browser's own
+ * update of sw.js is not waited for. */
+async function buildForNavigation(e) {
+  let host = null;
+  try {
+    const res = await within(UPDATE_CHECK_MS, fetch(scoped('version.js'), { cache: 'no-cache' }));
+    const text = res?.ok ? await res.text() : '';
+    host = JSON.parse(text.slice(text.indexOf('{'), text.lastIndexOf('}') + 1));
+  } catch { /* offline, or no version.js there */ }
+  if (host?.id && host.shell && host.lazy) {
+    const done = install(host).then(() => true, () => false);
+    e.waitUntil(done);
+    await within(UPDATE_INSTALL_MS, done);
+  }
+  const all = await builds();
+  return all.find((b) => b.id === host?.id) ?? all[0];
+}
+
+async function navigate(e, path) {
+  const build = await buildForNavigation(e);
+  const hit = build && await caches.match(scoped(path), { cacheName: cacheName(build.id) });
+  if (!hit) return isolated(await fetch(e.request));
+  await pin(e.resultingClientId, build.id);
+  e.waitUntil(tidy());
+  return isolated(hit);
+}
+
+/** The build a URL names (`?build=`), if any. */
+function buildNamed(href) {
+  try { return new URL(href).searchParams.get('build'); } catch { return null; }
+}
+
+/** A file of the build the request's page came from. */
+async function fromBuild(e, url, path) {
+  const all = await builds();
+  // Workers started from blob: URLs (the threaded build's helpers) come without a client id.
+  // They import the build's JS by a URL that names the build (www/worker.js), and what that JS
+  // imports names it in its referrer.
+  const named = buildNamed(url) ?? buildNamed(e.request.referrer);
+  const id = named ?? (await pinOf(e.clientId))?.build;
+  const manifest = all.find((b) => b.id === id) ?? all[0];
+  if (!manifest) return null;
+  // Which build this is, for the page's worker (its own build, not the host's newest).
+  if (path === 'version.js') {
+    const { installed, ...build } = manifest;
+    return new Response(`self.BOTCARD_BUILD = ${JSON.stringify(build)};\n`, { headers: { 'content-type': 'text/javascript' } });
+  }
+  if (!(path in manifest.shell || path in manifest.lazy)) return null;
+  // A worker started by a page (or by a worker) belongs to the same build.
+  if (e.request.destination.endsWith('worker')) await pin(e.resultingClientId, manifest.id);
+  const cache = await caches.open(cacheName(manifest.id));
+  const hit = await cache.match(scoped(path));
+  if (hit) return isolated(hit);
+  // A file the worker fetches only where it is used (the relaxed-simd and threaded builds).
+  const res = await download(manifest, path);
+  if (!res) return new Response(`not part of build ${manifest.id}`, { status: 503 });
+  await cache.put(scoped(path), res.clone());
+  return isolated(res);
+}
 
 self.addEventListener('fetch', (e) => {
   const url = new URL(e.request.url);
-  if (e.request.method !== 'GET' || url.origin !== location.origin) return;
+  if (e.request.method !== 'GET' || !url.href.startsWith(self.registration.scope)) return;
+  const path = sitePath(url);
   e.respondWith((async () => {
-    const cache = await caches.open(CACHE);
-    try {
-      const res = await fetch(e.request);
-      // Refresh what is already cached (shell files, bundled cards), and keep the WebAssembly
-      // build the worker chose (pkg/ is in the shell; pkg-relaxed/ or pkg-threads/ runs where
-      // the browser can) so that offline visits run the same one.
-      const build = /\/pkg[^/]*\//.test(url.pathname);
-      if (res.ok && (build || await cache.match(e.request, { ignoreSearch: true }))) cache.put(e.request, res.clone());
-      return isolated(res);
-    } catch (err) {
-      const hit = await cache.match(e.request, { ignoreSearch: true });
-      if (hit) return isolated(hit);
-      throw err;
-    }
+    const page = e.request.mode === 'navigate' && (path === 'index.html' || path === 'embed.html');
+    const res = page ? await navigate(e, path) : await fromBuild(e, url, path);
+    return res ?? isolated(await fetch(e.request));
   })());
 });

@@ -25,7 +25,10 @@ export class WorkerClient {
       this.handlers.set(id, (data) => {
         onMessage(data);
         if (data.type === 'error') { this.handlers.delete(id); reject(new Error(data.message)); }
-        else if (final.includes(data.type)) { this.handlers.delete(id); resolve(data); }
+        // A model being cached after it loaded ('loaded' with holding) has one more message,
+        // 'held', for onMessage.
+        else if (final.includes(data.type)) { if (!data.holding) this.handlers.delete(id); resolve(data); }
+        else if (data.type === 'held') this.handlers.delete(id);
       });
       this.worker.postMessage({ ...msg, id });
     });
@@ -131,6 +134,9 @@ export class BotWidget extends HTMLElement {
     local.addEventListener('click', () => picker.click());
     const progress = el('progress', { class: 'progress', hidden: true, 'aria-label': 'Model download' });
     const status = el('p', { class: 'status', role: 'status' });
+    // What is worth knowing beside the status line, which each step overwrites: a model that
+    // could not be kept for offline use.
+    const note = el('p', { class: 'note', hidden: true });
     const samples = el('ol', { 'aria-label': 'Generated samples', class: 'samples' });
     const recover = el('div', { class: 'recover', hidden: true });
     root.append(
@@ -138,7 +144,7 @@ export class BotWidget extends HTMLElement {
       el('div', { class: 'bot-widget', part: 'widget' },
         prompt,
         el('div', { class: 'actions' }, compute, stop, local, picker),
-        settings, progress, status, recover, samples),
+        settings, progress, status, note, recover, samples),
     );
     this.addEventListener('dragover', (e) => { e.preventDefault(); this.classList.add('drop'); });
     this.addEventListener('dragleave', () => this.classList.remove('drop'));
@@ -147,7 +153,7 @@ export class BotWidget extends HTMLElement {
       this.classList.remove('drop');
       try { this.loadLocal(await filesFromDrop([...e.dataTransfer.items])); } catch (err) { this.fail(err); }
     });
-    this.ui = { prompt, compute, stop, grid, inputs: {}, picker, progress, status, samples, recover };
+    this.ui = { prompt, compute, stop, grid, inputs: {}, picker, progress, status, note, samples, recover };
     this.load();
   }
 
@@ -169,6 +175,12 @@ export class BotWidget extends HTMLElement {
   get dtype() { return this.getAttribute('dtype') || undefined; }
 
   say(text) { this.ui.status.textContent = text; }
+
+  /** Shows `text` in the note line, or hides it (null). */
+  note(text) {
+    this.ui.note.textContent = text ?? '';
+    this.ui.note.hidden = !text;
+  }
 
   /** One sentence, and the ways out: the default bot or local files. */
   fail(err) {
@@ -196,6 +208,7 @@ export class BotWidget extends HTMLElement {
   }
 
   onProgress(d) {
+    if (d.type === 'held' && d.message) this.note(d.message);
     if (d.type !== 'progress') return;
     const p = this.ui.progress;
     p.hidden = false;
@@ -244,6 +257,7 @@ export class BotWidget extends HTMLElement {
     this.dataset.weights = d.heldAs;
     const size = d.bytes ? ` (${(d.bytes / 1e6).toFixed(1)} MB in ${d.seconds.toFixed(1)} s)` : '';
     this.say(`${what} is ready${size}. Press Compute.`);
+    this.note(d.notStored);
     this.dispatchEvent(new CustomEvent('bot-ready', { detail: d }));
   }
 
@@ -253,6 +267,7 @@ export class BotWidget extends HTMLElement {
     try { base = modelBase(this.model, hubUrl(this.getAttribute('hub'))); } catch (e) { this.fail(e); return Promise.resolve(); }
     const name = this.model === DEFAULT_MODEL ? 'the default bot' : this.model;
     this.say(`Loading ${name}…`);
+    this.note(null);
     // Stop also stops a download.
     this.ui.stop.disabled = false;
     this.loaded = this.client.request({ type: 'load', widget: this.widgetId, base, dtype: this.dtype, params: this.params }, (d) => this.onProgress(d))

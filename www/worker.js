@@ -6,7 +6,9 @@
 //      {type: 'generate', id, widget, prompt, params} | {type: 'stop' | 'release', widget}
 //      ('stop' ends the widget's generation, or its wait for a model that is loading)
 // Out: {type: 'info' | 'card' | 'progress' | 'loaded' | 'started' | 'tokens' | 'done' | 'error', id, ...}
-//      and, after a 'loaded' with holding: true, {type: 'held', id, ok} once the model is cached.
+//      and, after a 'loaded' with holding: true, {type: 'held', id, ok, message?} once the model
+//      is cached (or could not be: `message` says so to the person).
+//      A 'loaded' with notStored (a sentence) is a model that could not be cached as it came.
 // Three builds of the same library, which write the same text for the same seed: pkg-threads/
 // splits each matrix product over Web Workers on shared memory, which browsers allow only in a
 // cross-origin isolated page (the service worker makes the page one from its second visit);
@@ -29,9 +31,13 @@ let buildName;
 
 /** The library's exports, once its WebAssembly runs (with its thread pool, when threaded). */
 const ready = (async () => {
+  // The service worker serves this worker and its page from one build (www/sw.js). The threaded
+  // build's helper workers start from blob: URLs, so it knows them only by the URL they import
+  // the build's JS from: that URL names the build. (No version.js: served without the build.)
+  const id = await import('./version.js').then(() => self.BOTCARD_BUILD?.id, () => undefined);
   for (const build of BUILDS.filter((b) => b.usable)) {
     try {
-      const lib = await import(`./${build.dir}/botcard.js`);
+      const lib = await import(`./${build.dir}/botcard.js${id ? `?build=${id}` : ''}`);
       await lib.default();
       if (build.threads) {
         await lib.initThreadPool(navigator.hardwareConcurrency);
@@ -46,6 +52,11 @@ const ready = (async () => {
   }
 })();
 const CACHE = 'botcard-models-v1';
+// What was cached of each model file: its length and CRC-32 ("<length>:<crc32>", as the
+// library's loader counts them), written once the file is whole in CACHE and checked when the
+// file is read back. A cached file without one (cut off while stored, or cached before records
+// were kept) is not used; one that reads back otherwise is dropped and downloaded again.
+const RECORDS = 'botcard-records-v1';
 // A hub model quantized here at load is cached as it is held (a GGUF of its q8_0 weights, under
 // the name the library asks for first), in place of its checkpoint: a second visit reads a third
 // of the bytes and quantizes nothing. This header marks such an entry; a page asking for a dtype
@@ -90,6 +101,18 @@ class Unreadable {
 }
 /** Thrown where Stop ended a load. */
 const STOPPED = 'Stopped loading. Press Compute to load the model again.';
+
+/** What the widget says when a model could not be cached (`e`: what Cache.put threw). */
+function notKept(e) {
+  return e?.name === 'QuotaExceededError'
+    ? 'This model is not kept for offline use: this browser\'s storage for the site is full. It runs, and is downloaded again next time.'
+    : `This model is not kept for offline use (${e?.message || e}). It runs, and is downloaded again next time.`;
+}
+
+/** Caches CACHE and RECORDS, or nulls where there is no Cache API (e.g. an opaque origin). */
+async function openCaches() {
+  try { return [await caches.open(CACHE), await caches.open(RECORDS)]; } catch { return [null, null]; }
+}
 
 /** Reads a response's body with progress: to `sink` piece by piece (returns the byte count), or
  * whole (returns the bytes). `signal` aborts it. */
@@ -149,15 +172,25 @@ async function answers(url, signal) {
   }
 }
 
-async function download(url, name, id, sink, dtype, signal) {
+/** Downloads `url`, or reads it from the cache; notes in `reads` which files came from the
+ * cache (name -> their record) and which are being stored (name -> the promise of the write:
+ * null once stored, else what it threw). */
+async function download(url, name, id, sink, dtype, signal, reads) {
   const lib = await ready;
-  let cache = null;
-  try { cache = await caches.open(CACHE); } catch { /* no Cache API (e.g. opaque origin) */ }
-  const cached = cache && await cache.match(url);
+  const [cache, records] = await openCaches();
+  let cached = cache && await cache.match(url);
   if (cached?.headers.get(UNREADABLE)) return new Unreadable(cached.headers.get(UNREADABLE));
   if (cached?.status === 404) return ABSENT;
   if (cached?.headers.get(HELD) && !lib.cachesHeld(dtype)) return ABSENT;
-  if (cached) return consume(cached.body, Number(cached.headers.get('content-length')) || 0, name, id, sink, signal);
+  if (cached) {
+    const record = await records.match(url);
+    if (record) {
+      reads.cached.set(name, await record.text());
+      return consume(cached.body, Number(cached.headers.get('content-length')) || 0, name, id, sink, signal);
+    }
+    cached.body?.cancel().catch(() => {});
+    await cache.delete(url);
+  }
   let res;
   try {
     res = await fetch(url, { signal });
@@ -190,15 +223,18 @@ async function download(url, name, id, sink, dtype, signal) {
   // nothing. A checkpoint that will be cached as held once loaded is not stored as it came.
   const heldLater = lib.isWeights(name) && name !== lib.heldFile() && lib.cachesHeld(dtype);
   if (cache && !heldLater) {
-    storing.set(url, cache.put(url, res.clone()).catch(() => {}).finally(() => storing.delete(url)));
+    const put = cache.put(url, res.clone()).then(() => null, (e) => e);
+    storing.set(url, put);
+    put.finally(() => storing.delete(url));
+    reads.stored.set(name, put);
   }
   return consume(res.body, total, name, id, sink, signal);
 }
 
 /** A file of `source` (hub base URL or picked File objects), whole or to `sink`; ABSENT if the
  * source does not have it, Unreadable if it could not be read. */
-async function read(source, name, id, sink, signal) {
-  if (source.base) return download(source.base + name, name, id, sink, source.dtype, signal);
+async function read(source, name, id, sink, signal, reads) {
+  if (source.base) return download(source.base + name, name, id, sink, source.dtype, signal, reads);
   const f = source.files[name];
   if (!f) return ABSENT;
   return consume(f.stream(), f.size, name, id, sink, signal);
@@ -212,15 +248,15 @@ function refusing(call) {
 
 /** Feeds `loader` the model's files in the order and formats the library asks for; the weights
  * go in pieces as they arrive. Fills `known` (what the library asks: true for read, false for
- * absent, or the sentence saying why a file could not be read) and `asked` (every name asked
- * for, in order), and returns the bytes read. */
-async function collect(source, id, loader, signal, known, asked) {
+ * absent, or the sentence saying why a file could not be read), `asked` (every name asked
+ * for, in order) and `reads` (see download), and returns the bytes read. */
+async function collect(source, id, loader, signal, known, asked, reads) {
   const { nextModelFile, isStreamed } = await ready;
   let bytes = 0;
   for (let name; (name = nextModelFile(known)) !== undefined;) {
     asked.push(name);
     const sink = isStreamed(name) ? (piece) => refusing(() => loader.push(name, piece)) : null;
-    const got = await read(source, name, id, sink, signal);
+    const got = await read(source, name, id, sink, signal, reads);
     known[name] = got === ABSENT ? false : got instanceof Unreadable ? got.why : true;
     if (got === ABSENT || got instanceof Unreadable) continue;
     if (sink) bytes += got;
@@ -235,10 +271,36 @@ async function collect(source, id, loader, signal, known, asked) {
 /** Drops the cached copies of the files `names` of `base`: after the library refused one, the
  * next try downloads them again instead of failing on the same bytes. */
 async function forget(base, names) {
-  try {
-    const cache = await caches.open(CACHE);
-    await Promise.all(names.map(async (n) => { await storing.get(base + n); await cache.delete(base + n); }));
-  } catch { /* no Cache API */ }
+  const [cache, records] = await openCaches();
+  if (!cache) return;
+  await Promise.all(names.map(async (n) => {
+    await storing.get(base + n);
+    await records.delete(base + n);
+    await cache.delete(base + n);
+  }));
+}
+
+/** Thrown where a cached file read back otherwise than it was stored. */
+class CorruptCache extends Error {}
+
+/** Checks the files read from the cache against their records (before the bot is made of them). */
+function checkCached(loader, reads) {
+  for (const [name, record] of reads.cached) {
+    if (loader.checksum(name) !== record) throw new CorruptCache(`The cached ${name} is damaged.`);
+  }
+}
+
+/** Records the files stored while downloading, once each is whole in the cache; the sentence
+ * for the widget if one could not be stored, else null. */
+async function recordStored(base, loader, reads) {
+  const [, records] = await openCaches();
+  let why = null;
+  for (const [name, put] of reads.stored) {
+    const failed = await put;
+    if (failed) why ??= notKept(failed);
+    else await records.put(base + name, new Response(loader.checksum(name))).catch((e) => { why ??= notKept(e); });
+  }
+  return why;
 }
 
 /** Caches `bot`'s weights as held under `base` (see HELD). The file is made a piece at a time
@@ -248,7 +310,7 @@ async function forget(base, names) {
  * tab holds until its next garbage collection, on top of the model). */
 async function cacheHeld(base, bot) {
   const lib = await ready;
-  const cache = await caches.open(CACHE);
+  const [cache, records] = await openCaches();
   const file = bot.heldWeights();
   const headers = { 'content-length': String(file.size), [HELD]: bot.heldAs };
   let scratch = null;
@@ -260,7 +322,9 @@ async function cacheHeld(base, bot) {
         if (piece) controller.enqueue(piece.slice()); else controller.close();
       },
     });
-    await cache.put(base + lib.heldFile(), new Response(body, { headers }));
+    const url = base + lib.heldFile();
+    await cache.put(url, new Response(body, { headers }));
+    await records.put(url, new Response(file.checksum()));
   } finally {
     file.free();
     await scratch?.remove();
@@ -335,19 +399,33 @@ async function model(key, source, id, widget) {
     job.promise = (async () => {
       const t0 = performance.now();
       const { WasmLoader } = await ready;
-      const loader = new WasmLoader(source.dtype);
-      const known = {};
-      const asked = [];
-      let bot, bytes;
-      try {
-        bytes = await collect(source, id, loader, controller.signal, known, asked);
-        bot = refusing(() => loader.finish());
-      } catch (e) {
-        controller.abort(); // what is still downloading is not wanted
-        if (e.refused && source.base) await forget(source.base, asked);
-        throw e;
-      } finally {
-        loader.free();
+      let known, asked, bot, bytes, notStored = null;
+      for (let attempt = 1; ; attempt++) {
+        const loader = new WasmLoader(source.dtype);
+        const reads = { cached: new Map(), stored: new Map() };
+        known = {};
+        asked = [];
+        try {
+          bytes = await collect(source, id, loader, controller.signal, known, asked, reads);
+          checkCached(loader, reads);
+          bot = refusing(() => loader.finish());
+          if (source.base) notStored = await recordStored(source.base, loader, reads);
+          break;
+        } catch (e) {
+          // A cached file that reads back damaged (or that the library refuses) is dropped with
+          // the rest of the model's cached files, and the model is downloaded again, once.
+          const damaged = e instanceof CorruptCache || (e.refused && reads.cached.size > 0);
+          if (damaged && attempt === 1 && !controller.signal.aborted) {
+            console.warn('botcard: a cached model file is damaged; downloading the model again.', e);
+            await forget(source.base, asked);
+            continue;
+          }
+          controller.abort(); // what is still downloading is not wanted
+          if (e.refused && source.base) await forget(source.base, asked);
+          throw e;
+        } finally {
+          loader.free();
+        }
       }
       const { heldFile, cachesHeld } = await ready;
       const holding = Boolean(source.base && cachesHeld(source.dtype) && known[heldFile()] !== true);
@@ -356,11 +434,11 @@ async function model(key, source, id, widget) {
         // says when it is done (a tab closed before then keeps no copy of the model).
         setTimeout(() => cacheHeld(source.base, bot).then(
           () => post({ type: 'held', id, ok: true }),
-          (e) => { console.warn('botcard: the model could not be cached.', e); post({ type: 'held', id, ok: false }); },
+          (e) => { console.warn('botcard: the model could not be cached.', e); post({ type: 'held', id, ok: false, message: notKept(e) }); },
         ), 0);
       }
       makeRoom(bot.weightBytes);
-      const entry = { bot, weightBytes: bot.weightBytes, heldAs: bot.heldAs, holding, widgets: new Set(), lastUsed: 0, busy: 0, bytes, seconds: (performance.now() - t0) / 1000 };
+      const entry = { bot, weightBytes: bot.weightBytes, heldAs: bot.heldAs, holding, notStored, widgets: new Set(), lastUsed: 0, busy: 0, bytes, seconds: (performance.now() - t0) / 1000 };
       models.set(key, entry);
       return entry;
     })().finally(() => loading.delete(key));
@@ -415,7 +493,7 @@ async function handle(msg) {
     if (widgets.get(widget)?.key !== key) release(widget);
     widgets.set(widget, { key, source, stopped: false });
     entry.widgets.add(widget);
-    post({ type: 'loaded', id, settings: entry.bot.settings(msg.params || {}), bytes: entry.bytes, weightBytes: entry.weightBytes, heldAs: entry.heldAs, holding: !cached && entry.holding, seconds: entry.seconds, cached });
+    post({ type: 'loaded', id, settings: entry.bot.settings(msg.params || {}), bytes: entry.bytes, weightBytes: entry.weightBytes, heldAs: entry.heldAs, holding: !cached && entry.holding, notStored: entry.notStored, seconds: entry.seconds, cached });
   } else if (type === 'generate') {
     const w = widgets.get(widget);
     if (!w) throw new Error('No model is loaded.');

@@ -31,18 +31,21 @@ async function sendFile(res, path, extraHeaders = {}) {
   res.end(body);
 }
 
-/** Serves www/ like any static host would (no special headers), plus `extraPages` (path -> a
- * function giving HTML), pages of someone else's site on the same origin. */
-export function staticServer({ extraPages = {} } = {}) {
-  const www = join(ROOT, 'www');
+/** Serves www/ (or `root`) like any static host would (no special headers), plus `extraPages`
+ * (path -> a function giving HTML), pages of someone else's site on the same origin. Setting
+ * the returned server's `root` deploys another folder; `requests` lists the paths asked for. */
+export function staticServer({ extraPages = {}, root = join(ROOT, 'www') } = {}) {
+  const requests = [];
+  const site = { root, requests };
   return listen(async (req, res) => {
     let path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
+    requests.push(req.url);
     if (extraPages[path]) { res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(extraPages[path]()); return; }
     if (path.endsWith('/')) path += 'index.html';
-    const file = normalize(join(www, path));
-    if (!file.startsWith(www)) { res.writeHead(403).end(); return; }
+    const file = normalize(join(site.root, path));
+    if (!file.startsWith(site.root)) { res.writeHead(403).end(); return; }
     await sendFile(res, file);
-  });
+  }).then((s) => Object.assign(site, s));
 }
 
 /** Which fixture folder answers for which hub repo. */

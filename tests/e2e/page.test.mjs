@@ -191,8 +191,10 @@ test('offline, a reload renders the page and Compute generates', async () => {
   const p = await page(b);
   await p.goto(`${site.url}/`);
   await ready(p);
-  await until(p, async () => (await navigator.serviceWorker.ready) && navigator.serviceWorker.controller !== null)
-    .catch(async () => { await p.reload(); await p.waitForFunction(() => navigator.serviceWorker.controller !== null); });
+  // The service worker controls the pages opened once it is installed.
+  await p.evaluate(() => navigator.serviceWorker.ready);
+  await p.reload();
+  assert.ok(await p.evaluate(() => navigator.serviceWorker.controller !== null));
   await p.context().setOffline(true);
   await p.reload();
   await p.locator('#card .badge').waitFor();

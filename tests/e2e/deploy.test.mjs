@@ -1,0 +1,154 @@
+// Deploys: a browser that has one build's service worker and cache meets the next build on the
+// same static host. Builds A, B and C are copies of www/ whose JS, HTML and wasm differ (a
+// marker in the footer and app.js, a custom section appended to each wasm), each stamped with
+// its own version.js by ./build.sh stamp, served in turn from one origin.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { cpSync, readFileSync, rmSync, appendFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ROOT, browser, page, ready, shot, staticServer } from './helpers.mjs';
+
+const WORK = join(ROOT, 'target', 'e2e-deploy');
+const WASM = ['pkg/botcard_bg.wasm', 'pkg-relaxed/botcard_bg.wasm', 'pkg-threads/botcard_bg.wasm'];
+const HELPER = 'pkg-threads/snippets/wasm-bindgen-rayon-38edf6e439f6d70d/src/workerHelpers.no-bundler.js';
+const HELPER_JS = ['pkg-threads/botcard.js', HELPER];
+
+/** A copy of www/ as build `name`: its footer and app.js say so, and its wasm differs. */
+function makeBuild(name) {
+  const dir = join(WORK, name);
+  cpSync(join(ROOT, 'www'), dir, { recursive: true });
+  const index = join(dir, 'index.html');
+  writeFileSync(index, readFileSync(index, 'utf8').replace('</footer>', ` Build ${name}.</footer>`));
+  appendFileSync(join(dir, 'app.js'), `\n// build ${name}\n`);
+  // A wasm custom section (id 0) named "build" holding the name: still a valid module.
+  const payload = Buffer.concat([Buffer.from([5]), Buffer.from('build'), Buffer.from(name)]);
+  for (const f of WASM) appendFileSync(join(dir, f), Buffer.concat([Buffer.from([0, payload.length]), payload]));
+  for (const f of HELPER_JS) appendFileSync(join(dir, f), `\n// build ${name}\n`);
+  execFileSync('bash', [join(ROOT, 'build.sh'), 'stamp', dir]);
+  return dir;
+}
+
+const sha = (dir, f) => createHash('sha256').update(readFileSync(join(dir, f))).digest('hex');
+
+let site, b, A, B, C;
+before(async () => {
+  rmSync(WORK, { recursive: true, force: true });
+  [A, B, C] = ['A', 'B', 'C'].map(makeBuild);
+  site = await staticServer({ root: A });
+  b = await browser();
+});
+after(async () => { await b.close(); await site.close(); });
+
+/** Which build the page is: the footer's marker. */
+const footer = (p) => p.locator('footer').textContent().then((t) => t.match(/Build (\w)\./)?.[1]);
+
+/** What the page's worker gets for `path` now: the SHA-256 of the bytes, or the HTTP status. */
+async function fromWorker(p, path) {
+  const worker = p.workers().find((w) => w.url().endsWith('/worker.js'));
+  return worker.evaluate(async (path) => {
+    const res = await fetch(path);
+    if (!res.ok) return res.status;
+    const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', await res.arrayBuffer()));
+    return Array.from(digest, (x) => x.toString(16).padStart(2, '0')).join('');
+  }, path);
+}
+
+async function compute(p) {
+  await ready(p);
+  await p.getByRole('button', { name: 'Compute' }).click();
+  await p.locator('.bot-widget .status').filter({ hasText: /tokens\/s/ }).waitFor({ timeout: 60000 });
+  const texts = await p.locator('ol[aria-label="Generated samples"] li').allTextContents();
+  assert.ok(texts[0].length > 'My dream is'.length, texts[0]);
+  return p.locator('bot-widget').first().getAttribute('data-build');
+}
+
+const buildCaches = (p) => p.evaluate(async () => (await caches.keys()).filter((k) => k.startsWith('botcard-build-')));
+
+test('a new deploy reaches the next page whole, and an open page keeps its own build', async () => {
+  const p1 = await page(b);
+  site.root = A;
+  await p1.goto(`${site.url}/`);
+  await ready(p1);
+  await p1.evaluate(() => navigator.serviceWorker.ready);
+  await p1.reload();
+  assert.equal(await footer(p1), 'A');
+  const wasm = await compute(p1);
+  assert.equal(await fromWorker(p1, `${wasm}/botcard_bg.wasm`), sha(A, `${wasm}/botcard_bg.wasm`));
+
+  // Build B is deployed. The open page still runs, and gets build A's files only.
+  site.root = B;
+  await p1.getByRole('button', { name: 'Compute' }).click();
+  await p1.locator('.bot-widget .status').filter({ hasText: /tokens\/s/ }).waitFor({ timeout: 60000 });
+  assert.equal(await fromWorker(p1, `${wasm}/botcard_bg.wasm`), sha(A, `${wasm}/botcard_bg.wasm`));
+  assert.equal(await p1.evaluate(() => fetch('app.js').then((r) => r.text())), readFileSync(join(A, 'app.js'), 'utf8'));
+  // A build A file this page had not fetched yet is on the host only as build B's: refused.
+  // (The page is controlled, so isolated, and runs the threaded build; the first visit fetched
+  // the relaxed-simd one before the service worker was there.)
+  assert.equal(wasm, 'pkg-threads');
+  assert.equal(await fromWorker(p1, 'pkg-relaxed/botcard_bg.wasm'), 503);
+
+  // A page opened now is build B, whole: its HTML, JS and wasm.
+  const p2 = await p1.context().newPage();
+  await p2.goto(`${site.url}/`);
+  assert.equal(await footer(p2), 'B');
+  assert.equal(await p2.evaluate(() => fetch('app.js').then((r) => r.text())), readFileSync(join(B, 'app.js'), 'utf8'));
+  const wasm2 = await compute(p2);
+  assert.equal(await fromWorker(p2, `${wasm2}/botcard_bg.wasm`), sha(B, `${wasm2}/botcard_bg.wasm`));
+  assert.equal((await buildCaches(p2)).length, 2, 'build A stays while a page uses it');
+  // The threaded build's helper workers start from blob: URLs and come to the service worker
+  // without a client id: the URL of the build's JS they import names the build, and that JS's
+  // own imports name it in their referrer. (The helpers themselves cannot be asked: they wait
+  // for work. A blob: worker started by the page's worker stands in for them.) Unnamed, a
+  // request of theirs would get the newest build.
+  const idA = readFileSync(join(A, 'version.js'), 'utf8').match(/"id": "(\w+)"/)[1];
+  const glue = `${site.url}/pkg-threads/botcard.js?build=${idA}`;
+  const helper = HELPER;
+  const worker = p1.workers().find((w) => w.url().endsWith('/worker.js'));
+  const blob = await worker.evaluate(async ([glue, helper]) => {
+    const source = `const hash = async (r) => Array.from(new Uint8Array(await crypto.subtle.digest('SHA-256', await r.arrayBuffer())), (x) => x.toString(16).padStart(2, '0')).join('');
+      postMessage([await hash(await fetch('${glue}')), await hash(await fetch('${helper}', { referrer: '${glue}' })), await hash(await fetch('${helper}'))]);`;
+    const w = new Worker(URL.createObjectURL(new Blob([source], { type: 'text/javascript' })), { type: 'module' });
+    return new Promise((resolve) => { w.onmessage = (m) => resolve(m.data); });
+  }, [glue, new URL(helper, site.url + '/').href]);
+  assert.deepEqual(blob, [sha(A, 'pkg-threads/botcard.js'), sha(A, helper), sha(B, helper)]);
+  await shot(p2, 'deploy-new-build');
+
+  // Once no page uses build A, its cache is deleted.
+  await p1.close();
+  // The service worker tidies on each navigation.
+  const end = Date.now() + 60000;
+  while ((await buildCaches(p2)).length !== 1) {
+    assert.ok(Date.now() < end, `build caches left: ${await buildCaches(p2)}`);
+    await new Promise((r) => setTimeout(r, 1000));
+    await p2.reload();
+  }
+  await p2.context().close();
+});
+
+test('a deploy caught half uploaded is never installed: pages stay on the whole last build', async () => {
+  const p = await page(b);
+  site.root = B;
+  await p.goto(`${site.url}/`);
+  await p.evaluate(() => navigator.serviceWorker.ready);
+  await p.reload();
+  assert.equal(await footer(p), 'B');
+  // The host has build C's version.js, HTML and JS, but still build B's wasm.
+  const half = join(WORK, 'half');
+  cpSync(C, half, { recursive: true });
+  for (const f of WASM) cpSync(join(B, f), join(half, f));
+  site.root = half;
+  await p.reload();
+  assert.equal(await footer(p), 'B');
+  const wasm = await compute(p);
+  assert.equal(await fromWorker(p, `${wasm}/botcard_bg.wasm`), sha(B, `${wasm}/botcard_bg.wasm`));
+  assert.equal((await buildCaches(p)).length, 1, 'nothing of the half deploy is kept');
+  // The upload finishes: the next page is build C.
+  site.root = C;
+  await p.reload();
+  assert.equal(await footer(p), 'C');
+  const wasmC = await compute(p);
+  assert.equal(await fromWorker(p, `${wasmC}/botcard_bg.wasm`), sha(C, `${wasmC}/botcard_bg.wasm`));
+  await p.context().close();
+});

@@ -1,0 +1,101 @@
+// The model cache when storage goes wrong: a cached model file cut short, altered, or stored
+// without its record is found out and downloaded again (the text stays the model's); storage
+// that is full leaves the model running uncached, and the widget says so.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { browser, mockHub, page, ready, shot, staticServer, until } from './helpers.mjs';
+
+let site, hub, b;
+before(async () => { site = await staticServer(); hub = await mockHub(); b = await browser(); });
+after(async () => { await b?.close(); await site?.close(); await hub?.close(); });
+
+const REPO = 'botcard/tiny-st';
+const url = (dtype) => `${site.url}/?model=${REPO}&hub=${encodeURIComponent(hub.url)}&dtype=${dtype}&do_sample=false&max_new_tokens=12`;
+
+async function greedy(p) {
+  await ready(p);
+  await p.getByRole('button', { name: 'Compute' }).click();
+  await p.locator('.bot-widget .status').filter({ hasText: /tokens\/s/ }).waitFor({ timeout: 60000 });
+  return p.locator('ol[aria-label="Generated samples"] li').first().textContent();
+}
+
+/** The cached weights file of REPO (not the note that the hub has no model.gguf) and its
+ * record, once both are there: {url, size, record}. */
+const cachedWeights = (p) => until(p, async (repo) => {
+  const cache = await caches.open('botcard-models-v1');
+  let key;
+  for (const k of await cache.keys()) {
+    if (k.url.includes(repo) && /\/model\.(gguf|safetensors)$/.test(k.url) && (await cache.match(k)).ok) key = k;
+  }
+  const record = key && await (await caches.open('botcard-records-v1')).match(key.url);
+  return record && { url: key.url, size: (await (await cache.match(key)).arrayBuffer()).byteLength, record: await record.text() };
+}, REPO);
+
+/** Changes the cached weights file in place, keeping its headers and its record. */
+const damage = (p, how) => p.evaluate(async ([repo, how]) => {
+  const cache = await caches.open('botcard-models-v1');
+  let key;
+  for (const k of await cache.keys()) {
+    if (k.url.includes(repo) && /\/model\.(gguf|safetensors)$/.test(k.url) && (await cache.match(k)).ok) key = k;
+  }
+  if (how === 'no record') { await (await caches.open('botcard-records-v1')).delete(key.url); return; }
+  const res = await cache.match(key);
+  let bytes = new Uint8Array(await res.arrayBuffer());
+  if (how === 'cut short') bytes = bytes.slice(0, bytes.length >> 1);
+  else bytes[bytes.length - 1000] ^= 0x10; // a weight's low bit: the file still parses
+  await cache.put(key, new Response(bytes, { headers: res.headers }));
+}, [REPO, how]);
+
+const weightRequests = () => hub.requests.filter((r) => r.startsWith(`/${REPO}/`) && r.endsWith('model.safetensors')).length;
+
+// q8_0 caches the weights as held (a model.gguf written after loading); f32 caches the
+// downloaded model.safetensors as it arrives.
+for (const [dtype, how] of [['q8_0', 'altered'], ['f32', 'cut short'], ['q8_0', 'no record'], ['f32', 'altered']]) {
+  test(`a cached model file ${how} (${dtype}) is downloaded again and writes the same text`, async () => {
+    const p = await page(b);
+    await p.goto(url(dtype));
+    const text = await greedy(p);
+    const stored = await cachedWeights(p);
+    assert.match(stored.record, new RegExp(`^${stored.size}:[0-9a-f]{8}$`));
+    await damage(p, how);
+    const before = weightRequests();
+    await p.reload();
+    assert.equal(await greedy(p), text);
+    assert.equal(weightRequests(), before + 1, 'the checkpoint was downloaded again');
+    // Cached again, whole.
+    const again = await cachedWeights(p);
+    assert.deepEqual(again, stored);
+    // And the next visit reads it from the cache.
+    await p.reload();
+    assert.equal(await greedy(p), text);
+    assert.equal(weightRequests(), before + 1);
+    await p.context().close();
+  });
+}
+
+test('with storage full the model runs uncached, and the widget says so', async () => {
+  for (const dtype of ['f32', 'q8_0']) {
+    const p = await page(b);
+    const cdp = await p.context().newCDPSession(p);
+    await cdp.send('Storage.overrideQuotaForOrigin', { origin: site.url, quotaSize: 64 * 1024 });
+    await p.goto(url(dtype));
+    const text = await greedy(p);
+    assert.ok(text.length > 'My dream is'.length);
+    const note = p.locator('.bot-widget .note');
+    await note.filter({ hasText: "this browser's storage for the site is full" }).waitFor();
+    await shot(p, `storage-full-${dtype}`);
+    // Nothing of the weights was kept, and a reload downloads and runs the model again.
+    const kept = await p.evaluate(async () => {
+      const cache = await caches.open('botcard-models-v1');
+      const urls = [];
+      for (const k of await cache.keys()) if (/model\.(gguf|safetensors)$/.test(k.url) && (await cache.match(k)).ok) urls.push(k.url);
+      return urls;
+    });
+    assert.deepEqual(kept, []);
+    const before = weightRequests();
+    await p.reload();
+    assert.equal(await greedy(p), text);
+    assert.equal(weightRequests(), before + 1);
+    await p.context().close();
+  }
+});
