@@ -1,7 +1,7 @@
 //! GPT-2's byte-level BPE, from `tokenizer.json` or from the older `vocab.json` + `merges.txt`,
 //! and a streaming detokenizer that only ever emits whole UTF-8 characters.
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
 
@@ -46,46 +46,72 @@ impl Tokenizer {
     }
 
     /// Builds the same tokenizer as `GPT2TokenizerFast` does from `vocab.json` + `merges.txt`.
+    /// The BPE is built directly from the two files' entries, not through a tokenizer.json of
+    /// them: that text (a GPT-2's is 2 MB of JSON, parsed back into a second copy) took 46 MB
+    /// for a moment, which a tab keeps for good as wasm memory.
     pub fn from_vocab_and_merges(vocab_json: &[u8], merges_txt: &[u8]) -> Result<Self> {
-        let vocab: Map<String, Value> =
-            serde_json::from_slice(vocab_json).map_err(|e| Error::Tokenizer {
-                file: "vocab.json",
-                reason: format!("not a JSON object of token -> id ({e})"),
+        let bad = |file, reason| Error::Tokenizer { file, reason };
+        let vocab: std::collections::HashMap<String, Value> = serde_json::from_slice(vocab_json)
+            .map_err(|e| {
+                bad(
+                    "vocab.json",
+                    format!("not a JSON object of token -> id ({e})"),
+                )
             })?;
-        if let Some((k, v)) = vocab.iter().find(|(_, v)| !v.is_u64()) {
-            return Err(Error::Tokenizer {
-                file: "vocab.json",
-                reason: format!("token {k:?} has id {v}, not a number"),
-            });
+        let mut ids = tokenizers::models::bpe::Vocab::with_capacity(vocab.len());
+        for (token, id) in vocab {
+            match id.as_u64().and_then(|id| u32::try_from(id).ok()) {
+                Some(id) => ids.insert(token, id),
+                None => {
+                    return Err(bad(
+                        "vocab.json",
+                        format!("token {token:?} has id {id}, not a number"),
+                    ))
+                }
+            };
         }
-        let merges = std::str::from_utf8(merges_txt).map_err(|_| Error::Tokenizer {
-            file: "merges.txt",
-            reason: "not UTF-8 text".into(),
-        })?;
+        let merges = std::str::from_utf8(merges_txt)
+            .map_err(|_| bad("merges.txt", "not UTF-8 text".into()))?;
         let mut pairs = Vec::new();
         for (n, line) in merges.lines().enumerate() {
             if line.starts_with("#version") || line.trim().is_empty() {
                 continue;
             }
             match line.split_once(' ') {
-                Some((a, b)) if !b.contains(' ') => pairs.push(json!([a, b])),
+                Some((a, b)) if !b.contains(' ') => pairs.push((a.to_owned(), b.to_owned())),
                 _ => {
-                    return Err(Error::Tokenizer {
-                        file: "merges.txt",
-                        reason: format!(
+                    return Err(bad(
+                        "merges.txt",
+                        format!(
                             "line {} is not two tokens separated by a space: {line:?}",
                             n + 1
                         ),
-                    })
+                    ))
                 }
             }
         }
-        let spec = byte_level_bpe_spec(vocab, pairs);
-        let inner =
-            tokenizers::Tokenizer::from_bytes(spec.to_string()).map_err(|e| Error::Tokenizer {
-                file: "merges.txt",
-                reason: format!("vocab.json and merges.txt do not make a BPE ({e})"),
+        let has_eos = ids.contains_key(EOS);
+        let bpe = tokenizers::models::bpe::BPE::builder()
+            .vocab_and_merges(ids, pairs)
+            .continuing_subword_prefix(String::new())
+            .end_of_word_suffix(String::new())
+            .build()
+            .map_err(|e| {
+                bad(
+                    "merges.txt",
+                    format!("vocab.json and merges.txt do not make a BPE ({e})"),
+                )
             })?;
+        let mut inner = tokenizers::Tokenizer::from_bytes(byte_level_bpe_spec().to_string())
+            .map_err(|e| bad("vocab.json", e.to_string()))?;
+        inner.with_model(bpe);
+        if has_eos {
+            // As transformers' converter writes it; its id is the vocabulary's.
+            let eos = tokenizers::AddedToken::from(EOS, true).normalized(true);
+            inner
+                .add_special_tokens([eos])
+                .map_err(|e| bad("vocab.json", e.to_string()))?;
+        }
         Self::from_inner(inner, "vocab.json")
     }
 
@@ -101,7 +127,7 @@ impl Tokenizer {
                 "a byte-level vocabulary needs at least 257 tokens, not {vocab_size}"
             )));
         }
-        let spec = byte_level_bpe_spec(Map::new(), Vec::new());
+        let spec = byte_level_bpe_spec();
         let mut inner =
             tokenizers::Tokenizer::from_bytes(spec.to_string()).map_err(|e| bad(e.to_string()))?;
         let alphabet = tokenizers::pre_tokenizers::byte_level::ByteLevel::alphabet()
@@ -111,7 +137,7 @@ impl Tokenizer {
             .vocab_size(vocab_size)
             .min_frequency(2)
             .show_progress(false)
-            .special_tokens(vec![tokenizers::AddedToken::from("<|endoftext|>", true)])
+            .special_tokens(vec![tokenizers::AddedToken::from(EOS, true)])
             .initial_alphabet(alphabet)
             .build();
         let mut trainer = tokenizers::models::TrainerWrapper::BpeTrainer(trainer);
@@ -212,24 +238,21 @@ impl Tokenizer {
     }
 }
 
-/// The tokenizer.json of a GPT-2 byte-level BPE, exactly as transformers' GPT2 converter writes
-/// it; `<|endoftext|>` is a special token when the vocabulary has it.
-fn byte_level_bpe_spec(vocab: Map<String, Value>, merges: Vec<Value>) -> Value {
-    let eos = "<|endoftext|>";
-    let added = match vocab.get(eos).and_then(Value::as_u64) {
-        Some(id) => json!([{"id": id, "content": eos, "single_word": false, "lstrip": false,
-                            "rstrip": false, "normalized": true, "special": true}]),
-        None => json!([]),
-    };
+/// GPT-2's end-of-text token, a special token where the vocabulary has it.
+const EOS: &str = "<|endoftext|>";
+
+/// The tokenizer.json of a GPT-2 byte-level BPE as transformers' GPT2 converter writes it, with
+/// an empty vocabulary and no added tokens: the callers put in the BPE and `<|endoftext|>`.
+fn byte_level_bpe_spec() -> Value {
     json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
         "normalizer": null,
         "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
         "post_processor": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true},
         "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
         "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": "",
                   "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false,
-                  "ignore_merges": false, "vocab": vocab, "merges": merges},
+                  "ignore_merges": false, "vocab": {}, "merges": []},
     })
 }
 

@@ -44,13 +44,25 @@ fn ids_match_transformers_for_tricky_strings() {
 }
 
 #[test]
+fn both_layouts_make_the_same_tokenizer() {
+    let [(_, json), (_, vocab_merges)] = both();
+    // (Not assert_eq!: a failure would print two 2 MB texts.)
+    assert!(vocab_merges.to_json().unwrap() == json.to_json().unwrap());
+}
+
+#[test]
 fn decode_skips_special_tokens_and_restores_the_text() {
     let r = reference();
-    let (_, tok) = &both()[0];
-    for case in r["tokenizer"].as_array().unwrap() {
-        let text = case["text"].as_str().unwrap();
-        let expected = text.replace("<|endoftext|>", "");
-        assert_eq!(tok.decode(&u32s(&case["ids"])), expected, "{text:?}");
+    for (layout, tok) in both() {
+        for case in r["tokenizer"].as_array().unwrap() {
+            let text = case["text"].as_str().unwrap();
+            let expected = text.replace("<|endoftext|>", "");
+            assert_eq!(
+                tok.decode(&u32s(&case["ids"])),
+                expected,
+                "{layout}: {text:?}"
+            );
+        }
     }
 }
 

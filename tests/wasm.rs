@@ -265,7 +265,8 @@ fn the_held_file_reads_back_with_the_checksum_it_was_written_with() {
     );
     // One changed byte changes it.
     let mut damaged = WasmLoader::new(None).unwrap();
-    written[written.len() / 2] ^= 1;
+    let middle = written.len() / 2;
+    written[middle] ^= 1;
     damaged.push(&botcard::wasm::held_file(), &written).ok();
     assert_ne!(damaged.checksum(&botcard::wasm::held_file()), Some(sum));
 }

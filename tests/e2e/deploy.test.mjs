@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { cpSync, readFileSync, rmSync, appendFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT, browser, page, ready, shot, staticServer } from './helpers.mjs';
+import { ROOT, browser, page, ready, shot, staticServer, serviceWorkerReady } from './helpers.mjs';
 
 const WORK = join(ROOT, 'target', 'e2e-deploy');
 const WASM = ['pkg/botcard_bg.wasm', 'pkg-relaxed/botcard_bg.wasm', 'pkg-threads/botcard_bg.wasm'];
@@ -71,7 +71,7 @@ test('a new deploy reaches the next page whole, and an open page keeps its own b
   site.root = A;
   await p1.goto(`${site.url}/`);
   await ready(p1);
-  await p1.evaluate(() => navigator.serviceWorker.ready);
+  await serviceWorkerReady(p1);
   await p1.reload();
   assert.equal(await footer(p1), 'A');
   const wasm = await compute(p1);
@@ -131,7 +131,7 @@ test('a deploy caught half uploaded is never installed: pages stay on the whole 
   const p = await page(b);
   site.root = B;
   await p.goto(`${site.url}/`);
-  await p.evaluate(() => navigator.serviceWorker.ready);
+  await serviceWorkerReady(p);
   await p.reload();
   assert.equal(await footer(p), 'B');
   // The host has build C's version.js, HTML and JS, but still build B's wasm.

@@ -102,6 +102,17 @@ export async function ready(target, timeout = 60000) {
   await target.locator('.bot-widget .status').filter({ hasText: /is ready/ }).waitFor({ timeout });
 }
 
+/** Waits until the service worker of `p`'s origin is installed and active (30 s at most: an
+ * install fails when a file of www/ no longer has the hash in www/version.js, i.e. www/ was
+ * edited after ./build.sh stamped it). */
+export async function serviceWorkerReady(p) {
+  const ok = await p.evaluate(() => Promise.race([
+    navigator.serviceWorker.ready.then(() => true),
+    new Promise((r) => setTimeout(() => r(false), 30000)),
+  ]));
+  if (!ok) throw new Error('the service worker did not install (run ./build.sh, or ./build.sh stamp www, after editing www/)');
+}
+
 /** Waits until `fn(arg)`, evaluated in `p` (it may be async), is truthy, and returns it.
  * Playwright's waitForFunction does not wait for an async function: its promise is truthy. */
 export async function until(p, fn, arg, timeout = 30000) {

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT, browser, mockHub, page, ready, shot, staticServer, until } from './helpers.mjs';
+import { ROOT, browser, mockHub, page, ready, shot, staticServer, until, serviceWorkerReady } from './helpers.mjs';
 
 let site, hub, b;
 
@@ -192,7 +192,7 @@ test('offline, a reload renders the page and Compute generates', async () => {
   await p.goto(`${site.url}/`);
   await ready(p);
   // The service worker controls the pages opened once it is installed.
-  await p.evaluate(() => navigator.serviceWorker.ready);
+  await serviceWorkerReady(p);
   await p.reload();
   assert.ok(await p.evaluate(() => navigator.serviceWorker.controller !== null));
   await p.context().setOffline(true);

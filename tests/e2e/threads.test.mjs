@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { ROOT, browser, page, ready, shot, staticServer } from './helpers.mjs';
+import { ROOT, browser, page, ready, shot, staticServer, serviceWorkerReady } from './helpers.mjs';
 
 let site, b;
 before(async () => { site = await staticServer(); b = await browser(); });
@@ -43,7 +43,7 @@ test('the threaded build writes the same text as the single-threaded one and the
   const single = await compute(p);
   assert.doesNotMatch(single.status, /threads/);
   assert.equal(single.build, 'pkg-relaxed');
-  await p.evaluate(() => navigator.serviceWorker.ready);
+  await serviceWorkerReady(p);
   await p.goto(url);
   assert.equal(await p.evaluate(() => self.crossOriginIsolated), true, 'the service worker isolates the page');
   const threaded = await compute(p);

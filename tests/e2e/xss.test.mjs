@@ -7,7 +7,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT, browser, mockHub, page, ready, shot, staticServer } from './helpers.mjs';
+import { ROOT, browser, mockHub, page, ready, shot, staticServer, serviceWorkerReady } from './helpers.mjs';
 
 const XSS = join(ROOT, 'tests/fixtures/cards/xss');
 
@@ -167,7 +167,7 @@ test('the pages carry one Content-Security-Policy and work under it', async () =
   await ready(p);
   await p.getByRole('button', { name: 'Compute' }).click();
   await p.locator('.bot-widget .status').filter({ hasText: /tokens\/s/ }).waitFor({ timeout: 60000 });
-  await p.waitForFunction(() => navigator.serviceWorker.ready.then(() => true), null, { timeout: 30000 });
+  await serviceWorkerReady(p);
   await p.goto(`${site.url}/embed.html?do_sample=false&max_new_tokens=4`);
   await ready(p);
   await p.getByRole('button', { name: 'Compute' }).click();
