@@ -2,7 +2,8 @@
 // files with their SHA-256. A build is cached whole (or not at all) in its own cache, and every
 // page is served from one build: its HTML, JS and wasm always belong together, even while a new
 // deploy is half uploaded or an old tab is still open. A page and the workers it starts are
-// pinned to the build their page came from; a navigation gets the build the host has now. Caches of builds no open page uses are deleted.
+// pinned to the build their page came from; a navigation gets the build the host has now.
+// Caches of builds no open page uses are deleted.
 // Model files are not this cache's business: the worker keeps the models it loads, the default
 // bot included, in its own Cache API store.
 // Cross-origin isolation: a static host cannot send COOP/COEP headers, so every same-origin
@@ -14,8 +15,9 @@ const PREFIX = 'botcard-build-';
 /** The entry in a build's cache that says it is whole: the build's manifest and when it was
  * installed. Written last. */
 const MANIFEST = '/botcard-build-manifest';
-/** client id -> build id, for every page and worker this origin serves (kept on disk too: a
- * service worker is stopped and restarted while its pages stay open). */
+/** client id -> {build, at} (the build's id, when pinned), for every page and worker this
+ * origin serves (kept on disk too: a service worker is stopped and restarted while its pages
+ * stay open). */
 const PINS = 'botcard-pins';
 const pins = new Map();
 // A page's pin is written before the page exists as a client (while its navigation is answered),
