@@ -39,7 +39,7 @@ before(async () => {
   site = await staticServer({ root: A });
   b = await browser();
 });
-after(async () => { await b.close(); await site.close(); });
+after(async () => { await b?.close(); await site?.close(); rmSync(WORK, { recursive: true, force: true }); });
 
 /** Which build the page is: the footer's marker. */
 const footer = (p) => p.locator('footer').textContent().then((t) => t.match(/Build (\w)\./)?.[1]);
