@@ -77,6 +77,13 @@ async function builds() {
   return found.sort((a, b) => b.installed - a.installed);
 }
 
+/** The manifest of build `id` when it is cached whole, else of the build installed last (null
+ * when there is none). Asks only `id`'s cache first: this runs for every request. */
+async function manifestFor(id) {
+  const entry = id && await caches.match(MANIFEST, { cacheName: cacheName(id) });
+  return entry ? entry.json() : (await builds())[0] ?? null;
+}
+
 /** {build, at} for a client pinned to a build, else null. */
 async function pinOf(clientId) {
   if (!clientId) return null;
@@ -169,8 +176,7 @@ async function buildForNavigation(e) {
     e.waitUntil(done);
     await within(UPDATE_INSTALL_MS, done);
   }
-  const all = await builds();
-  return all.find((b) => b.id === host?.id) ?? all[0];
+  return manifestFor(host?.id);
 }
 
 async function navigate(e, path) {
@@ -189,13 +195,12 @@ function buildNamed(href) {
 
 /** A file of the build the request's page came from. */
 async function fromBuild(e, url, path) {
-  const all = await builds();
   // Workers started from blob: URLs (the threaded build's helpers) come without a client id.
   // They import the build's JS by a URL that names the build (www/worker.js), and what that JS
   // imports names it in its referrer.
   const named = buildNamed(url) ?? buildNamed(e.request.referrer);
   const id = named ?? (await pinOf(e.clientId))?.build;
-  const manifest = all.find((b) => b.id === id) ?? all[0];
+  const manifest = await manifestFor(id);
   if (!manifest) return null;
   // Which build this is, for the page's worker (its own build, not the host's newest).
   if (path === 'version.js') {

@@ -178,7 +178,7 @@ async function answers(url, signal) {
 async function download(url, name, id, sink, dtype, signal, reads) {
   const lib = await ready;
   const [cache, records] = await openCaches();
-  let cached = cache && await cache.match(url);
+  const cached = cache && await cache.match(url);
   if (cached?.headers.get(UNREADABLE)) return new Unreadable(cached.headers.get(UNREADABLE));
   if (cached?.status === 404) return ABSENT;
   if (cached?.headers.get(HELD) && !lib.cachesHeld(dtype)) return ABSENT;
