@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { cpSync, readFileSync, rmSync, appendFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT, browser, page, ready, shot, staticServer, serviceWorkerReady } from './helpers.mjs';
+import { ROOT, browser, compute, page, ready, shot, staticServer, serviceWorkerReady } from './helpers.mjs';
 
 const WORK = join(ROOT, 'target', 'e2e-deploy');
 const WASM = ['pkg/botcard_bg.wasm', 'pkg-relaxed/botcard_bg.wasm', 'pkg-threads/botcard_bg.wasm'];
@@ -55,13 +55,11 @@ async function fromWorker(p, path) {
   }, path);
 }
 
-async function compute(p) {
-  await ready(p);
-  await p.getByRole('button', { name: 'Compute' }).click();
-  await p.locator('.bot-widget .status').filter({ hasText: /tokens\/s/ }).waitFor({ timeout: 60000 });
-  const texts = await p.locator('ol[aria-label="Generated samples"] li').allTextContents();
+/** Computes to the end and returns the WebAssembly build that ran. */
+async function computeBuild(p) {
+  const { texts, build } = await compute(p);
   assert.ok(texts[0].length > 'My dream is'.length, texts[0]);
-  return p.locator('bot-widget').first().getAttribute('data-build');
+  return build;
 }
 
 const buildCaches = (p) => p.evaluate(async () => (await caches.keys()).filter((k) => k.startsWith('botcard-build-')));
@@ -74,7 +72,7 @@ test('a new deploy reaches the next page whole, and an open page keeps its own b
   await serviceWorkerReady(p1);
   await p1.reload();
   assert.equal(await footer(p1), 'A');
-  const wasm = await compute(p1);
+  const wasm = await computeBuild(p1);
   assert.equal(await fromWorker(p1, `${wasm}/botcard_bg.wasm`), sha(A, `${wasm}/botcard_bg.wasm`));
 
   // Build B is deployed. The open page still runs, and gets build A's files only.
@@ -94,7 +92,7 @@ test('a new deploy reaches the next page whole, and an open page keeps its own b
   await p2.goto(`${site.url}/`);
   assert.equal(await footer(p2), 'B');
   assert.equal(await p2.evaluate(() => fetch('app.js').then((r) => r.text())), readFileSync(join(B, 'app.js'), 'utf8'));
-  const wasm2 = await compute(p2);
+  const wasm2 = await computeBuild(p2);
   assert.equal(await fromWorker(p2, `${wasm2}/botcard_bg.wasm`), sha(B, `${wasm2}/botcard_bg.wasm`));
   assert.equal((await buildCaches(p2)).length, 2, 'build A stays while a page uses it');
   // The threaded build's helper workers start from blob: URLs and come to the service worker
@@ -141,14 +139,14 @@ test('a deploy caught half uploaded is never installed: pages stay on the whole 
   site.root = half;
   await p.reload();
   assert.equal(await footer(p), 'B');
-  const wasm = await compute(p);
+  const wasm = await computeBuild(p);
   assert.equal(await fromWorker(p, `${wasm}/botcard_bg.wasm`), sha(B, `${wasm}/botcard_bg.wasm`));
   assert.equal((await buildCaches(p)).length, 1, 'nothing of the half deploy is kept');
   // The upload finishes: the next page is build C.
   site.root = C;
   await p.reload();
   assert.equal(await footer(p), 'C');
-  const wasmC = await compute(p);
+  const wasmC = await computeBuild(p);
   assert.equal(await fromWorker(p, `${wasmC}/botcard_bg.wasm`), sha(C, `${wasmC}/botcard_bg.wasm`));
   await p.context().close();
 });

@@ -102,6 +102,20 @@ export async function ready(target, timeout = 60000) {
   await target.locator('.bot-widget .status').filter({ hasText: /is ready/ }).waitFor({ timeout });
 }
 
+/** Waits for the widget's model, computes to the end, and returns the samples, the status line
+ * and the WebAssembly build that ran. */
+export async function compute(p) {
+  await ready(p);
+  await p.getByRole('button', { name: 'Compute' }).click();
+  const status = p.locator('.bot-widget .status').filter({ hasText: /tokens\/s/ });
+  await status.waitFor({ timeout: 60000 });
+  return {
+    texts: await p.locator('ol[aria-label="Generated samples"] li').allTextContents(),
+    status: await status.textContent(),
+    build: await p.locator('bot-widget').first().getAttribute('data-build'),
+  };
+}
+
 /** Waits until the service worker of `p`'s origin is installed and active (30 s at most: an
  * install fails when a file of www/ no longer has the hash in www/version.js, i.e. www/ was
  * edited after ./build.sh stamped it). */

@@ -3,7 +3,7 @@
 // that is full leaves the model running uncached, and the widget says so.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { browser, mockHub, page, ready, shot, staticServer, until } from './helpers.mjs';
+import { browser, compute, mockHub, page, shot, staticServer, until } from './helpers.mjs';
 
 let site, hub, b;
 before(async () => { site = await staticServer(); hub = await mockHub(); b = await browser(); });
@@ -12,12 +12,7 @@ after(async () => { await b?.close(); await site?.close(); await hub?.close(); }
 const REPO = 'botcard/tiny-st';
 const url = (dtype) => `${site.url}/?model=${REPO}&hub=${encodeURIComponent(hub.url)}&dtype=${dtype}&do_sample=false&max_new_tokens=12`;
 
-async function greedy(p) {
-  await ready(p);
-  await p.getByRole('button', { name: 'Compute' }).click();
-  await p.locator('.bot-widget .status').filter({ hasText: /tokens\/s/ }).waitFor({ timeout: 60000 });
-  return p.locator('ol[aria-label="Generated samples"] li').first().textContent();
-}
+const greedy = (p) => compute(p).then((r) => r.texts[0]);
 
 /** The cached weights file of REPO (not the note that the hub has no model.gguf) and its
  * record, once both are there: {url, size, record}. */

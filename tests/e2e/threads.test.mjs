@@ -6,24 +6,11 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { ROOT, browser, page, ready, shot, staticServer, serviceWorkerReady } from './helpers.mjs';
+import { ROOT, browser, compute, page, shot, staticServer, serviceWorkerReady } from './helpers.mjs';
 
 let site, b;
 before(async () => { site = await staticServer(); b = await browser(); });
 after(async () => { await b.close(); await site.close(); });
-
-/** Computes on the page's default bot and returns the samples and the status line. */
-async function compute(p) {
-  await ready(p);
-  await p.getByRole('button', { name: 'Compute' }).click();
-  const status = p.locator('.bot-widget .status').filter({ hasText: /tokens\/s/ });
-  await status.waitFor({ timeout: 60000 });
-  return {
-    texts: await p.locator('ol[aria-label="Generated samples"] li').allTextContents(),
-    status: await status.textContent(),
-    build: await p.locator('bot-widget').first().getAttribute('data-build'),
-  };
-}
 
 const URL_QUERY = '?seed=11&num_return_sequences=2&dtype=q8_0';
 
