@@ -520,12 +520,13 @@ pub struct TrainingFigures {
 }
 
 /// A model card in the huggingtweets layout for a bot trained by `botcard train`: front matter
-/// with the "My dream is" widget, the avatar/name/@handle header (no pictures: the page draws
-/// initials), the data table with one column per user, training figures, and how to use it.
+/// with the "My dream is" widget, the avatar/name/@handle header (a user's picture when the data
+/// gave its web address; else the page draws initials), the data table with one column per user,
+/// training figures (none yet for a bot still to be trained), and how to use it.
 pub fn huggingtweets_card(
     users: &[crate::dataset::UserPosts],
     handle: &str,
-    t: &TrainingFigures,
+    figures: Option<&TrainingFigures>,
     notes: &CardNotes,
 ) -> String {
     let names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
@@ -535,18 +536,26 @@ pub fn huggingtweets_card(
     } else {
         "🤖 AI BOT 🤖"
     };
-    let avatar = "        <div\n            style=\"display:inherit; margin-left: 4px; margin-right: 4px; width: 92px; height:92px; border-radius: 50%; background-size: cover; background-image: url('')\">\n        </div>\n";
+    let avatar = |u: &crate::dataset::UserPosts| {
+        // Only an address that cannot end the CSS string or the attribute is written.
+        let url = u.avatar_url.as_deref().filter(|url| {
+            url.starts_with("https://")
+                && !url.contains(|c: char| {
+                    "'\"()\\<>&".contains(c) || c.is_whitespace() || c.is_control()
+                })
+        });
+        format!("        <div\n            style=\"display:inherit; margin-left: 4px; margin-right: 4px; width: 92px; height:92px; border-radius: 50%; background-size: cover; background-image: url('{}')\">\n        </div>\n", url.unwrap_or_default())
+    };
     let row = |label: &str, f: &dyn Fn(&crate::dataset::UserPosts) -> usize| {
         let cells: Vec<String> = users.iter().map(|u| f(u).to_string()).collect();
         format!("| {label} | {} |\n", cells.join(" | "))
     };
-    let perplexity = t.heldout_loss.exp();
     let mut s = String::new();
     let prompt = crate::recipe::SAMPLE_PROMPT;
     s.push_str(&format!("---\nlanguage: en\ntags:\n- huggingtweets\n- botcard\nwidget:\n- text: \"{prompt}\"\n---\n\n"));
     s.push_str("<div class=\"inline-flex flex-col\" style=\"line-height: 1.5;\">\n    <div class=\"flex\">\n");
-    for _ in users {
-        s.push_str(avatar);
+    for u in users {
+        s.push_str(&avatar(u));
     }
     s.push_str("    </div>\n");
     s.push_str(&format!("    <div style=\"text-align: center; margin-top: 3px; font-size: 16px; font-weight: 800\">{badge}</div>\n"));
@@ -574,26 +583,28 @@ pub fn huggingtweets_card(
     s.push_str(&row("Retweets", &|u| u.retweets));
     s.push_str(&row("Short tweets", &|u| u.short));
     s.push_str(&row("Tweets kept", &|u| u.kept.len()));
-    s.push_str(&format!(
-        "\n## Training procedure\n\nThe model is {}, trained with candle on @{handle}'s posts.\n\n\
-         | Figure | Value |\n| --- | --- |\n| Steps | {} |\n| Final training loss | {:.3} |\n\
-         | Held-out loss | {:.3} |\n| Held-out perplexity | {:.1} |\n\
-         | Unigram baseline perplexity | {:.1} |\n| Training tokens | {} |\n\
-         | Held-out tokens | {} |\n| Training time | {:.0} s |\n",
-        t.base,
-        t.steps,
-        t.final_loss,
-        t.heldout_loss,
-        perplexity,
-        t.unigram_loss.exp(),
-        t.train_tokens,
-        t.heldout_tokens,
-        t.seconds
-    ));
-    s.push_str(
-        "\nPerplexities are per token on the held-out posts; the unigram baseline knows each token's \
-         frequency in the training posts and nothing of context.\n",
-    );
+    if let Some(t) = figures {
+        s.push_str(&format!(
+            "\n## Training procedure\n\nThe model is {}, trained with candle on @{handle}'s posts.\n\n\
+             | Figure | Value |\n| --- | --- |\n| Steps | {} |\n| Final training loss | {:.3} |\n\
+             | Held-out loss | {:.3} |\n| Held-out perplexity | {:.1} |\n\
+             | Unigram baseline perplexity | {:.1} |\n| Training tokens | {} |\n\
+             | Held-out tokens | {} |\n| Training time | {:.0} s |\n",
+            t.base,
+            t.steps,
+            t.final_loss,
+            t.heldout_loss,
+            t.heldout_loss.exp(),
+            t.unigram_loss.exp(),
+            t.train_tokens,
+            t.heldout_tokens,
+            t.seconds
+        ));
+        s.push_str(
+            "\nPerplexities are per token on the held-out posts; the unigram baseline knows each token's \
+             frequency in the training posts and nothing of context.\n",
+        );
+    }
     if !notes.samples.is_empty() {
         s.push_str("\n## Samples\n\nWritten by the bot after training, with the card's sampling settings:\n\n");
         for sample in &notes.samples {

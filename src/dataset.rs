@@ -36,6 +36,10 @@ pub const SEPARATOR: &str = "<|endoftext|>";
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct UserPosts {
     pub name: String,
+    /// The account's @handle (without `@`), when the data says (an X archive does).
+    pub handle: Option<String>,
+    /// The account's picture on the web (https), when the data says, for the card.
+    pub avatar_url: Option<String>,
     /// All posts read.
     pub downloaded: usize,
     /// Posts starting with `RT @`, removed.
@@ -76,9 +80,7 @@ pub fn read_posts(bytes: &[u8], source: &str) -> Result<Vec<String>> {
         ))
     })?;
     let trimmed = text.trim_start_matches('\u{feff}').trim_start();
-    if trimmed.starts_with("window.YTD.") {
-        // `window.YTD.tweets.part0 = [...]`: the JSON starts after the first '='.
-        let json = trimmed.split_once('=').map(|(_, j)| j).unwrap_or_default();
+    if let Some(json) = ytd_json(trimmed) {
         let items: Vec<Value> = serde_json::from_str(json).map_err(|e| {
             bad(if e.is_eof() {
                 format!("the file ends early: it was cut short ({e})")
@@ -109,6 +111,14 @@ pub fn read_posts(bytes: &[u8], source: &str) -> Result<Vec<String>> {
             .collect();
     }
     Ok(lines.map(str::to_owned).collect())
+}
+
+/// The JSON of an X archive file (`window.YTD.tweets.part0 = [...]`): what follows the first `=`.
+pub(crate) fn ytd_json(text: &str) -> Option<&str> {
+    let text = text.trim_start_matches('\u{feff}').trim_start();
+    text.strip_prefix("window.YTD.")?
+        .split_once('=')
+        .map(|(_, json)| json)
 }
 
 /// The entries of a fortune file, with terminal overstriking (`_\u{8}x` underlines, `x\u{8}x`
@@ -198,6 +208,8 @@ pub fn is_short(cleaned: &str) -> bool {
 pub fn curate(name: &str, posts: &[String]) -> UserPosts {
     let mut out = UserPosts {
         name: name.to_owned(),
+        handle: None,
+        avatar_url: None,
         downloaded: posts.len(),
         retweets: 0,
         short: 0,

@@ -5,6 +5,7 @@
 //! files ([`ModelFiles`], whose names and order [`files`] owns) and get a [`Bot`] that scores
 //! and generates text with [`GenerationSettings`].
 
+pub mod archive;
 mod attention;
 pub mod card;
 pub mod config;

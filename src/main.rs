@@ -2,12 +2,12 @@
 //! layout. It parses arguments, reads and writes files and draws progress; every rule (which
 //! files make a model, the generation settings, the training recipe) is the library's.
 
-use std::io::Write;
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use botcard::recipe::{self, DataFile, Event, Hooks, Recipe, Start};
+use botcard::recipe::{self, Data, DataFile, Event, Hooks, Recipe, Start};
 use botcard::settings::{Kind, SETTINGS};
 use botcard::train::{Length, Size};
 use botcard::{files, Bot, Dtype, ModelFiles};
@@ -173,7 +173,8 @@ impl Args for SettingArgs {
 
 #[derive(Args)]
 struct TrainArgs {
-    /// Posts of one user per file: tweets.js from an X archive, .jsonl, or text with one post per line.
+    /// Posts of one user per file: an X data archive (.zip, as X sends it), its tweets.js, .jsonl,
+    /// or text with one post per line.
     #[arg(long, required = true, num_args = 1..)]
     data: Vec<PathBuf>,
     /// Output folder (created if missing).
@@ -205,11 +206,12 @@ struct TrainArgs {
     block_size: usize,
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
-    /// Display names, one per data file or one for all (default: the file's name, or its folder's
-    /// for tweets.js). Files with the same name are one user's posts.
+    /// Display names, one per data file or one for all (default: an X archive's account name, or
+    /// the file's name, or its folder's for tweets.js). Files with the same name are one user's
+    /// posts.
     #[arg(long)]
     name: Vec<String>,
-    /// The bot's @handle (default: the names joined with '-').
+    /// The bot's @handle (default: the archives' @handles, or the names, joined with '-').
     #[arg(long)]
     handle: Option<String>,
     /// Where the posts come from and their license (markdown), for the card's data section.
@@ -426,6 +428,12 @@ fn convert(dir: &Path, out: &Path, dtype: &str) -> Result<()> {
     Ok(())
 }
 
+/// A data file as read: an X archive's posts and account, or a file's bytes.
+enum Loaded {
+    Bytes(Vec<u8>),
+    Archive(botcard::archive::Archive),
+}
+
 fn train(a: TrainArgs) -> Result<()> {
     if a.name.len() > 1 && a.name.len() != a.data.len() {
         bail!(
@@ -434,35 +442,43 @@ fn train(a: TrainArgs) -> Result<()> {
             a.data.len()
         );
     }
-    let bytes = a
+    let loaded = a
         .data
         .iter()
         .map(|p| {
-            let len = std::fs::metadata(p)
-                .with_context(|| format!("{}: cannot be read", p.display()))?
-                .len();
+            let label = p.display().to_string();
+            let cannot = || format!("{label}: cannot be read");
+            let mut file = std::fs::File::open(p).with_context(cannot)?;
+            let mut head = [0u8; 4];
+            let n = file.read(&mut head).with_context(cannot)?;
+            if botcard::archive::is_zip(&head[..n]) {
+                file.rewind().with_context(cannot)?;
+                let archive = botcard::archive::read(std::io::BufReader::new(file), &label)?;
+                return Ok(Loaded::Archive(archive));
+            }
             // Refused before reading: a file too large to train from is not read into memory.
-            if let Some(e) = botcard::dataset::too_large(&p.display().to_string(), len) {
+            let len = file.metadata().with_context(cannot)?.len();
+            if let Some(e) = botcard::dataset::too_large(&label, len) {
                 return Err(e.into());
             }
-            std::fs::read(p).with_context(|| format!("{}: cannot be read", p.display()))
+            Ok(Loaded::Bytes(std::fs::read(p).with_context(cannot)?))
         })
         .collect::<Result<Vec<_>>>()?;
     let data: Vec<DataFile> = a
         .data
         .iter()
-        .zip(&bytes)
+        .zip(&loaded)
         .enumerate()
-        .map(|(i, (path, bytes))| {
-            let label = path.display().to_string();
-            let user = match a.name.as_slice() {
-                [one] => one.clone(),
-                names => names
-                    .get(i)
-                    .cloned()
-                    .unwrap_or_else(|| botcard::dataset::user_name(&label)),
-            };
-            DataFile { user, label, bytes }
+        .map(|(i, (path, loaded))| DataFile {
+            user: match a.name.as_slice() {
+                [one] => Some(one.clone()),
+                names => names.get(i).cloned(),
+            },
+            label: path.display().to_string(),
+            data: match loaded {
+                Loaded::Bytes(bytes) => Data::Bytes(bytes),
+                Loaded::Archive(archive) => Data::Archive(archive),
+            },
         })
         .collect();
     let base = a

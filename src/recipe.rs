@@ -9,6 +9,7 @@
 
 use serde_json::{json, Value};
 
+use crate::archive::Archive;
 use crate::card::{self, CardNotes, TrainingFigures};
 use crate::config::Config;
 use crate::dataset::{self, UserPosts};
@@ -36,12 +37,34 @@ pub fn huggingtweets_task_params() -> Value {
         "temperature": 1.0, "top_p": 0.95, "prefix": "<|endoftext|>"}})
 }
 
-/// One data file: its bytes, whose posts they are, and a label for messages (its path).
+/// One data file: what it holds, whose posts they are, and a label for messages (its path).
 #[derive(Debug, Clone)]
 pub struct DataFile<'a> {
-    pub user: String,
+    /// Whose posts these are; `None`: the account an X archive names, else the file's name
+    /// ([`dataset::user_name`]).
+    pub user: Option<String>,
     pub label: String,
-    pub bytes: &'a [u8],
+    pub data: Data<'a>,
+}
+
+/// A data file's contents.
+#[derive(Debug, Clone)]
+pub enum Data<'a> {
+    /// A `tweets.js`, JSON Lines, fortune or text file ([`dataset::read_posts`]).
+    Bytes(&'a [u8]),
+    /// An X archive, read with [`archive::read`].
+    Archive(&'a Archive),
+}
+
+impl<'a> DataFile<'a> {
+    /// A file of posts by `user`.
+    pub fn posts(user: &str, label: &str, bytes: &'a [u8]) -> Self {
+        Self {
+            user: Some(user.to_owned()),
+            label: label.to_owned(),
+            data: Data::Bytes(bytes),
+        }
+    }
 }
 
 /// What training starts from.
@@ -64,7 +87,7 @@ pub struct Recipe<'a> {
     pub block_size: usize,
     pub learning_rate: f64,
     pub seed: u64,
-    /// The bot's @handle; by default the users' names, lower-cased without spaces, joined by '-'.
+    /// The bot's @handle; by default [`default_handle`].
     pub handle: Option<String>,
     /// Where the posts come from and their license (markdown), for the card.
     pub about: Option<String>,
@@ -138,20 +161,69 @@ impl TrainedBot {
 }
 
 /// Reads every file and gathers the posts of each user (files of one user are merged, in the
-/// order given), then cleans and counts them.
+/// order given), then cleans and counts them. A user's handle and picture come from the first
+/// of their X archives that names them.
 pub fn read_users(data: &[DataFile]) -> Result<Vec<UserPosts>> {
-    let mut by_user: Vec<(&str, Vec<String>)> = Vec::new();
+    struct Gathered<'d> {
+        name: String,
+        handle: Option<&'d str>,
+        avatar_url: Option<&'d str>,
+        posts: Vec<String>,
+    }
+    let mut by_user: Vec<Gathered> = Vec::new();
     for f in data {
-        let posts = dataset::read_posts(f.bytes, &f.label)?;
-        match by_user.iter_mut().find(|(n, _)| *n == f.user) {
-            Some((_, all)) => all.extend(posts),
-            None => by_user.push((&f.user, posts)),
+        let (posts, archive) = match &f.data {
+            Data::Bytes(bytes) => (dataset::read_posts(bytes, &f.label)?, None),
+            Data::Archive(a) => (a.posts.clone(), Some(*a)),
+        };
+        let name = f
+            .user
+            .clone()
+            .or_else(|| archive.and_then(|a| a.name.clone()))
+            .unwrap_or_else(|| dataset::user_name(&f.label));
+        let i = match by_user.iter().position(|g| g.name == name) {
+            Some(i) => i,
+            None => {
+                by_user.push(Gathered {
+                    name,
+                    handle: None,
+                    avatar_url: None,
+                    posts: Vec::new(),
+                });
+                by_user.len() - 1
+            }
+        };
+        let g = &mut by_user[i];
+        g.posts.extend(posts);
+        if let Some(a) = archive {
+            g.handle = g.handle.or(a.handle.as_deref());
+            g.avatar_url = g
+                .avatar_url
+                .or(a.avatar.as_ref().and_then(|p| p.url.as_deref()));
         }
     }
     Ok(by_user
         .iter()
-        .map(|(name, posts)| dataset::curate(name, posts))
+        .map(|g| UserPosts {
+            handle: g.handle.map(str::to_owned),
+            avatar_url: g.avatar_url.map(str::to_owned),
+            ..dataset::curate(&g.name, &g.posts)
+        })
         .collect())
+}
+
+/// The @handle of a bot of these users when none is given: each user's handle (else their name,
+/// lower-cased without spaces), joined by '-' as huggingtweets joined its bots' handles.
+pub fn default_handle(users: &[UserPosts]) -> String {
+    users
+        .iter()
+        .map(|u| {
+            u.handle
+                .clone()
+                .unwrap_or_else(|| u.name.to_lowercase().replace(' ', ""))
+        })
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 /// Runs the whole recipe.
@@ -210,13 +282,10 @@ pub fn train_bot(data: &[DataFile], recipe: &Recipe, hooks: Hooks) -> Result<Tra
     let heldout_loss = trainer.heldout_loss()?;
     let unigram_loss = trainer.unigram_heldout_loss();
 
-    let handle = recipe.handle.clone().unwrap_or_else(|| {
-        users
-            .iter()
-            .map(|u| u.name.to_lowercase().replace(' ', ""))
-            .collect::<Vec<_>>()
-            .join("-")
-    });
+    let handle = recipe
+        .handle
+        .clone()
+        .unwrap_or_else(|| default_handle(&users));
     let mut files: Vec<(&'static str, Vec<u8>)> = vec![
         (
             files::CONFIG,
@@ -271,7 +340,7 @@ pub fn train_bot(data: &[DataFile], recipe: &Recipe, hooks: Hooks) -> Result<Tra
     };
     files.push((
         files::CARD,
-        card::huggingtweets_card(&users, &handle, &figures, &notes).into_bytes(),
+        card::huggingtweets_card(&users, &handle, Some(&figures), &notes).into_bytes(),
     ));
     Ok(TrainedBot {
         files,

@@ -189,11 +189,7 @@ fn jsonl_posts(n: usize) -> Vec<u8> {
 
 /// One user's posts as the recipe's input.
 fn alice(posts: &[u8]) -> [DataFile<'_>; 1] {
-    [DataFile {
-        user: "Alice".into(),
-        label: "a.jsonl".into(),
-        bytes: posts,
-    }]
+    [DataFile::posts("Alice", "a.jsonl", posts)]
 }
 
 fn tiny_recipe<'a>() -> Recipe<'a> {
@@ -244,16 +240,8 @@ fn run_recipe(
 fn the_recipe_runs_in_process_from_posts_to_a_folder_with_a_card() {
     let (alice, bob) = (jsonl_posts(200), jsonl_posts(120));
     let data = [
-        DataFile {
-            user: "Alice".into(),
-            label: "a.jsonl".into(),
-            bytes: &alice,
-        },
-        DataFile {
-            user: "Bob B".into(),
-            label: "b.jsonl".into(),
-            bytes: &bob,
-        },
+        DataFile::posts("Alice", "a.jsonl", &alice),
+        DataFile::posts("Bob B", "b.jsonl", &bob),
     ];
     let (bot, events) = run_recipe(&data, &tiny_recipe(), None);
     let bot = bot.unwrap();
