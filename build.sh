@@ -292,7 +292,11 @@ fuzz() {
     printf 'A fortune.\n%%\nAnother one,\n  on two lines.\n%%\n' >"$corpus/dataset/fortunes"
     rm -rf "$tmp"
   fi
-  local targets=(safetensors torch_bin gguf tokenizer config dataset card) t
+  if [ ! -d "$corpus/archive" ]; then
+    mkdir -p "$corpus/archive"
+    cp tests/fixtures/archives/*.zip "$corpus/archive/"
+  fi
+  local targets=(safetensors torch_bin gguf tokenizer config dataset archive card) t
   [ -n "$only" ] && targets=("$only")
   for t in "${targets[@]}"; do
     step "fuzz $t for $seconds s"

@@ -156,7 +156,8 @@ fn read_entry<R: Read + Seek>(
     if entry.size() > limit {
         return Err(EntryError::TooLarge(entry.size()));
     }
-    let mut bytes = Vec::with_capacity(entry.size() as usize);
+    // The stated size may be a lie: room for what a real archive's posts file holds, at most.
+    let mut bytes = Vec::with_capacity(entry.size().min(64 << 20) as usize);
     entry
         .take(limit + 1)
         .read_to_end(&mut bytes)

@@ -611,6 +611,10 @@ pub fn huggingtweets_card(
             s.push_str(&format!("> {}\n\n", markdown_text(sample)));
         }
     }
+    if figures.is_none() {
+        // A bot still to be trained: nothing to use yet.
+        return s;
+    }
     s.push_str(&format!(
         "\n## How to use\n\nOpen botcard's page with this folder as the model (\"Use local files\", or \
          `?model=<owner>/<name>` once it is on a hub) and press **Compute**. From the command line:\n\n\

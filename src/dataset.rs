@@ -236,11 +236,29 @@ pub fn curate(name: &str, posts: &[String]) -> UserPosts {
 pub fn training_text(users: &[UserPosts], seed: u64) -> Result<String> {
     use rand::seq::SliceRandom;
     use rand::SeedableRng;
+    let chars = enough_text(users)?;
     let mut posts: Vec<&str> = users
         .iter()
         .flat_map(|u| u.kept.iter().map(String::as_str))
         .collect();
-    let chars: usize = posts.iter().map(|p| p.chars().count()).sum();
+    posts.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+    let mut text = String::with_capacity(chars + posts.len() * SEPARATOR.len());
+    for post in posts {
+        text.push_str(post);
+        text.push_str(SEPARATOR);
+    }
+    Ok(text)
+}
+
+/// The characters of the users' kept posts, or the sentence that says why they are too few to
+/// train a bot from.
+pub fn enough_text(users: &[UserPosts]) -> Result<usize> {
+    let chars: usize = users
+        .iter()
+        .flat_map(|u| &u.kept)
+        .map(|p| p.chars().count())
+        .sum();
+    let kept: usize = users.iter().map(|u| u.kept.len()).sum();
     let read: usize = users.iter().map(|u| u.downloaded).sum();
     let retweets: usize = users.iter().map(|u| u.retweets).sum();
     if read == 0 {
@@ -248,7 +266,7 @@ pub fn training_text(users: &[UserPosts], seed: u64) -> Result<String> {
             "the data files hold no posts; a bot needs at least {MIN_TRAINING_CHARS} characters of them"
         )));
     }
-    if posts.is_empty() && retweets == read {
+    if kept == 0 && retweets == read {
         return Err(Error::Dataset(format!(
             "all {read} posts are retweets, and a bot learns only from a person's own posts"
         )));
@@ -258,11 +276,5 @@ pub fn training_text(users: &[UserPosts], seed: u64) -> Result<String> {
             "only {chars} characters of posts are left after cleaning; a bot needs at least {MIN_TRAINING_CHARS}"
         )));
     }
-    posts.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
-    let mut text = String::with_capacity(chars + posts.len() * SEPARATOR.len());
-    for post in posts {
-        text.push_str(post);
-        text.push_str(SEPARATOR);
-    }
-    Ok(text)
+    Ok(chars)
 }

@@ -5,9 +5,11 @@
 use serde_json::{Map, Value};
 use wasm_bindgen::prelude::*;
 
+use crate::dataset::UserPosts;
 use crate::files::Known;
+use crate::recipe::{Data, DataFile};
 use crate::stream::BotLoader;
-use crate::{card, files, recipe, Bot, Dtype, Session};
+use crate::{archive, card, dataset, files, recipe, Bot, Dtype, Session};
 
 fn js_err(e: impl std::fmt::Display) -> JsError {
     JsError::new(&e.to_string())
@@ -306,5 +308,147 @@ impl WasmSession {
     /// `[{text, token_ids}]` so far.
     pub fn sequences(&self) -> Result<JsValue, JsError> {
         to_js(&self.session.sequences())
+    }
+}
+
+/// A person's posts, read in the tab from the file they gave: an X archive `.zip`, or a
+/// `tweets.js`, JSON Lines or text file. What the card shows of them before a bot exists.
+#[wasm_bindgen]
+pub struct WasmPosts {
+    users: Vec<UserPosts>,
+    avatar: Option<archive::Avatar>,
+}
+
+#[wasm_bindgen]
+impl WasmPosts {
+    /// Reads `file` (named `name`). An archive is read a slice at a time, only the entries
+    /// that hold the posts, the account and its picture. Throws the sentence that says why the
+    /// file cannot be read.
+    pub fn read(file: web_sys::Blob, name: &str) -> Result<WasmPosts, JsError> {
+        let mut reader = BlobReader::new(file)?;
+        let mut head = [0u8; 4];
+        let n = std::io::Read::read(&mut reader, &mut head).map_err(js_err)?;
+        let (archive, bytes) = if archive::is_zip(&head[..n]) {
+            let reader = std::io::BufReader::with_capacity(256 << 10, reader.rewound());
+            (
+                Some(archive::read(reader, name).map_err(js_err)?),
+                Vec::new(),
+            )
+        } else {
+            if let Some(e) = dataset::too_large(name, reader.len) {
+                return Err(js_err(e));
+            }
+            (None, reader.rewound().read_all()?)
+        };
+        let data = DataFile {
+            user: None,
+            label: name.to_owned(),
+            data: match &archive {
+                Some(a) => Data::Archive(a),
+                None => Data::Bytes(&bytes),
+            },
+        };
+        Ok(WasmPosts {
+            users: recipe::read_users(&[data]).map_err(js_err)?,
+            avatar: archive.and_then(|a| a.avatar),
+        })
+    }
+
+    /// The card of the bot these posts would make, before training: the huggingtweets header
+    /// and data table (parsed as [`parse_card`] parses any card).
+    pub fn card(&self) -> Result<JsValue, JsError> {
+        let handle = recipe::default_handle(&self.users);
+        let markdown =
+            card::huggingtweets_card(&self.users, &handle, None, &card::CardNotes::default());
+        to_js(&card::parse_card(markdown.as_bytes()))
+    }
+
+    /// Why these posts are too few to train a bot from (the CLI's sentence), if they are.
+    pub fn problem(&self) -> Option<String> {
+        dataset::enough_text(&self.users)
+            .err()
+            .map(|e| e.to_string())
+    }
+
+    /// The account's profile picture from the archive (a copy), if it has one.
+    pub fn avatar(&self) -> Option<Vec<u8>> {
+        self.avatar.as_ref().map(|a| a.bytes.clone())
+    }
+
+    /// The picture's type (`image/png`, …).
+    #[wasm_bindgen(js_name = avatarType)]
+    pub fn avatar_type(&self) -> Option<String> {
+        self.avatar.as_ref().map(|a| a.mime.to_owned())
+    }
+}
+
+/// `Read + Seek` over a `Blob` (a `File` the person chose), each read a `FileReaderSync` of a
+/// slice: only the bytes asked for are ever copied in. Workers only.
+struct BlobReader {
+    blob: web_sys::Blob,
+    sync: web_sys::FileReaderSync,
+    pos: u64,
+    len: u64,
+}
+
+impl BlobReader {
+    fn new(blob: web_sys::Blob) -> Result<Self, JsError> {
+        let sync = web_sys::FileReaderSync::new()
+            .map_err(|_| js_err("files can be read only in the page's worker"))?;
+        let len = blob.size() as u64;
+        Ok(Self {
+            blob,
+            sync,
+            pos: 0,
+            len,
+        })
+    }
+
+    fn rewound(mut self) -> Self {
+        self.pos = 0;
+        self
+    }
+
+    fn read_all(mut self) -> Result<Vec<u8>, JsError> {
+        let mut bytes = Vec::with_capacity(self.len as usize);
+        std::io::Read::read_to_end(&mut self, &mut bytes).map_err(js_err)?;
+        Ok(bytes)
+    }
+}
+
+impl std::io::Read for BlobReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (buf.len() as u64).min(self.len.saturating_sub(self.pos)) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        let failed = |e: JsValue| {
+            std::io::Error::other(format!(
+                "the file could not be read ({})",
+                e.as_string().unwrap_or_else(|| format!("{e:?}"))
+            ))
+        };
+        let part = self
+            .blob
+            .slice_with_f64_and_f64(self.pos as f64, (self.pos + n as u64) as f64)
+            .map_err(failed)?;
+        let bytes = self.sync.read_as_array_buffer(&part).map_err(failed)?;
+        js_sys::Uint8Array::new(&bytes).copy_to(&mut buf[..n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl std::io::Seek for BlobReader {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        let at = match to {
+            std::io::SeekFrom::Start(p) => Some(p),
+            std::io::SeekFrom::End(d) => self.len.checked_add_signed(d),
+            std::io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = at.ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start")
+        })?;
+        Ok(self.pos)
     }
 }

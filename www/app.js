@@ -1,11 +1,14 @@
 // The card page: ?model=owner/name (default: the bundled bot), ?hub=URL, ?prompt=…, and the
-// generation settings by their HF names (?do_sample=false&max_new_tokens=24…).
+// generation settings by their HF names (?do_sample=false&max_new_tokens=24…); or, with
+// ?create, the "Create your own bot" view (create.js).
 import { renderCard } from './card-view.js';
-import { DEFAULT_MODEL, bundledCards, cardUrl, hubUrl } from './models.js';
+import { createView } from './create.js';
+import { CREATE_PAGE, CREATE_PARAM, DEFAULT_MODEL, bundledCards, cardUrl, hubUrl } from './models.js';
 import { sharedWorker, widgetFromUrl } from './widget.js';
 
 const params = new URLSearchParams(location.search);
-const model = params.get('model') || DEFAULT_MODEL;
+const creating = params.has(CREATE_PARAM);
+const model = params.get('model') || (creating ? null : DEFAULT_MODEL);
 const cardRoot = document.getElementById('card');
 
 async function nav() {
@@ -20,6 +23,13 @@ async function nav() {
     li.append(a);
     list.append(li);
   }
+  const create = document.createElement('a');
+  create.href = CREATE_PAGE;
+  create.textContent = 'Create your own bot';
+  if (creating) create.setAttribute('aria-current', 'page');
+  const li = document.createElement('li');
+  li.append(create);
+  list.append(li);
   document.getElementById('bundled').append(list);
 }
 
@@ -42,9 +52,13 @@ async function showCard(widget) {
 }
 
 nav();
-const widget = widgetFromUrl(params);
-document.getElementById('try').append(widget);
-showCard(widget);
+if (creating) {
+  createView(cardRoot, document.getElementById('try'));
+} else {
+  const widget = widgetFromUrl(params);
+  document.getElementById('try').append(widget);
+  showCard(widget);
+}
 
 if ('serviceWorker' in navigator) {
   // The host is asked for sw.js and version.js on each visit (not the HTTP cache): a new build

@@ -1,6 +1,7 @@
 // Draws a parsed card (from the worker's parseCard) the way the hub shows huggingtweets cards.
 // The header is built here from plain text and checked URLs; the body is HTML that ammonia has
 // already sanitized in Rust.
+import { CREATE_PAGE } from './models.js';
 
 function initials(name) {
   const words = name.replace(/[^\p{L}\p{N}\s]/gu, ' ').split(/\s+/).filter(Boolean);
@@ -35,6 +36,16 @@ function avatar(user) {
   return img;
 }
 
+/** Whether `href` is huggingtweets' Colab demo, which needed Twitter's API (gone). */
+function deadDemo(href) {
+  try {
+    const u = new URL(href);
+    return u.hostname === 'colab.research.google.com' && u.pathname.includes('huggingtweets');
+  } catch {
+    return false;
+  }
+}
+
 /** Renders `card` into `root`. */
 export function renderCard(root, card) {
   const head = document.createElement('header');
@@ -59,6 +70,10 @@ export function renderCard(root, card) {
     img.referrerPolicy = 'no-referrer';
     img.addEventListener('error', () => { img.hidden = true; }, { once: true });
     if (!img.getAttribute('src')) img.hidden = true;
+  }
+  // "Create your own bot … with the demo!" leads to this page's own way of making one.
+  for (const a of body.querySelectorAll('a[href]')) {
+    if (deadDemo(a.href)) a.href = CREATE_PAGE;
   }
   root.replaceChildren(head, body);
   root.removeAttribute('aria-busy');

@@ -2,6 +2,9 @@
 // like huggingface.co ({hub}/{owner}/{name}/resolve/main/{file}).
 
 export const DEFAULT_MODEL = 'default';
+/** The page's "Create your own bot" view: the URL parameter, and a link to it. */
+export const CREATE_PARAM = 'create';
+export const CREATE_PAGE = `?${CREATE_PARAM}`;
 export const DEFAULT_HUB = 'https://huggingface.co';
 
 const here = new URL('.', import.meta.url);

@@ -39,6 +39,12 @@ export class WorkerClient {
     return this.request({ type: 'card', bytes }).then((d) => d.card);
   }
 
+  /** A person's posts (an X archive, tweets.js, .jsonl or text File), read by the library:
+   * `{card, problem, avatar: {bytes, type} | null}`, the card of the bot they would make. */
+  readPosts(file) {
+    return this.request({ type: 'posts', file }, () => {}, ['posts']);
+  }
+
   /** Facts the library owns that the page shows: the prompt cards open with. */
   info() {
     this.infoReply ??= this.request({ type: 'info' });

@@ -1,11 +1,11 @@
 // The Web Worker that owns the WebAssembly module and the models; the only importer of pkg/.
 // It serves every widget of a page: each request names its widget, each distinct model is
 // loaded once and shared by the widgets that show it, and Stop stops one widget's generation.
-// In:  {type: 'info' | 'card', id, bytes?}
+// In:  {type: 'info' | 'card', id, bytes?} | {type: 'posts', id, file} (a person's X archive or posts)
 //      {type: 'load', id, widget, base | files: {name: File}, dtype?, params}
 //      {type: 'generate', id, widget, prompt, params} | {type: 'stop' | 'release', widget}
 //      ('stop' ends the widget's generation, or its wait for a model that is loading)
-// Out: {type: 'info' | 'card' | 'progress' | 'loaded' | 'started' | 'tokens' | 'done' | 'error', id, ...}
+// Out: {type: 'info' | 'card' | 'posts' | 'progress' | 'loaded' | 'started' | 'tokens' | 'done' | 'error', id, ...}
 //      and, after a 'loaded' with holding: true, {type: 'held', id, ok, message?} once the model
 //      is cached (or could not be: `message` says so to the person).
 //      A 'loaded' with notStored (a sentence) is a model that could not be cached as it came.
@@ -486,6 +486,16 @@ async function handle(msg) {
     post({ type: 'info', id, prompt: lib.samplePrompt(), threads: threadCount, build: buildName });
   } else if (type === 'card') {
     post({ type: 'card', id, card: lib.parseCard(new Uint8Array(msg.bytes)) });
+  } else if (type === 'posts') {
+    // Read here, a slice at a time, straight from the person's File (FileReaderSync).
+    const posts = lib.WasmPosts.read(msg.file, msg.file.name);
+    try {
+      const bytes = posts.avatar();
+      const avatar = bytes && { bytes, type: posts.avatarType() };
+      post({ type: 'posts', id, card: posts.card(), problem: posts.problem(), avatar }, bytes ? [bytes.buffer] : []);
+    } finally {
+      posts.free();
+    }
   } else if (type === 'load') {
     const source = msg.files ? { files: msg.files, dtype: msg.dtype } : { base: msg.base, dtype: msg.dtype };
     const key = msg.files ? `local:${++localLoads}` : `${msg.base}#${msg.dtype ?? ''}`;
