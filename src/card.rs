@@ -511,6 +511,8 @@ pub struct TrainingFigures {
     pub base: String,
     pub steps: usize,
     pub final_loss: f64,
+    /// Held-out loss of the model training started from, when it was a trained model.
+    pub start_loss: Option<f64>,
     pub heldout_loss: f64,
     /// Held-out loss of a unigram model of the training tokens, the no-context baseline.
     pub unigram_loss: f64,
@@ -586,20 +588,36 @@ pub fn huggingtweets_card(
     if let Some(t) = figures {
         s.push_str(&format!(
             "\n## Training procedure\n\nThe model is {}, trained with candle on @{handle}'s posts.\n\n\
-             | Figure | Value |\n| --- | --- |\n| Steps | {} |\n| Final training loss | {:.3} |\n\
-             | Held-out loss | {:.3} |\n| Held-out perplexity | {:.1} |\n\
-             | Unigram baseline perplexity | {:.1} |\n| Training tokens | {} |\n\
-             | Held-out tokens | {} |\n| Training time | {:.0} s |\n",
-            t.base,
-            t.steps,
-            t.final_loss,
-            t.heldout_loss,
-            t.heldout_loss.exp(),
-            t.unigram_loss.exp(),
-            t.train_tokens,
-            t.heldout_tokens,
-            t.seconds
+             | Figure | Value |\n| --- | --- |\n",
+            t.base
         ));
+        let mut rows = vec![
+            ("Steps", t.steps.to_string()),
+            ("Final training loss", format!("{:.3}", t.final_loss)),
+            ("Held-out loss", format!("{:.3}", t.heldout_loss)),
+            (
+                "Held-out perplexity",
+                format!("{:.1}", t.heldout_loss.exp()),
+            ),
+        ];
+        if let Some(start) = t.start_loss {
+            rows.push((
+                "Held-out perplexity before training",
+                format!("{:.1}", start.exp()),
+            ));
+        }
+        rows.extend([
+            (
+                "Unigram baseline perplexity",
+                format!("{:.1}", t.unigram_loss.exp()),
+            ),
+            ("Training tokens", t.train_tokens.to_string()),
+            ("Held-out tokens", t.heldout_tokens.to_string()),
+            ("Training time", format!("{:.0} s", t.seconds)),
+        ]);
+        for (label, value) in rows {
+            s.push_str(&format!("| {label} | {value} |\n"));
+        }
         s.push_str(
             "\nPerplexities are per token on the held-out posts; the unigram baseline knows each token's \
              frequency in the training posts and nothing of context.\n",

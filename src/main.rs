@@ -192,8 +192,8 @@ struct TrainArgs {
     vocab_size: Option<usize>,
     #[arg(long, value_enum, default_value = "tiny")]
     size: SizeArg,
-    /// Optimisation steps [default: 1000].
-    #[arg(long, conflicts_with = "epochs")]
+    /// Optimisation steps [default: 1000]; with --epochs, the most steps.
+    #[arg(long)]
     steps: Option<usize>,
     /// Passes over the training tokens (converted to steps).
     #[arg(long)]
@@ -510,7 +510,8 @@ fn train(a: TrainArgs) -> Result<()> {
     let recipe = Recipe {
         start,
         length: match (a.steps, a.epochs) {
-            (Some(s), _) => Length::Steps(s),
+            (Some(s), Some(e)) => Length::EpochsUpTo(e, s),
+            (Some(s), None) => Length::Steps(s),
             (None, Some(e)) => Length::Epochs(e),
             (None, None) => defaults.length,
         },
@@ -580,8 +581,12 @@ fn train(a: TrainArgs) -> Result<()> {
         },
     )?;
     let f = &bot.figures;
+    let before = f
+        .start_loss
+        .map(|l| format!("before training {:.1}; ", l.exp()))
+        .unwrap_or_default();
     eprintln!(
-        "held-out loss {:.3}, perplexity {:.1} (unigram baseline {:.1})",
+        "held-out loss {:.3}, perplexity {:.1} ({before}unigram baseline {:.1})",
         f.heldout_loss,
         f.heldout_loss.exp(),
         f.unigram_loss.exp()

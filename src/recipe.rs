@@ -115,6 +115,27 @@ impl Default for Recipe<'_> {
     }
 }
 
+/// How the page trains a person's bot: fine-tune `base` (the page's default bot, a GPT-2 that
+/// already writes English) on their posts, a few passes over them, in a fixed number of steps
+/// at most so that a large archive still trains in minutes on 2 cores, stored as f16 (half the
+/// bytes to keep in the browser). `botcard train --init <base> --epochs 8 --steps 150
+/// --batch-size 8 --block-size 128 --lr 1e-3 --seed 0 --dtype f16` runs the same recipe.
+pub fn in_the_tab<'a>(base: ModelFiles<'a>, name: &str) -> Recipe<'a> {
+    Recipe {
+        start: Start::FineTune {
+            files: base,
+            name: name.to_owned(),
+        },
+        length: Length::EpochsUpTo(8.0, 150),
+        batch_size: 8,
+        block_size: 128,
+        learning_rate: 1e-3,
+        seed: 0,
+        precision: Precision::F16,
+        ..Recipe::default()
+    }
+}
+
 /// What the recipe reports while it runs.
 #[derive(Debug)]
 pub enum Event<'a> {
@@ -158,6 +179,41 @@ impl TrainedBot {
             .find(|(n, _)| *n == name)
             .map(|(_, b)| b.as_slice())
     }
+}
+
+/// The folder name of a bot with this @handle: its letters, digits, `_`, `-` and `.`; `bot`
+/// if none.
+pub fn folder_name(handle: &str) -> String {
+    let folder: String = handle
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "_-.".contains(*c))
+        .collect();
+    if folder.trim_matches('.').is_empty() {
+        "bot".to_owned()
+    } else {
+        folder
+    }
+}
+
+/// A bot's folder as one zip, its files under [`folder_name`], so that unzipping gives the
+/// folder. The entries are stored, not compressed: the weights would not shrink.
+pub fn zip_folder<'f>(
+    handle: &str,
+    files: impl IntoIterator<Item = (&'f str, &'f [u8])>,
+) -> Result<Vec<u8>> {
+    use std::io::Write;
+    let failed =
+        |e: &dyn std::fmt::Display| Error::Dataset(format!("the zip could not be made ({e})"));
+    let folder = folder_name(handle);
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (name, bytes) in files {
+        w.start_file(format!("{folder}/{name}"), options)
+            .map_err(|e| failed(&e))?;
+        w.write_all(bytes).map_err(|e| failed(&e))?;
+    }
+    Ok(w.finish().map_err(|e| failed(&e))?.into_inner())
 }
 
 /// Reads every file and gathers the posts of each user (files of one user are merged, in the
@@ -231,122 +287,214 @@ pub fn train_bot(data: &[DataFile], recipe: &Recipe, hooks: Hooks) -> Result<Tra
     let start = (hooks.seconds)();
     let users = read_users(data)?;
     (hooks.on_event)(Event::Data(&users));
-    let text = dataset::training_text(&users, recipe.seed)?;
-    let tokenizer = match &recipe.start {
-        Start::Scratch { vocab_size, .. } => {
-            let posts: Vec<String> = users.iter().flat_map(|u| u.kept.iter().cloned()).collect();
-            Tokenizer::train_byte_level_bpe(&posts, *vocab_size)?
-        }
-        Start::ScratchWithTokenizer { files, .. } | Start::FineTune { files, .. } => {
-            files.tokenizer()?
-        }
-    };
-    let tokens = tokenizer.encode(&text)?;
-    let eos = tokenizer
-        .token_to_id(dataset::SEPARATOR)
-        .ok_or_else(|| Error::Dataset(format!("the tokenizer has no {}", dataset::SEPARATOR)))?;
-    let (cfg, init) = match &recipe.start {
-        Start::FineTune { files, .. } => {
-            (Config::from_json(files.config()?)?, Some(files.weights()?))
-        }
-        Start::Scratch { size, .. } | Start::ScratchWithTokenizer { size, .. } => {
-            (size.config(tokenizer.vocab_size(), eos), None)
-        }
-    };
-    let opts = TrainOptions {
-        length: recipe.length,
-        batch_size: recipe.batch_size,
-        block_size: recipe.block_size,
-        learning_rate: recipe.learning_rate,
-        seed: recipe.seed,
-        ..Default::default()
-    };
-    let mut trainer = Trainer::new(cfg.clone(), init.as_ref(), tokens, opts)?;
-    let (train_tokens, heldout_tokens) = trainer.token_counts();
-    let steps = trainer.total_steps();
+    let mut run = Run::new(users, recipe)?;
+    let (train_tokens, heldout_tokens) = run.token_counts();
     (hooks.on_event)(Event::Plan {
         train_tokens,
         heldout_tokens,
-        steps,
+        steps: run.steps(),
     });
-    let mut loss = f64::NAN;
-    for _ in 0..steps {
+    while !run.is_done() {
         if (hooks.cancelled)() {
             return Err(Error::Cancelled);
         }
-        let r = trainer.step()?;
-        loss = r.loss;
+        let r = run.step()?;
         (hooks.on_event)(Event::Step(r));
     }
     (hooks.on_event)(Event::Finishing);
-    let heldout_loss = trainer.heldout_loss()?;
-    let unigram_loss = trainer.unigram_heldout_loss();
+    run.finish((hooks.seconds)() - start)
+}
 
-    let handle = recipe
-        .handle
-        .clone()
-        .unwrap_or_else(|| default_handle(&users));
-    let mut files: Vec<(&'static str, Vec<u8>)> = vec![
-        (
-            files::CONFIG,
-            serde_json::to_string_pretty(&cfg.to_hf_json(Some(huggingtweets_task_params())))
-                .expect("JSON values serialize")
-                .into_bytes(),
-        ),
-        (
-            files::SAFETENSORS,
-            trainer.to_safetensors(recipe.precision)?,
-        ),
-        (files::TOKENIZER, tokenizer.to_json()?.into_bytes()),
-    ];
-    drop(trainer);
-    // Samples come from the files as written, so they show what the bot's users will get
-    // (f16 rounding included).
-    let samples = {
-        let written = ModelFiles::from_lookup(|n| {
-            files
-                .iter()
-                .find(|(k, _)| *k == n)
-                .map(|(_, b)| b.as_slice())
-        });
-        let bot = Bot::load(&written, crate::Dtype::default())?;
-        let mut settings = bot.settings();
-        settings.num_return_sequences = CARD_SAMPLES;
-        settings.seed = Some(recipe.seed);
-        crate::generate(&bot.model, &bot.tokenizer, SAMPLE_PROMPT, settings, |_| {})?
-            .into_iter()
-            .map(|s| format!("{SAMPLE_PROMPT}{}", s.text))
-            .collect::<Vec<_>>()
-    };
-    let figures = TrainingFigures {
-        base: match &recipe.start {
+/// A recipe's training, a step at a time, for callers that must do other work between steps
+/// (the page's worker reads Stop and reports progress there). [`train_bot`] is its loop.
+pub struct Run {
+    users: Vec<UserPosts>,
+    tokenizer: Tokenizer,
+    cfg: Config,
+    trainer: Trainer,
+    /// The starting model's held-out loss: measured before the first step, when it is a model
+    /// (fine-tuning); a new model's is its vocabulary's uniform guess, and not measured.
+    start_loss: Option<f64>,
+    loss: f64,
+    /// What the card says training started from.
+    base: String,
+    seed: u64,
+    handle: Option<String>,
+    about: Option<String>,
+    precision: Precision,
+}
+
+impl Run {
+    /// Tokenizes the users' posts and sets up the model to train (learning a tokenizer first
+    /// when training from scratch).
+    pub fn new(users: Vec<UserPosts>, recipe: &Recipe) -> Result<Self> {
+        let text = dataset::training_text(&users, recipe.seed)?;
+        let tokenizer = match &recipe.start {
+            Start::Scratch { vocab_size, .. } => {
+                let posts: Vec<String> =
+                    users.iter().flat_map(|u| u.kept.iter().cloned()).collect();
+                Tokenizer::train_byte_level_bpe(&posts, *vocab_size)?
+            }
+            Start::ScratchWithTokenizer { files, .. } | Start::FineTune { files, .. } => {
+                files.tokenizer()?
+            }
+        };
+        let tokens = tokenizer.encode(&text)?;
+        let eos = tokenizer.token_to_id(dataset::SEPARATOR).ok_or_else(|| {
+            Error::Dataset(format!("the tokenizer has no {}", dataset::SEPARATOR))
+        })?;
+        let (cfg, init) = match &recipe.start {
+            Start::FineTune { files, .. } => {
+                (Config::from_json(files.config()?)?, Some(files.weights()?))
+            }
+            Start::Scratch { size, .. } | Start::ScratchWithTokenizer { size, .. } => {
+                (size.config(tokenizer.vocab_size(), eos), None)
+            }
+        };
+        let opts = TrainOptions {
+            length: recipe.length,
+            batch_size: recipe.batch_size,
+            block_size: recipe.block_size,
+            learning_rate: recipe.learning_rate,
+            seed: recipe.seed,
+            ..Default::default()
+        };
+        let fine_tuning = init.is_some();
+        let trainer = Trainer::new(cfg.clone(), init.as_ref(), tokens, opts)?;
+        let start_loss = if fine_tuning {
+            Some(trainer.heldout_loss()?)
+        } else {
+            None
+        };
+        let base = match &recipe.start {
             Start::FineTune { name, .. } => format!("fine-tuned from {name}"),
             _ => format!(
                 "a GPT-2 trained from scratch ({} layers, {} wide, {} positions, {} tokens)",
                 cfg.n_layer, cfg.n_embd, cfg.n_positions, cfg.vocab_size
             ),
-        },
-        steps,
-        final_loss: loss,
-        heldout_loss,
-        unigram_loss,
-        seconds: (hooks.seconds)() - start,
-        train_tokens,
-        heldout_tokens,
-    };
-    let notes = CardNotes {
-        data_source: recipe.about.clone(),
-        samples: samples.clone(),
-    };
-    files.push((
-        files::CARD,
-        card::huggingtweets_card(&users, &handle, Some(&figures), &notes).into_bytes(),
-    ));
-    Ok(TrainedBot {
-        files,
-        users,
-        handle,
-        figures,
-        samples,
-    })
+        };
+        Ok(Self {
+            users,
+            tokenizer,
+            cfg,
+            trainer,
+            start_loss,
+            loss: f64::NAN,
+            base,
+            seed: recipe.seed,
+            handle: recipe.handle.clone(),
+            about: recipe.about.clone(),
+            precision: recipe.precision,
+        })
+    }
+
+    /// The posts it trains on, as read, cleaned and counted.
+    pub fn users(&self) -> &[UserPosts] {
+        &self.users
+    }
+
+    /// Tokens it trains on and tokens held out to measure perplexity.
+    pub fn token_counts(&self) -> (usize, usize) {
+        self.trainer.token_counts()
+    }
+
+    /// Steps in all.
+    pub fn steps(&self) -> usize {
+        self.trainer.total_steps()
+    }
+
+    /// The held-out loss of the model it started from, when that is a trained model.
+    pub fn start_loss(&self) -> Option<f64> {
+        self.start_loss
+    }
+
+    /// Whether every step is done.
+    pub fn is_done(&self) -> bool {
+        self.trainer.steps_done() >= self.steps()
+    }
+
+    /// The next optimisation step.
+    pub fn step(&mut self) -> Result<StepReport> {
+        let r = self.trainer.step()?;
+        self.loss = r.loss;
+        Ok(r)
+    }
+
+    /// Measures the trained model and writes the bot's folder, card and samples; `seconds` is
+    /// the time the whole run took, for the card.
+    pub fn finish(self, seconds: f64) -> Result<TrainedBot> {
+        let Self {
+            users,
+            tokenizer,
+            cfg,
+            trainer,
+            start_loss,
+            loss,
+            base,
+            seed,
+            handle,
+            about,
+            precision,
+        } = self;
+        let heldout_loss = trainer.heldout_loss()?;
+        let unigram_loss = trainer.unigram_heldout_loss();
+        let (train_tokens, heldout_tokens) = trainer.token_counts();
+        let steps = trainer.steps_done();
+        let handle = handle.unwrap_or_else(|| default_handle(&users));
+        let mut files: Vec<(&'static str, Vec<u8>)> = vec![
+            (
+                files::CONFIG,
+                serde_json::to_string_pretty(&cfg.to_hf_json(Some(huggingtweets_task_params())))
+                    .expect("JSON values serialize")
+                    .into_bytes(),
+            ),
+            (files::SAFETENSORS, trainer.to_safetensors(precision)?),
+            (files::TOKENIZER, tokenizer.to_json()?.into_bytes()),
+        ];
+        drop(trainer);
+        // Samples come from the files as written, so they show what the bot's users will get
+        // (f16 rounding included).
+        let samples = {
+            let written = ModelFiles::from_lookup(|n| {
+                files
+                    .iter()
+                    .find(|(k, _)| *k == n)
+                    .map(|(_, b)| b.as_slice())
+            });
+            let bot = Bot::load(&written, crate::Dtype::default())?;
+            let mut settings = bot.settings();
+            settings.num_return_sequences = CARD_SAMPLES;
+            settings.seed = Some(seed);
+            crate::generate(&bot.model, &bot.tokenizer, SAMPLE_PROMPT, settings, |_| {})?
+                .into_iter()
+                .map(|s| format!("{SAMPLE_PROMPT}{}", s.text))
+                .collect::<Vec<_>>()
+        };
+        let figures = TrainingFigures {
+            base,
+            steps,
+            final_loss: loss,
+            start_loss,
+            heldout_loss,
+            unigram_loss,
+            seconds,
+            train_tokens,
+            heldout_tokens,
+        };
+        let notes = CardNotes {
+            data_source: about,
+            samples: samples.clone(),
+        };
+        files.push((
+            files::CARD,
+            card::huggingtweets_card(&users, &handle, Some(&figures), &notes).into_bytes(),
+        ));
+        Ok(TrainedBot {
+            files,
+            users,
+            handle,
+            figures,
+            samples,
+        })
+    }
 }

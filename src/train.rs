@@ -56,6 +56,9 @@ pub enum Length {
     Steps(usize),
     /// Passes over the training tokens (held-out tokens not counted), rounded up to whole steps.
     Epochs(f64),
+    /// Passes over the training tokens, but no more than this many steps: a fixed time for a
+    /// large archive, without learning a small one by heart.
+    EpochsUpTo(f64, usize),
 }
 
 /// Optimisation settings.
@@ -148,6 +151,13 @@ fn training_split(n: usize, block: usize, heldout_fraction: f64) -> usize {
     n.saturating_sub(heldout)
 }
 
+/// Steps that pass `epochs` times over `tokens` training tokens, `per_step` at a time.
+fn epochs_to_steps(epochs: f64, tokens: usize, per_step: usize) -> usize {
+    ((epochs * tokens as f64) / per_step.max(1) as f64)
+        .ceil()
+        .max(1.0) as usize
+}
+
 /// A model being trained, its optimizer and its data.
 pub struct Trainer {
     cfg: Config,
@@ -236,9 +246,10 @@ impl Trainer {
         let opt = AdamW::new(vars.0.iter().map(|(_, v)| v.clone()).collect(), params)?;
         let steps = match opts.length {
             Length::Steps(s) => s,
-            Length::Epochs(e) => ((e * split as f64) / (opts.batch_size * block).max(1) as f64)
-                .ceil()
-                .max(1.0) as usize,
+            Length::Epochs(e) => epochs_to_steps(e, split, opts.batch_size * block),
+            Length::EpochsUpTo(e, most) => {
+                epochs_to_steps(e, split, opts.batch_size * block).min(most)
+            }
         };
         Ok(Self {
             cfg,
@@ -261,6 +272,11 @@ impl Trainer {
     /// Tokens available for training and for the held-out measurement.
     pub fn token_counts(&self) -> (usize, usize) {
         (self.train.len(), self.heldout.len())
+    }
+
+    /// Steps taken so far.
+    pub fn steps_done(&self) -> usize {
+        self.step
     }
 
     /// How many steps the run takes (its [`Length`] in steps).

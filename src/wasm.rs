@@ -64,6 +64,36 @@ pub fn held_file() -> String {
     files::GGUF.to_owned()
 }
 
+/// A bot's folder (`{name: Uint8Array}`) as one zip for the person to download
+/// ([`recipe::zip_folder`]).
+#[wasm_bindgen(js_name = zipFolder)]
+pub fn zip_folder(handle: &str, files: js_sys::Object) -> Result<Vec<u8>, JsError> {
+    let named = named_bytes(&files);
+    recipe::zip_folder(
+        handle,
+        named.iter().map(|(n, b)| (n.as_str(), b.as_slice())),
+    )
+    .map_err(js_err)
+}
+
+/// The name of the folder (and zip) of a bot with this @handle ([`recipe::folder_name`]).
+#[wasm_bindgen(js_name = folderName)]
+pub fn folder_name(handle: &str) -> String {
+    recipe::folder_name(handle)
+}
+
+/// The entries of `{name: Uint8Array}`, copied.
+fn named_bytes(files: &js_sys::Object) -> Vec<(String, Vec<u8>)> {
+    js_sys::Object::entries(files)
+        .iter()
+        .map(|pair| {
+            let pair = js_sys::Array::from(&pair);
+            let name = pair.get(0).as_string().unwrap_or_default();
+            (name, js_sys::Uint8Array::new(&pair.get(1)).to_vec())
+        })
+        .collect()
+}
+
 /// Whether `name` is a weights file (one of the formats of a model's weights).
 #[wasm_bindgen(js_name = isWeights)]
 pub fn is_weights(name: &str) -> bool {
@@ -379,6 +409,127 @@ impl WasmPosts {
     #[wasm_bindgen(js_name = avatarType)]
     pub fn avatar_type(&self) -> Option<String> {
         self.avatar.as_ref().map(|a| a.mime.to_owned())
+    }
+}
+
+/// A bot being trained in the tab on a person's posts ([`recipe::in_the_tab`]), a step at a
+/// time: the worker calls [`WasmTraining::step`] between messages, so Stop gets through.
+#[wasm_bindgen]
+pub struct WasmTraining {
+    run: Option<recipe::Run>,
+}
+
+#[wasm_bindgen]
+impl WasmTraining {
+    /// Sets up training on `posts` by fine-tuning the model of `files` (`{name: Uint8Array}`,
+    /// its folder's files), which the card calls `name`; `steps`, when given, replaces the
+    /// recipe's length (a short run, for tests). Tokenizes the posts and measures the starting
+    /// model on the held-out ones, which takes a moment.
+    #[wasm_bindgen(constructor)]
+    pub fn new(
+        posts: &WasmPosts,
+        name: &str,
+        files: js_sys::Object,
+        steps: Option<usize>,
+    ) -> Result<WasmTraining, JsError> {
+        let named = named_bytes(&files);
+        let base = crate::ModelFiles::from_lookup(|n| {
+            named
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, b)| b.as_slice())
+        });
+        let mut recipe = recipe::in_the_tab(base, name);
+        if let Some(steps) = steps {
+            recipe.length = crate::train::Length::Steps(steps);
+        }
+        let run = recipe::Run::new(posts.users.clone(), &recipe).map_err(js_err)?;
+        Ok(WasmTraining { run: Some(run) })
+    }
+
+    fn run(&mut self) -> Result<&mut recipe::Run, JsError> {
+        self.run
+            .as_mut()
+            .ok_or_else(|| js_err("this training has finished"))
+    }
+
+    /// `{steps, train_tokens, heldout_tokens, start_perplexity}`: what the run will do.
+    pub fn plan(&mut self) -> Result<JsValue, JsError> {
+        let run = self.run()?;
+        let (train_tokens, heldout_tokens) = run.token_counts();
+        to_js(&serde_json::json!({
+            "steps": run.steps(),
+            "train_tokens": train_tokens,
+            "heldout_tokens": heldout_tokens,
+            "start_perplexity": run.start_loss().map(f64::exp),
+        }))
+    }
+
+    /// Whether every step is done.
+    #[wasm_bindgen(js_name = isDone)]
+    pub fn is_done(&mut self) -> Result<bool, JsError> {
+        Ok(self.run()?.is_done())
+    }
+
+    /// The next step: `{step, loss, learning_rate, tokens}`.
+    pub fn step(&mut self) -> Result<JsValue, JsError> {
+        let r = self.run()?.step().map_err(js_err)?;
+        to_js(&serde_json::json!({
+            "step": r.step, "loss": r.loss, "learning_rate": r.learning_rate, "tokens": r.tokens,
+        }))
+    }
+
+    /// Measures the trained model and makes the bot's folder (the training is spent); `seconds`
+    /// is how long it all took, for the card.
+    pub fn finish(&mut self, seconds: f64) -> Result<WasmTrainedBot, JsError> {
+        let run = self
+            .run
+            .take()
+            .ok_or_else(|| js_err("this training has finished"))?;
+        Ok(WasmTrainedBot {
+            bot: run.finish(seconds).map_err(js_err)?,
+        })
+    }
+}
+
+/// A bot trained in the tab: its folder's files, its card, and the folder as a zip.
+#[wasm_bindgen]
+pub struct WasmTrainedBot {
+    bot: recipe::TrainedBot,
+}
+
+#[wasm_bindgen]
+impl WasmTrainedBot {
+    /// The names of its files (config.json, model.safetensors, tokenizer.json, README.md).
+    pub fn names(&self) -> Vec<String> {
+        self.bot
+            .files
+            .iter()
+            .map(|(n, _)| (*n).to_owned())
+            .collect()
+    }
+
+    /// One file's bytes (a copy).
+    pub fn file(&self, name: &str) -> Option<Vec<u8>> {
+        self.bot.file(name).map(<[u8]>::to_vec)
+    }
+
+    /// Its @handle, which also names its folder.
+    #[wasm_bindgen(getter)]
+    pub fn handle(&self) -> String {
+        self.bot.handle.clone()
+    }
+
+    /// `{perplexity, start_perplexity, unigram_perplexity, steps, seconds}` from its card.
+    pub fn figures(&self) -> Result<JsValue, JsError> {
+        let f = &self.bot.figures;
+        to_js(&serde_json::json!({
+            "perplexity": f.heldout_loss.exp(),
+            "start_perplexity": f.start_loss.map(f64::exp),
+            "unigram_perplexity": f.unigram_loss.exp(),
+            "steps": f.steps,
+            "seconds": f.seconds,
+        }))
     }
 }
 

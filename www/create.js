@@ -4,6 +4,8 @@
 // "Tweets downloaded / Retweets / Short tweets / Tweets kept" table, counted as the CLI counts.
 // Nothing leaves the tab.
 import { renderCard } from './card-view.js';
+import { deleteBot, keptBot, listBots, saveBot } from './mine.js';
+import { DEFAULT_MODEL, MINE_PARAM, modelBase } from './models.js';
 import { sharedWorker } from './widget.js';
 
 function el(tag, attrs = {}, ...children) {
@@ -13,9 +15,16 @@ function el(tag, attrs = {}, ...children) {
   return e;
 }
 
+/** "2:05" for 125 seconds. */
+function clock(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`;
+}
+
 /** Draws the create view: the introduction in `cardRoot` (the card once a file is read), the
- * file picker and drop zone in `panel`. */
-export function createView(cardRoot, panel) {
+ * file picker and drop zone, training, and the person's bots in `panel`. `steps` (from ?steps=)
+ * shortens training to that many steps. */
+export function createView(cardRoot, panel, { steps } = {}) {
   const intro = el('div', { class: 'create-intro' },
     el('h1', {}, 'Create your own bot'),
     el('p', {}, 'Ask X for your data (Settings › Your account › Download an archive of your data), '
@@ -31,12 +40,27 @@ export function createView(cardRoot, panel) {
   const zone = el('section', { class: 'dropzone', 'aria-label': 'Your posts' },
     el('p', {}, 'Drop your X archive here, or'), pick,
     el('p', { class: 'hint' }, 'A tweets.js, .jsonl or text file of posts works too.'), status);
-  panel.replaceChildren(zone);
+  const trainButton = el('button', { type: 'button', class: 'train' }, 'Train my bot');
+  const stopButton = el('button', { type: 'button', class: 'stop', hidden: '' }, 'Stop');
+  const bar = el('progress', { 'aria-label': 'Training', hidden: '' });
+  const progress = el('p', { class: 'status', role: 'status' });
+  const training = el('section', { class: 'training', 'aria-label': 'Training', hidden: '' },
+    el('p', { class: 'hint' }, 'Your bot starts from the default bot and learns from your posts, '
+      + 'here in this tab: a few minutes. You can keep using the page meanwhile.'),
+    el('div', { class: 'row' }, trainButton, stopButton), bar, progress);
+  const yours = el('section', { class: 'yours', 'aria-label': 'Your bots', hidden: '' }, el('h2', {}, 'Your bots'), el('ul'));
+  panel.replaceChildren(zone, training, yours);
+  showYours();
 
   let avatarUrl = null;
   let reading = 0;
+  /** The file read last, when it can be trained on, and its picture. */
+  let chosen = null;
+  let chosenAvatar = null;
   async function read(file) {
     const mine = ++reading;
+    chosen = null;
+    training.hidden = true;
     status.classList.remove('problem');
     status.textContent = `Reading ${file.name}…`;
     try {
@@ -54,12 +78,90 @@ export function createView(cardRoot, panel) {
         status.textContent = `${got.problem[0].toUpperCase()}${got.problem.slice(1)}.`;
       } else {
         status.textContent = `${kept} posts to learn from, read in this tab.`;
+        chosen = file;
+        chosenAvatar = got.avatar;
+        training.hidden = false;
+        progress.textContent = '';
       }
     } catch (e) {
       if (mine !== reading) return;
       status.classList.add('problem');
       status.textContent = e.message;
     }
+  }
+
+  const TRAINING = 'create-training';
+  let busy = false;
+  trainButton.addEventListener('click', async () => {
+    if (!chosen || busy) return;
+    busy = true;
+    trainButton.disabled = true;
+    stopButton.hidden = false;
+    bar.hidden = false;
+    bar.removeAttribute('value');
+    progress.classList.remove('problem');
+    progress.textContent = 'Getting the default bot…';
+    let plan = null;
+    let tokens = 0;
+    const onMessage = (d) => {
+      if (d.type === 'preparing') progress.textContent = 'Measuring the default bot on your posts…';
+      else if (d.type === 'plan') {
+        plan = d.plan;
+        bar.max = plan.steps;
+        bar.value = 0;
+      } else if (d.type === 'step') {
+        tokens += d.step.tokens;
+        bar.value = d.step.step;
+        const left = d.seconds / d.step.step * (plan.steps - d.step.step);
+        progress.textContent = `Step ${d.step.step} of ${plan.steps} · loss ${d.step.loss.toFixed(2)} · `
+          + `${Math.round(tokens / d.seconds)} tokens/s · ${clock(left)} left`;
+      } else if (d.type === 'finishing') {
+        bar.removeAttribute('value');
+        progress.textContent = 'Measuring your bot and writing its card…';
+      }
+    };
+    try {
+      const base = modelBase(DEFAULT_MODEL);
+      const d = await sharedWorker().request({ type: 'train', widget: TRAINING, file: chosen, base, baseName: 'the default bot', steps }, onMessage, ['trained']);
+      if (d.stopped) {
+        progress.textContent = 'Stopped. Your posts are still here: train again when you like.';
+        return;
+      }
+      progress.textContent = 'Keeping your bot in this browser…';
+      const id = await saveBot(d.handle, d.files, chosenAvatar);
+      location.href = `?${MINE_PARAM}=${encodeURIComponent(id)}`;
+    } catch (e) {
+      progress.classList.add('problem');
+      progress.textContent = e.message;
+    } finally {
+      busy = false;
+      trainButton.disabled = false;
+      stopButton.hidden = true;
+      bar.hidden = true;
+    }
+  });
+  stopButton.addEventListener('click', () => sharedWorker().tell('stop', TRAINING));
+
+  /** Lists the bots kept in this browser, each with a link and Delete. */
+  async function showYours() {
+    let ids = [];
+    try { ids = await listBots(); } catch { /* no Cache API here */ }
+    const list = yours.querySelector('ul');
+    list.replaceChildren();
+    for (const id of ids) {
+      const bot = await keptBot(id);
+      if (!bot) continue;
+      const card = await sharedWorker().parseCard(await bot.files['README.md'].arrayBuffer());
+      const name = `${card.title || id}${card.handle ? ` (${card.handle})` : ''}`;
+      const remove = el('button', { type: 'button', 'aria-label': `Delete ${name}` }, 'Delete');
+      remove.addEventListener('click', async () => {
+        if (!confirm(`Delete ${name} from this browser? Download it first to keep it.`)) return;
+        await deleteBot(id);
+        showYours();
+      });
+      list.append(el('li', {}, el('a', { href: `?${MINE_PARAM}=${encodeURIComponent(id)}` }, name), ' ', remove));
+    }
+    yours.hidden = !list.children.length;
   }
 
   input.addEventListener('change', () => { if (input.files[0]) read(input.files[0]); });

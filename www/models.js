@@ -5,6 +5,8 @@ export const DEFAULT_MODEL = 'default';
 /** The page's "Create your own bot" view: the URL parameter, and a link to it. */
 export const CREATE_PARAM = 'create';
 export const CREATE_PAGE = `?${CREATE_PARAM}`;
+/** A bot made in this browser: ?mine=<id> (www/mine.js keeps them). */
+export const MINE_PARAM = 'mine';
 export const DEFAULT_HUB = 'https://huggingface.co';
 
 const here = new URL('.', import.meta.url);

@@ -45,6 +45,11 @@ export class WorkerClient {
     return this.request({ type: 'posts', file }, () => {}, ['posts']);
   }
 
+  /** A bot's folder (`{name: Uint8Array}`) as a zip to download: `{zip, file}` (its name). */
+  zipFolder(handle, files) {
+    return this.request({ type: 'zip', handle, files }, () => {}, ['zip']);
+  }
+
   /** Facts the library owns that the page shows: the prompt cards open with. */
   info() {
     this.infoReply ??= this.request({ type: 'info' });
@@ -109,7 +114,7 @@ export class BotWidget extends HTMLElement {
 
   connectedCallback() {
     if (this.built) {
-      if (this.released) { this.released = false; this.load(); }
+      if (this.released) { this.released = false; this.start(); }
       return;
     }
     this.built = true;
@@ -160,7 +165,19 @@ export class BotWidget extends HTMLElement {
       try { this.loadLocal(await filesFromDrop([...e.dataTransfer.items])); } catch (err) { this.fail(err); }
     });
     this.ui = { prompt, compute, stop, grid, inputs: {}, picker, progress, status, note, samples, recover };
-    this.load();
+    this.start();
+  }
+
+  /** Loads its model: the files set with `useFiles` before it was shown, else its model's. */
+  start() {
+    if (this.ownFiles) this.loadLocal(Object.values(this.ownFiles.files), this.ownFiles.label);
+    else this.load();
+  }
+
+  /** Makes the widget run the model of `files` (`{name: File}`; a bot kept in this browser),
+   * called `label` in its status line, instead of a model by name. Call before it is shown. */
+  useFiles(files, label) {
+    this.ownFiles = { files, label };
   }
 
   disconnectedCallback() {
@@ -284,7 +301,7 @@ export class BotWidget extends HTMLElement {
     return this.loaded;
   }
 
-  async loadLocal(fileList) {
+  async loadLocal(fileList, label = 'The local model') {
     // Every picked file by name (File objects are handles: the worker reads only the files the
     // library asks for); the first of two same-named files wins.
     const files = {};
@@ -292,7 +309,7 @@ export class BotWidget extends HTMLElement {
     this.say('Loading local files…');
     try {
       this.loaded = this.client.request({ type: 'load', widget: this.widgetId, files, dtype: this.dtype, params: this.params })
-        .then((d) => this.afterLoad(d, 'The local model'));
+        .then((d) => this.afterLoad(d, label));
       await this.loaded;
     } catch (e) {
       this.loaded = null;

@@ -2,10 +2,12 @@
 // It serves every widget of a page: each request names its widget, each distinct model is
 // loaded once and shared by the widgets that show it, and Stop stops one widget's generation.
 // In:  {type: 'info' | 'card', id, bytes?} | {type: 'posts', id, file} (a person's X archive or posts)
+//      {type: 'train', id, widget, file, base, baseName, steps?} (a bot from those posts, fine-tuning
+//      the model at base) | {type: 'zip', id, handle, files} (a bot's folder as a zip)
 //      {type: 'load', id, widget, base | files: {name: File}, dtype?, params}
 //      {type: 'generate', id, widget, prompt, params} | {type: 'stop' | 'release', widget}
 //      ('stop' ends the widget's generation, or its wait for a model that is loading)
-// Out: {type: 'info' | 'card' | 'posts' | 'progress' | 'loaded' | 'started' | 'tokens' | 'done' | 'error', id, ...}
+// Out: {type: 'info' | 'card' | 'posts' | 'zip' | 'preparing' | 'plan' | 'step' | 'finishing' | 'trained' | 'progress' | 'loaded' | 'started' | 'tokens' | 'done' | 'error', id, ...}
 //      and, after a 'loaded' with holding: true, {type: 'held', id, ok, message?} once the model
 //      is cached (or could not be: `message` says so to the person).
 //      A 'loaded' with notStored (a sentence) is a model that could not be cached as it came.
@@ -247,15 +249,16 @@ function refusing(call) {
 }
 
 /** Feeds `loader` the model's files in the order and formats the library asks for; the weights
- * go in pieces as they arrive. Fills `known` (what the library asks: true for read, false for
- * absent, or the sentence saying why a file could not be read), `asked` (every name asked
- * for, in order) and `reads` (see download), and returns the bytes read. */
-async function collect(source, id, loader, signal, known, asked, reads) {
+ * go in pieces as they arrive, unless `whole` is given: then every file goes whole, and is also
+ * kept there by name. Fills `known` (what the library asks: true for read, false for absent, or
+ * the sentence saying why a file could not be read), `asked` (every name asked for, in order)
+ * and `reads` (see download), and returns the bytes read. */
+async function collect(source, id, loader, signal, known, asked, reads, whole = null) {
   const { nextModelFile, isStreamed } = await ready;
   let bytes = 0;
   for (let name; (name = nextModelFile(known)) !== undefined;) {
     asked.push(name);
-    const sink = isStreamed(name) ? (piece) => refusing(() => loader.push(name, piece)) : null;
+    const sink = isStreamed(name) && !whole ? (piece) => refusing(() => loader.push(name, piece)) : null;
     const got = await read(source, name, id, sink, signal, reads);
     known[name] = got === ABSENT ? false : got instanceof Unreadable ? got.why : true;
     if (got === ABSENT || got instanceof Unreadable) continue;
@@ -263,9 +266,71 @@ async function collect(source, id, loader, signal, known, asked, reads) {
     else {
       bytes += got.length;
       refusing(() => loader.add(name, got));
+      if (whole) whole[name] = got;
     }
   }
   return bytes;
+}
+
+/** The files of the model at `base` (its checkpoint, not weights held quantized), whole: what
+ * a bot is trained from. Read, cached and checked as a widget's model is. */
+async function folderFiles(base, id) {
+  const lib = await ready;
+  const loader = new lib.WasmLoader('f32');
+  const files = {};
+  const reads = { cached: new Map(), stored: new Map() };
+  try {
+    await collect({ base, dtype: 'f32' }, id, loader, new AbortController().signal, {}, [], reads, files);
+    checkCached(loader, reads);
+    await recordStored(base, loader, reads);
+  } finally {
+    loader.free();
+  }
+  return files;
+}
+
+/** widget -> {stopped} for each training in progress. */
+const trainings = new Map();
+
+/** Trains a bot on the posts of `msg.file` from the model at `msg.base`, posting its plan, each
+ * step, and the bot's files; Stop (for `msg.widget`) ends it between two steps. */
+async function train(lib, msg) {
+  const { id, widget } = msg;
+  const job = { stopped: false };
+  trainings.set(widget, job);
+  let training = null;
+  try {
+    const posts = lib.WasmPosts.read(msg.file, msg.file.name);
+    try {
+      const files = await folderFiles(msg.base, id);
+      post({ type: 'preparing', id });
+      await yieldNow();
+      if (job.stopped) return post({ type: 'trained', id, stopped: true });
+      training = new lib.WasmTraining(posts, msg.baseName, files, msg.steps ?? undefined);
+    } finally {
+      posts.free();
+    }
+    post({ type: 'plan', id, plan: training.plan() });
+    const t0 = performance.now();
+    const seconds = () => (performance.now() - t0) / 1000;
+    while (!training.isDone()) {
+      await yieldNow();
+      if (job.stopped) return post({ type: 'trained', id, stopped: true });
+      post({ type: 'step', id, step: training.step(), seconds: seconds() });
+    }
+    post({ type: 'finishing', id });
+    await yieldNow();
+    const bot = training.finish(seconds());
+    try {
+      const files = Object.fromEntries(bot.names().map((n) => [n, bot.file(n)]));
+      post({ type: 'trained', id, handle: bot.handle, files, figures: bot.figures() }, Object.values(files).map((b) => b.buffer));
+    } finally {
+      bot.free();
+    }
+  } finally {
+    training?.free();
+    trainings.delete(widget);
+  }
 }
 
 /** Drops the cached copies of the files `names` of `base`: after the library refused one, the
@@ -486,6 +551,11 @@ async function handle(msg) {
     post({ type: 'info', id, prompt: lib.samplePrompt(), threads: threadCount, build: buildName });
   } else if (type === 'card') {
     post({ type: 'card', id, card: lib.parseCard(new Uint8Array(msg.bytes)) });
+  } else if (type === 'train') {
+    await train(lib, msg);
+  } else if (type === 'zip') {
+    const zip = lib.zipFolder(msg.handle, msg.files);
+    post({ type: 'zip', id, zip, file: `${lib.folderName(msg.handle)}.zip` }, [zip.buffer]);
   } else if (type === 'posts') {
     // Read here, a slice at a time, straight from the person's File (FileReaderSync).
     const posts = lib.WasmPosts.read(msg.file, msg.file.name);
@@ -543,6 +613,8 @@ self.onmessage = ({ data }) => {
   if (data.type === 'stop') {
     const w = widgets.get(data.widget);
     if (w) w.stopped = true;
+    const t = trainings.get(data.widget);
+    if (t) t.stopped = true;
     stopLoading(data.widget);
     return;
   }
