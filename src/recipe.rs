@@ -118,7 +118,7 @@ impl Default for Recipe<'_> {
 /// How the page trains a person's bot: fine-tune `base` (the page's default bot, a GPT-2 that
 /// already writes English) on their posts, a few passes over them, in a fixed number of steps
 /// at most so that a large archive still trains in minutes on 2 cores, stored as f16 (half the
-/// bytes to keep in the browser). `botcard train --init <base> --epochs 8 --steps 150
+/// bytes to keep in the browser). `botcard train --init <base> --epochs 8 --steps 120
 /// --batch-size 8 --block-size 128 --lr 1e-3 --seed 0 --dtype f16` runs the same recipe.
 pub fn in_the_tab<'a>(base: ModelFiles<'a>, name: &str) -> Recipe<'a> {
     Recipe {
@@ -126,7 +126,7 @@ pub fn in_the_tab<'a>(base: ModelFiles<'a>, name: &str) -> Recipe<'a> {
             files: base,
             name: name.to_owned(),
         },
-        length: Length::EpochsUpTo(8.0, 150),
+        length: Length::EpochsUpTo(8.0, 120),
         batch_size: 8,
         block_size: 128,
         learning_rate: 1e-3,

@@ -54,10 +54,15 @@ export function createView(cardRoot, panel, { steps } = {}) {
 
   let avatarUrl = null;
   let reading = 0;
+  let busy = false;
   /** The file read last, when it can be trained on, and its picture. */
   let chosen = null;
   let chosenAvatar = null;
   async function read(file) {
+    if (busy) {
+      status.textContent = `Your bot is training: stop it to read ${file.name} instead.`;
+      return;
+    }
     const mine = ++reading;
     chosen = null;
     training.hidden = true;
@@ -91,7 +96,6 @@ export function createView(cardRoot, panel, { steps } = {}) {
   }
 
   const TRAINING = 'create-training';
-  let busy = false;
   trainButton.addEventListener('click', async () => {
     if (!chosen || busy) return;
     busy = true;

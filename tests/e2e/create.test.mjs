@@ -117,6 +117,20 @@ test('an archive dropped on the page is read too, and too little text gets the C
   await p.context().close();
 });
 
+test('a bare JSON Lines file of posts is read too, named after the file', async () => {
+  const p = await createPage();
+  const lines = Array.from({ length: 200 }, (_, i) => JSON.stringify({ full_text: `Post number ${i} is about the weather in the mountains today` }));
+  lines.push(JSON.stringify({ full_text: 'RT @someone: not mine' }), JSON.stringify({ full_text: 'ok' }));
+  await p.getByLabel(/archive/).setInputFiles({ name: 'marta.jsonl', mimeType: 'application/jsonl', buffer: Buffer.from(lines.join('\n')) });
+  await p.locator('.card-head .names').filter({ hasText: 'marta' }).waitFor({ timeout: 30000 });
+  assert.deepEqual(await table(p), {
+    Data: ['marta'], 'Tweets downloaded': ['202'], Retweets: ['1'], 'Short tweets': ['1'], 'Tweets kept': ['200'],
+  });
+  await p.getByRole('status').filter({ hasText: '200 posts to learn from' }).waitFor();
+  await p.getByRole('button', { name: 'Train my bot' }).waitFor();
+  await p.context().close();
+});
+
 test('a huggingtweets card\'s "Create your own bot" link leads to the create view', async () => {
   const p = await page(b);
   await p.goto(`${site.url}/?model=huggingtweets/joebiden`);
