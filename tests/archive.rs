@@ -193,17 +193,30 @@ fn an_archive_whose_posts_inflate_past_the_limit_is_refused_without_reading_them
     );
 }
 
+/// `botcard train` on a fixture archive with `options`, into `<tmp>/bot`: whether it succeeded,
+/// its stderr, and the folder (in `tmp`).
+fn train_on(archive: &str, options: &[&str], tmp: &tempfile::TempDir) -> (bool, String, PathBuf) {
+    let out = tmp.path().join("bot");
+    let zip = fixture(archive);
+    let args = [
+        &[
+            "train",
+            "--data",
+            zip.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        options,
+    ]
+    .concat();
+    let (ok, _, err) = botcard(&args);
+    (ok, err, out)
+}
+
 #[test]
 fn train_reads_an_x_archive_zip_with_its_name_handle_and_picture() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("bot");
-    let zip = fixture("alice-archive.zip");
-    let (ok, _, err) = botcard(&[
-        "train",
-        "--data",
-        zip.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
+    let small = [
         "--vocab-size",
         "300",
         "--steps",
@@ -212,7 +225,8 @@ fn train_reads_an_x_archive_zip_with_its_name_handle_and_picture() {
         "32",
         "--batch-size",
         "2",
-    ]);
+    ];
+    let (ok, err, out) = train_on("alice-archive.zip", &small, &tmp);
     assert!(ok, "{err}");
     assert!(
         err.contains("Alice Liddell 🐇: 600 downloaded, 60 retweets, 60 short, 480 kept"),
@@ -231,15 +245,7 @@ fn train_reads_an_x_archive_zip_with_its_name_handle_and_picture() {
 #[test]
 fn train_on_an_archive_with_too_little_text_says_so_and_writes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("bot");
-    let zip = fixture("tiny-archive.zip");
-    let (ok, _, err) = botcard(&[
-        "train",
-        "--data",
-        zip.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let (ok, err, out) = train_on("tiny-archive.zip", &[], &tmp);
     assert!(!ok);
     let at_most = expected("tiny-archive.zip")["kept_chars_at_most"]
         .as_u64()

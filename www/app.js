@@ -69,7 +69,7 @@ async function showMine(id) {
     return;
   }
   const { files } = bot;
-  const card = await sharedWorker().parseCard(await files['README.md'].arrayBuffer());
+  const card = await sharedWorker().parseCard(await bot.card.arrayBuffer());
   // The archive's own picture, where the card names X's copy (which may be gone, or offline).
   if (bot.avatar && card.users.length === 1) card.users[0].avatar = URL.createObjectURL(bot.avatar);
   renderCard(cardRoot, card);

@@ -5,7 +5,7 @@
 // Nothing leaves the tab.
 import { renderCard } from './card-view.js';
 import { deleteBot, keptBot, listBots, saveBot } from './mine.js';
-import { DEFAULT_MODEL, MINE_PARAM, modelBase } from './models.js';
+import { DEFAULT_MODEL, DEFAULT_NAME, MINE_PARAM, modelBase } from './models.js';
 import { sharedWorker } from './widget.js';
 
 function el(tag, attrs = {}, ...children) {
@@ -45,7 +45,7 @@ export function createView(cardRoot, panel, { steps } = {}) {
   const bar = el('progress', { 'aria-label': 'Training', hidden: '' });
   const progress = el('p', { class: 'status', role: 'status' });
   const training = el('section', { class: 'training', 'aria-label': 'Training', hidden: '' },
-    el('p', { class: 'hint' }, 'Your bot starts from the default bot and learns from your posts, '
+    el('p', { class: 'hint' }, `Your bot starts from ${DEFAULT_NAME} and learns from your posts, `
       + 'here in this tab: a few minutes. You can keep using the page meanwhile.'),
     el('div', { class: 'row' }, trainButton, stopButton), bar, progress);
   const yours = el('section', { class: 'yours', 'aria-label': 'Your bots', hidden: '' }, el('h2', {}, 'Your bots'), el('ul'));
@@ -104,11 +104,11 @@ export function createView(cardRoot, panel, { steps } = {}) {
     bar.hidden = false;
     bar.removeAttribute('value');
     progress.classList.remove('problem');
-    progress.textContent = 'Getting the default bot…';
+    progress.textContent = `Getting ${DEFAULT_NAME}…`;
     let plan = null;
     let tokens = 0;
     const onMessage = (d) => {
-      if (d.type === 'preparing') progress.textContent = 'Measuring the default bot on your posts…';
+      if (d.type === 'preparing') progress.textContent = `Measuring ${DEFAULT_NAME} on your posts…`;
       else if (d.type === 'plan') {
         plan = d.plan;
         bar.max = plan.steps;
@@ -126,7 +126,7 @@ export function createView(cardRoot, panel, { steps } = {}) {
     };
     try {
       const base = modelBase(DEFAULT_MODEL);
-      const d = await sharedWorker().request({ type: 'train', widget: TRAINING, file: chosen, base, baseName: 'the default bot', steps }, onMessage, ['trained']);
+      const d = await sharedWorker().request({ type: 'train', widget: TRAINING, file: chosen, base, baseName: DEFAULT_NAME, steps }, onMessage, ['trained']);
       if (d.stopped) {
         progress.textContent = 'Stopped. Your posts are still here: train again when you like.';
         return;
@@ -155,7 +155,7 @@ export function createView(cardRoot, panel, { steps } = {}) {
     for (const id of ids) {
       const bot = await keptBot(id);
       if (!bot) continue;
-      const card = await sharedWorker().parseCard(await bot.files['README.md'].arrayBuffer());
+      const card = await sharedWorker().parseCard(await bot.card.arrayBuffer());
       const name = `${card.title || id}${card.handle ? ` (${card.handle})` : ''}`;
       const remove = el('button', { type: 'button', 'aria-label': `Delete ${name}` }, 'Delete');
       remove.addEventListener('click', async () => {

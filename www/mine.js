@@ -35,8 +35,8 @@ export async function listBots() {
   return ids.sort((a, b) => made(b) - made(a));
 }
 
-/** A kept bot: `{files, avatar}`, its folder's files as `File`s by name and its picture (a
- * Blob, or null); null if there is no such bot. */
+/** A kept bot: `{files, card, avatar}`, its folder's files as `File`s by name, its card (the
+ * README.md of them) and its picture (a Blob, or null); null if there is no such bot. */
 export async function keptBot(id) {
   const cache = await caches.open(CACHE);
   const prefix = url(id, '');
@@ -49,7 +49,7 @@ export async function keptBot(id) {
     if (name === AVATAR) avatar = blob;
     else files[name] = new File([blob], name);
   }
-  return files[CARD] ? { files, avatar } : null;
+  return files[CARD] ? { files, card: files[CARD], avatar } : null;
 }
 
 /** Forgets a kept bot (its card first, so a half-deleted bot is not listed). */

@@ -2,6 +2,8 @@
 // like huggingface.co ({hub}/{owner}/{name}/resolve/main/{file}).
 
 export const DEFAULT_MODEL = 'default';
+/** What the page calls the default bot in a sentence. */
+export const DEFAULT_NAME = 'the default bot';
 /** The page's "Create your own bot" view: the URL parameter, and a link to it. */
 export const CREATE_PARAM = 'create';
 export const CREATE_PAGE = `?${CREATE_PARAM}`;

@@ -1,7 +1,7 @@
 // The "My dream is" widget, <bot-widget>, shared by the card page, embed.html and other pages:
 // it brings its own styles (shadow DOM + widget.css) and draws its settings form from what the
 // worker reports about the model's generation settings.
-import { DEFAULT_MODEL, hubUrl, modelBase } from './models.js';
+import { DEFAULT_MODEL, DEFAULT_NAME, hubUrl, modelBase } from './models.js';
 
 /** Attributes that are not generation settings. */
 const OWN_ATTRIBUTES = ['model', 'hub', 'prompt', 'class', 'id', 'style', 'dtype'];
@@ -288,13 +288,13 @@ export class BotWidget extends HTMLElement {
     if (!this.ui) return Promise.resolve();
     let base;
     try { base = modelBase(this.model, hubUrl(this.getAttribute('hub'))); } catch (e) { this.fail(e); return Promise.resolve(); }
-    const name = this.model === DEFAULT_MODEL ? 'the default bot' : this.model;
+    const name = this.model === DEFAULT_MODEL ? DEFAULT_NAME : this.model;
     this.say(`Loading ${name}…`);
     this.note(null);
     // Stop also stops a download.
     this.ui.stop.disabled = false;
     this.loaded = this.client.request({ type: 'load', widget: this.widgetId, base, dtype: this.dtype, params: this.params }, (d) => this.onProgress(d))
-      .then((d) => this.afterLoad(d, this.model === DEFAULT_MODEL ? 'The default bot' : this.model))
+      .then((d) => this.afterLoad(d, this.model === DEFAULT_MODEL ? `${DEFAULT_NAME[0].toUpperCase()}${DEFAULT_NAME.slice(1)}` : this.model))
       .catch((e) => { this.loaded = null; this.fail(e); throw e; })
       .finally(() => { this.ui.stop.disabled = !this.busy; });
     this.loaded.catch(() => {});
