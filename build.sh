@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # botcard's one entry point.
-#   ./build.sh          build the CLI and the web page's WebAssembly (www/pkg*/: three builds)
+#   ./build.sh          build the CLI and the web page's WebAssembly (www/pkg*/: four builds)
 #   ./build.sh serve    build, then serve www/ on http://127.0.0.1:8080
 #   ./build.sh test     install what the tests lack (chromium, fonts, node packages), build,
 #                       then run every test: cargo tests and the browser tests
@@ -69,6 +69,12 @@ build() {
   # optimizes for size all but the arithmetic. Function names are left out of what the page
   # downloads (a tenth of it).
   local bindgen="wasm-bindgen --target web --no-typescript --remove-name-section --remove-producers-section"
+  # The training build first: it shares the target folder (and all dependencies) with pkg/,
+  # whose botcard.wasm it would otherwise overwrite.
+  step "WebAssembly that trains bots (www/pkg-train/, loaded only to train or download one)"
+  cargo build --lib --profile wasm-release --target wasm32-unknown-unknown --features train
+  $bindgen --out-dir www/pkg-train target/wasm32-unknown-unknown/wasm-release/botcard.wasm
+  step "WebAssembly (www/pkg/)"
   cargo build --lib --profile wasm-release --target wasm32-unknown-unknown
   $bindgen --out-dir www/pkg target/wasm32-unknown-unknown/wasm-release/botcard.wasm
 
@@ -95,7 +101,8 @@ build() {
 
 # DIR/version.js: the build's id and each of its files' SHA-256, by which the service worker
 # installs a build whole and serves every page from one build (www/sw.js). "shell" is installed
-# at once; "lazy" (the relaxed-simd and threaded wasm builds) when the worker first asks for it.
+# at once; "lazy" (the relaxed-simd, threaded and training wasm builds) when the worker first
+# asks for it.
 # Not listed: the service worker itself, and models (the worker caches those).
 stamp() {
   local dir=$1 f hash kind shell=() lazy=()
@@ -104,7 +111,7 @@ stamp() {
       sw.js | version.js) continue ;;
       models/bundled.json | models/*/README.md) kind=shell ;;
       models/*) continue ;;
-      pkg-relaxed/* | pkg-threads/*) kind=lazy ;;
+      pkg-relaxed/* | pkg-threads/* | pkg-train/*) kind=lazy ;;
       *) kind=shell ;;
     esac
     if [ $kind = shell ]; then shell+=("\"$f\": \"$hash\""); else lazy+=("\"$f\": \"$hash\""); fi
@@ -238,6 +245,8 @@ lint() {
   cargo clippy --release --all-targets -- -D warnings
   step "clippy (wasm32)"
   cargo clippy --release --all-targets --target wasm32-unknown-unknown -- -D warnings
+  step "clippy (wasm32, the training build)"
+  cargo clippy --release --lib --target wasm32-unknown-unknown --features train -- -D warnings
   step "clippy (wasm32, relaxed-simd kernels)"
   RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd" cargo clippy --lib --release \
     --target wasm32-unknown-unknown --target-dir target/relaxed -- -D warnings

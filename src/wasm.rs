@@ -5,11 +5,9 @@
 use serde_json::{Map, Value};
 use wasm_bindgen::prelude::*;
 
-use crate::dataset::UserPosts;
 use crate::files::Known;
-use crate::recipe::{Data, DataFile};
 use crate::stream::BotLoader;
-use crate::{archive, card, dataset, files, recipe, Bot, Dtype, Session};
+use crate::{card, files, recipe, Bot, Dtype, Session};
 
 fn js_err(e: impl std::fmt::Display) -> JsError {
     JsError::new(&e.to_string())
@@ -62,36 +60,6 @@ pub fn sample_prompt() -> String {
 #[wasm_bindgen(js_name = heldFile)]
 pub fn held_file() -> String {
     files::GGUF.to_owned()
-}
-
-/// A bot's folder (`{name: Uint8Array}`) as one zip for the person to download
-/// ([`recipe::zip_folder`]).
-#[wasm_bindgen(js_name = zipFolder)]
-pub fn zip_folder(handle: &str, files: js_sys::Object) -> Result<Vec<u8>, JsError> {
-    let named = named_bytes(&files);
-    recipe::zip_folder(
-        handle,
-        named.iter().map(|(n, b)| (n.as_str(), b.as_slice())),
-    )
-    .map_err(js_err)
-}
-
-/// The name of the folder (and zip) of a bot with this @handle ([`recipe::folder_name`]).
-#[wasm_bindgen(js_name = folderName)]
-pub fn folder_name(handle: &str) -> String {
-    recipe::folder_name(handle)
-}
-
-/// The entries of `{name: Uint8Array}`, copied.
-fn named_bytes(files: &js_sys::Object) -> Vec<(String, Vec<u8>)> {
-    js_sys::Object::entries(files)
-        .iter()
-        .map(|pair| {
-            let pair = js_sys::Array::from(&pair);
-            let name = pair.get(0).as_string().unwrap_or_default();
-            (name, js_sys::Uint8Array::new(&pair.get(1)).to_vec())
-        })
-        .collect()
 }
 
 /// Whether `name` is a weights file (one of the formats of a model's weights).
@@ -341,265 +309,307 @@ impl WasmSession {
     }
 }
 
-/// A person's posts, read in the tab from the file they gave: an X archive `.zip`, or a
-/// `tweets.js`, JSON Lines or text file. What the card shows of them before a bot exists.
-#[wasm_bindgen]
-pub struct WasmPosts {
-    users: Vec<UserPosts>,
-    avatar: Option<archive::Avatar>,
-}
+/// A person's posts, training a bot on them, and zipping its folder: in the `train` build only
+/// (`www/pkg-train/`, which the worker loads when a person gives their posts, trains or
+/// downloads a bot), so that the archive reader, candle's autograd and the zip writer are not in
+/// what every visit downloads.
+#[cfg(feature = "train")]
+mod training {
+    use super::*;
+    use crate::archive;
+    use crate::dataset::{self, UserPosts};
+    use crate::recipe::{Data, DataFile};
 
-#[wasm_bindgen]
-impl WasmPosts {
-    /// Reads `file` (named `name`). An archive is read a slice at a time, only the entries
-    /// that hold the posts, the account and its picture. Throws the sentence that says why the
-    /// file cannot be read.
-    pub fn read(file: web_sys::Blob, name: &str) -> Result<WasmPosts, JsError> {
-        let mut reader = BlobReader::new(file)?;
-        let mut head = [0u8; 4];
-        let n = std::io::Read::read(&mut reader, &mut head).map_err(js_err)?;
-        let (archive, bytes) = if archive::is_zip(&head[..n]) {
-            let reader = std::io::BufReader::with_capacity(256 << 10, reader.rewound());
-            (
-                Some(archive::read(reader, name).map_err(js_err)?),
-                Vec::new(),
-            )
-        } else {
-            if let Some(e) = dataset::too_large(name, reader.len) {
-                return Err(js_err(e));
-            }
-            (None, reader.rewound().read_all()?)
-        };
-        let data = DataFile {
-            user: None,
-            label: name.to_owned(),
-            data: match &archive {
-                Some(a) => Data::Archive(a),
-                None => Data::Bytes(&bytes),
-            },
-        };
-        Ok(WasmPosts {
-            users: recipe::read_users(&[data]).map_err(js_err)?,
-            avatar: archive.and_then(|a| a.avatar),
-        })
+    /// A person's posts, read in the tab from the file they gave: an X archive `.zip`, or a
+    /// `tweets.js`, JSON Lines or text file. What the card shows of them before a bot exists.
+    #[wasm_bindgen]
+    pub struct WasmPosts {
+        users: Vec<UserPosts>,
+        avatar: Option<archive::Avatar>,
     }
 
-    /// The card of the bot these posts would make, before training: the huggingtweets header
-    /// and data table (parsed as [`parse_card`] parses any card).
-    pub fn card(&self) -> Result<JsValue, JsError> {
-        let handle = recipe::default_handle(&self.users);
-        let markdown =
-            card::huggingtweets_card(&self.users, &handle, None, &card::CardNotes::default());
-        to_js(&card::parse_card(markdown.as_bytes()))
-    }
-
-    /// Why these posts are too few to train a bot from (the CLI's sentence), if they are.
-    pub fn problem(&self) -> Option<String> {
-        dataset::enough_text(&self.users)
-            .err()
-            .map(|e| e.to_string())
-    }
-
-    /// The account's profile picture from the archive (a copy), if it has one.
-    pub fn avatar(&self) -> Option<Vec<u8>> {
-        self.avatar.as_ref().map(|a| a.bytes.clone())
-    }
-
-    /// The picture's type (`image/png`, …).
-    #[wasm_bindgen(js_name = avatarType)]
-    pub fn avatar_type(&self) -> Option<String> {
-        self.avatar.as_ref().map(|a| a.mime.to_owned())
-    }
-}
-
-/// A bot being trained in the tab on a person's posts ([`recipe::in_the_tab`]), a step at a
-/// time: the worker calls [`WasmTraining::step`] between messages, so Stop gets through.
-#[wasm_bindgen]
-pub struct WasmTraining {
-    run: Option<recipe::Run>,
-}
-
-#[wasm_bindgen]
-impl WasmTraining {
-    /// Sets up training on `posts` by fine-tuning the model of `files` (`{name: Uint8Array}`,
-    /// its folder's files), which the card calls `name`; `steps`, when given, replaces the
-    /// recipe's length (a short run, for tests). Tokenizes the posts and measures the starting
-    /// model on the held-out ones, which takes a moment.
-    #[wasm_bindgen(constructor)]
-    pub fn new(
-        posts: &WasmPosts,
-        name: &str,
-        files: js_sys::Object,
-        steps: Option<usize>,
-    ) -> Result<WasmTraining, JsError> {
-        let named = named_bytes(&files);
-        let base = crate::ModelFiles::from_lookup(|n| {
-            named
-                .iter()
-                .find(|(k, _)| k == n)
-                .map(|(_, b)| b.as_slice())
-        });
-        let mut recipe = recipe::in_the_tab(base, name);
-        if let Some(steps) = steps {
-            recipe.length = crate::train::Length::Steps(steps);
+    #[wasm_bindgen]
+    impl WasmPosts {
+        /// Reads `file` (named `name`). An archive is read a slice at a time, only the entries
+        /// that hold the posts, the account and its picture. Throws the sentence that says why the
+        /// file cannot be read.
+        pub fn read(file: web_sys::Blob, name: &str) -> Result<WasmPosts, JsError> {
+            let mut reader = BlobReader::new(file)?;
+            let mut head = [0u8; 4];
+            let n = std::io::Read::read(&mut reader, &mut head).map_err(js_err)?;
+            let (archive, bytes) = if archive::is_zip(&head[..n]) {
+                let reader = std::io::BufReader::with_capacity(256 << 10, reader.rewound());
+                (
+                    Some(archive::read(reader, name).map_err(js_err)?),
+                    Vec::new(),
+                )
+            } else {
+                if let Some(e) = dataset::too_large(name, reader.len) {
+                    return Err(js_err(e));
+                }
+                (None, reader.rewound().read_all()?)
+            };
+            let data = DataFile {
+                user: None,
+                label: name.to_owned(),
+                data: match &archive {
+                    Some(a) => Data::Archive(a),
+                    None => Data::Bytes(&bytes),
+                },
+            };
+            Ok(WasmPosts {
+                users: recipe::read_users(&[data]).map_err(js_err)?,
+                avatar: archive.and_then(|a| a.avatar),
+            })
         }
-        let run = recipe::Run::new(posts.users.clone(), &recipe).map_err(js_err)?;
-        Ok(WasmTraining { run: Some(run) })
+
+        /// The card of the bot these posts would make, before training: the huggingtweets header
+        /// and data table (parsed as [`parse_card`] parses any card).
+        pub fn card(&self) -> Result<JsValue, JsError> {
+            let handle = recipe::default_handle(&self.users);
+            let markdown =
+                card::huggingtweets_card(&self.users, &handle, None, &card::CardNotes::default());
+            to_js(&card::parse_card(markdown.as_bytes()))
+        }
+
+        /// Why these posts are too few to train a bot from (the CLI's sentence), if they are.
+        pub fn problem(&self) -> Option<String> {
+            dataset::enough_text(&self.users)
+                .err()
+                .map(|e| e.to_string())
+        }
+
+        /// The account's profile picture from the archive (a copy), if it has one.
+        pub fn avatar(&self) -> Option<Vec<u8>> {
+            self.avatar.as_ref().map(|a| a.bytes.clone())
+        }
+
+        /// The picture's type (`image/png`, …).
+        #[wasm_bindgen(js_name = avatarType)]
+        pub fn avatar_type(&self) -> Option<String> {
+            self.avatar.as_ref().map(|a| a.mime.to_owned())
+        }
     }
 
-    fn run(&mut self) -> Result<&mut recipe::Run, JsError> {
-        self.run
-            .as_mut()
-            .ok_or_else(|| js_err("this training has finished"))
+    /// `Read + Seek` over a `Blob` (a `File` the person chose), each read a `FileReaderSync` of a
+    /// slice: only the bytes asked for are ever copied in. Workers only.
+    struct BlobReader {
+        blob: web_sys::Blob,
+        sync: web_sys::FileReaderSync,
+        pos: u64,
+        len: u64,
     }
 
-    /// `{steps, train_tokens, heldout_tokens, start_perplexity}`: what the run will do.
-    pub fn plan(&mut self) -> Result<JsValue, JsError> {
-        let run = self.run()?;
-        let (train_tokens, heldout_tokens) = run.token_counts();
-        to_js(&serde_json::json!({
-            "steps": run.steps(),
-            "train_tokens": train_tokens,
-            "heldout_tokens": heldout_tokens,
-            "start_perplexity": run.start_loss().map(f64::exp),
-        }))
+    impl BlobReader {
+        fn new(blob: web_sys::Blob) -> Result<Self, JsError> {
+            let sync = web_sys::FileReaderSync::new()
+                .map_err(|_| js_err("files can be read only in the page's worker"))?;
+            let len = blob.size() as u64;
+            Ok(Self {
+                blob,
+                sync,
+                pos: 0,
+                len,
+            })
+        }
+
+        fn rewound(mut self) -> Self {
+            self.pos = 0;
+            self
+        }
+
+        fn read_all(mut self) -> Result<Vec<u8>, JsError> {
+            let mut bytes = Vec::with_capacity(self.len as usize);
+            std::io::Read::read_to_end(&mut self, &mut bytes).map_err(js_err)?;
+            Ok(bytes)
+        }
     }
 
-    /// Whether every step is done.
-    #[wasm_bindgen(js_name = isDone)]
-    pub fn is_done(&mut self) -> Result<bool, JsError> {
-        Ok(self.run()?.is_done())
+    impl std::io::Read for BlobReader {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = (buf.len() as u64).min(self.len.saturating_sub(self.pos)) as usize;
+            if n == 0 {
+                return Ok(0);
+            }
+            let failed = |e: JsValue| {
+                std::io::Error::other(format!(
+                    "the file could not be read ({})",
+                    e.as_string().unwrap_or_else(|| format!("{e:?}"))
+                ))
+            };
+            let part = self
+                .blob
+                .slice_with_f64_and_f64(self.pos as f64, (self.pos + n as u64) as f64)
+                .map_err(failed)?;
+            let bytes = self.sync.read_as_array_buffer(&part).map_err(failed)?;
+            js_sys::Uint8Array::new(&bytes).copy_to(&mut buf[..n]);
+            self.pos += n as u64;
+            Ok(n)
+        }
     }
 
-    /// The next step: `{step, loss, learning_rate, tokens}`.
-    pub fn step(&mut self) -> Result<JsValue, JsError> {
-        let r = self.run()?.step().map_err(js_err)?;
-        to_js(&serde_json::json!({
-            "step": r.step, "loss": r.loss, "learning_rate": r.learning_rate, "tokens": r.tokens,
-        }))
+    impl std::io::Seek for BlobReader {
+        fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+            let at = match to {
+                std::io::SeekFrom::Start(p) => Some(p),
+                std::io::SeekFrom::End(d) => self.len.checked_add_signed(d),
+                std::io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+            };
+            self.pos = at.ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start")
+            })?;
+            Ok(self.pos)
+        }
     }
 
-    /// Measures the trained model and makes the bot's folder (the training is spent); `seconds`
-    /// is how long it all took, for the card.
-    pub fn finish(&mut self, seconds: f64) -> Result<WasmTrainedBot, JsError> {
-        let run = self
-            .run
-            .take()
-            .ok_or_else(|| js_err("this training has finished"))?;
-        Ok(WasmTrainedBot {
-            bot: run.finish(seconds).map_err(js_err)?,
-        })
+    /// A bot's folder (`{name: Uint8Array}`) as one zip for the person to download
+    /// ([`recipe::zip_folder`]).
+    #[wasm_bindgen(js_name = zipFolder)]
+    pub fn zip_folder(handle: &str, files: js_sys::Object) -> Result<Vec<u8>, JsError> {
+        let named = named_bytes(&files);
+        recipe::zip_folder(
+            handle,
+            named.iter().map(|(n, b)| (n.as_str(), b.as_slice())),
+        )
+        .map_err(js_err)
     }
-}
 
-/// A bot trained in the tab: its folder's files, its card, and the folder as a zip.
-#[wasm_bindgen]
-pub struct WasmTrainedBot {
-    bot: recipe::TrainedBot,
-}
+    /// The name of the folder (and zip) of a bot with this @handle ([`recipe::folder_name`]).
+    #[wasm_bindgen(js_name = folderName)]
+    pub fn folder_name(handle: &str) -> String {
+        recipe::folder_name(handle)
+    }
 
-#[wasm_bindgen]
-impl WasmTrainedBot {
-    /// The names of its files (config.json, model.safetensors, tokenizer.json, README.md).
-    pub fn names(&self) -> Vec<String> {
-        self.bot
-            .files
+    /// The entries of `{name: Uint8Array}`, copied.
+    fn named_bytes(files: &js_sys::Object) -> Vec<(String, Vec<u8>)> {
+        js_sys::Object::entries(files)
             .iter()
-            .map(|(n, _)| (*n).to_owned())
+            .map(|pair| {
+                let pair = js_sys::Array::from(&pair);
+                let name = pair.get(0).as_string().unwrap_or_default();
+                (name, js_sys::Uint8Array::new(&pair.get(1)).to_vec())
+            })
             .collect()
     }
 
-    /// One file's bytes (a copy).
-    pub fn file(&self, name: &str) -> Option<Vec<u8>> {
-        self.bot.file(name).map(<[u8]>::to_vec)
+    /// A bot being trained in the tab on a person's posts ([`recipe::in_the_tab`]), a step at a
+    /// time: the worker calls [`WasmTraining::step`] between messages, so Stop gets through.
+    #[wasm_bindgen]
+    pub struct WasmTraining {
+        run: Option<recipe::Run>,
     }
 
-    /// Its @handle, which also names its folder.
-    #[wasm_bindgen(getter)]
-    pub fn handle(&self) -> String {
-        self.bot.handle.clone()
-    }
-
-    /// `{perplexity, start_perplexity, unigram_perplexity, steps, seconds}` from its card.
-    pub fn figures(&self) -> Result<JsValue, JsError> {
-        let f = &self.bot.figures;
-        to_js(&serde_json::json!({
-            "perplexity": f.heldout_loss.exp(),
-            "start_perplexity": f.start_loss.map(f64::exp),
-            "unigram_perplexity": f.unigram_loss.exp(),
-            "steps": f.steps,
-            "seconds": f.seconds,
-        }))
-    }
-}
-
-/// `Read + Seek` over a `Blob` (a `File` the person chose), each read a `FileReaderSync` of a
-/// slice: only the bytes asked for are ever copied in. Workers only.
-struct BlobReader {
-    blob: web_sys::Blob,
-    sync: web_sys::FileReaderSync,
-    pos: u64,
-    len: u64,
-}
-
-impl BlobReader {
-    fn new(blob: web_sys::Blob) -> Result<Self, JsError> {
-        let sync = web_sys::FileReaderSync::new()
-            .map_err(|_| js_err("files can be read only in the page's worker"))?;
-        let len = blob.size() as u64;
-        Ok(Self {
-            blob,
-            sync,
-            pos: 0,
-            len,
-        })
-    }
-
-    fn rewound(mut self) -> Self {
-        self.pos = 0;
-        self
-    }
-
-    fn read_all(mut self) -> Result<Vec<u8>, JsError> {
-        let mut bytes = Vec::with_capacity(self.len as usize);
-        std::io::Read::read_to_end(&mut self, &mut bytes).map_err(js_err)?;
-        Ok(bytes)
-    }
-}
-
-impl std::io::Read for BlobReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = (buf.len() as u64).min(self.len.saturating_sub(self.pos)) as usize;
-        if n == 0 {
-            return Ok(0);
+    #[wasm_bindgen]
+    impl WasmTraining {
+        /// Sets up training on `posts` by fine-tuning the model of `files` (`{name: Uint8Array}`,
+        /// its folder's files), which the card calls `name`; `steps`, when given, replaces the
+        /// recipe's length (a short run, for tests). Tokenizes the posts and measures the starting
+        /// model on the held-out ones, which takes a moment.
+        #[wasm_bindgen(constructor)]
+        pub fn new(
+            posts: &WasmPosts,
+            name: &str,
+            files: js_sys::Object,
+            steps: Option<usize>,
+        ) -> Result<WasmTraining, JsError> {
+            let named = named_bytes(&files);
+            let base = crate::ModelFiles::from_lookup(|n| {
+                named
+                    .iter()
+                    .find(|(k, _)| k == n)
+                    .map(|(_, b)| b.as_slice())
+            });
+            let mut recipe = recipe::in_the_tab(base, name);
+            if let Some(steps) = steps {
+                recipe.length = crate::train::Length::Steps(steps);
+            }
+            let run = recipe::Run::new(posts.users.clone(), &recipe).map_err(js_err)?;
+            Ok(WasmTraining { run: Some(run) })
         }
-        let failed = |e: JsValue| {
-            std::io::Error::other(format!(
-                "the file could not be read ({})",
-                e.as_string().unwrap_or_else(|| format!("{e:?}"))
-            ))
-        };
-        let part = self
-            .blob
-            .slice_with_f64_and_f64(self.pos as f64, (self.pos + n as u64) as f64)
-            .map_err(failed)?;
-        let bytes = self.sync.read_as_array_buffer(&part).map_err(failed)?;
-        js_sys::Uint8Array::new(&bytes).copy_to(&mut buf[..n]);
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
 
-impl std::io::Seek for BlobReader {
-    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
-        let at = match to {
-            std::io::SeekFrom::Start(p) => Some(p),
-            std::io::SeekFrom::End(d) => self.len.checked_add_signed(d),
-            std::io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        };
-        self.pos = at.ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start")
-        })?;
-        Ok(self.pos)
+        fn run(&mut self) -> Result<&mut recipe::Run, JsError> {
+            self.run
+                .as_mut()
+                .ok_or_else(|| js_err("this training has finished"))
+        }
+
+        /// `{steps, train_tokens, heldout_tokens, start_perplexity}`: what the run will do.
+        pub fn plan(&mut self) -> Result<JsValue, JsError> {
+            let run = self.run()?;
+            let (train_tokens, heldout_tokens) = run.token_counts();
+            to_js(&serde_json::json!({
+                "steps": run.steps(),
+                "train_tokens": train_tokens,
+                "heldout_tokens": heldout_tokens,
+                "start_perplexity": run.start_loss().map(f64::exp),
+            }))
+        }
+
+        /// Whether every step is done.
+        #[wasm_bindgen(js_name = isDone)]
+        pub fn is_done(&mut self) -> Result<bool, JsError> {
+            Ok(self.run()?.is_done())
+        }
+
+        /// The next step: `{step, loss, learning_rate, tokens}`.
+        pub fn step(&mut self) -> Result<JsValue, JsError> {
+            let r = self.run()?.step().map_err(js_err)?;
+            to_js(&serde_json::json!({
+                "step": r.step, "loss": r.loss, "learning_rate": r.learning_rate, "tokens": r.tokens,
+            }))
+        }
+
+        /// Measures the trained model and makes the bot's folder (the training is spent); `seconds`
+        /// is how long it all took, for the card.
+        pub fn finish(&mut self, seconds: f64) -> Result<WasmTrainedBot, JsError> {
+            let run = self
+                .run
+                .take()
+                .ok_or_else(|| js_err("this training has finished"))?;
+            Ok(WasmTrainedBot {
+                bot: run.finish(seconds).map_err(js_err)?,
+            })
+        }
+    }
+
+    /// A bot trained in the tab: its folder's files, its card, and the folder as a zip.
+    #[wasm_bindgen]
+    pub struct WasmTrainedBot {
+        bot: recipe::TrainedBot,
+    }
+
+    #[wasm_bindgen]
+    impl WasmTrainedBot {
+        /// The names of its files (config.json, model.safetensors, tokenizer.json, README.md).
+        pub fn names(&self) -> Vec<String> {
+            self.bot
+                .files
+                .iter()
+                .map(|(n, _)| (*n).to_owned())
+                .collect()
+        }
+
+        /// One file's bytes (a copy).
+        pub fn file(&self, name: &str) -> Option<Vec<u8>> {
+            self.bot.file(name).map(<[u8]>::to_vec)
+        }
+
+        /// Its @handle, which also names its folder.
+        #[wasm_bindgen(getter)]
+        pub fn handle(&self) -> String {
+            self.bot.handle.clone()
+        }
+
+        /// `{perplexity, start_perplexity, unigram_perplexity, steps, seconds}` from its card.
+        pub fn figures(&self) -> Result<JsValue, JsError> {
+            let f = &self.bot.figures;
+            to_js(&serde_json::json!({
+                "perplexity": f.heldout_loss.exp(),
+                "start_perplexity": f.start_loss.map(f64::exp),
+                "unigram_perplexity": f.unigram_loss.exp(),
+                "steps": f.steps,
+                "seconds": f.seconds,
+            }))
+        }
     }
 }

@@ -16,6 +16,7 @@
 // cross-origin isolated page (the service worker makes the page one from its second visit);
 // pkg-relaxed/ and pkg/ run on this worker's thread, with and without WebAssembly relaxed-simd's
 // integer dot product (which pkg-threads/ uses too). The first that starts here is used.
+// A fourth, pkg-train/, reads a person's posts and trains bots (trainLib).
 const THREADS = self.crossOriginIsolated && (navigator.hardwareConcurrency || 1) > 1;
 // A module of one function using i8x16.relaxed_swizzle validates only where relaxed-simd runs.
 const RELAXED = WebAssembly.validate(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0,
@@ -31,15 +32,20 @@ let threadCount = 1;
 /** The build that runs. */
 let buildName;
 
+/** The URL of a WebAssembly build's JS. The service worker serves this worker and its page from
+ * one build (www/sw.js). The threaded build's helper workers start from blob: URLs, so it knows
+ * them only by the URL they import the build's JS from: that URL names the build. (No
+ * version.js: served without the service worker's builds.) */
+async function buildUrl(dir) {
+  const id = await import('./version.js').then(() => self.BOTCARD_BUILD?.id, () => undefined);
+  return `./${dir}/botcard.js${id ? `?build=${id}` : ''}`;
+}
+
 /** The library's exports, once its WebAssembly runs (with its thread pool, when threaded). */
 const ready = (async () => {
-  // The service worker serves this worker and its page from one build (www/sw.js). The threaded
-  // build's helper workers start from blob: URLs, so it knows them only by the URL they import
-  // the build's JS from: that URL names the build. (No version.js: served without the build.)
-  const id = await import('./version.js').then(() => self.BOTCARD_BUILD?.id, () => undefined);
   for (const build of BUILDS.filter((b) => b.usable)) {
     try {
-      const lib = await import(`./${build.dir}/botcard.js${id ? `?build=${id}` : ''}`);
+      const lib = await import(await buildUrl(build.dir));
       await lib.default();
       if (build.threads) {
         await lib.initThreadPool(navigator.hardwareConcurrency);
@@ -292,14 +298,28 @@ async function folderFiles(base, id) {
 /** widget -> {stopped} for each training in progress. */
 const trainings = new Map();
 
+let trainBuild = null;
+/** The exports of pkg-train/, the build that reads a person's posts, trains bots and zips their
+ * folders, loaded the first time it is needed (every visit would otherwise download it). */
+function trainLib() {
+  trainBuild ??= (async () => {
+    const lib = await import(await buildUrl('pkg-train'));
+    await lib.default();
+    return lib;
+  })();
+  trainBuild.catch(() => { trainBuild = null; });
+  return trainBuild;
+}
+
 /** Trains a bot on the posts of `msg.file` from the model at `msg.base`, posting its plan, each
  * step, and the bot's files; Stop (for `msg.widget`) ends it between two steps. */
-async function train(lib, msg) {
+async function train(msg) {
   const { id, widget } = msg;
   const job = { stopped: false };
   trainings.set(widget, job);
   let training = null;
   try {
+    const lib = await trainLib();
     const posts = lib.WasmPosts.read(msg.file, msg.file.name);
     try {
       const files = await folderFiles(msg.base, id);
@@ -552,13 +572,14 @@ async function handle(msg) {
   } else if (type === 'card') {
     post({ type: 'card', id, card: lib.parseCard(new Uint8Array(msg.bytes)) });
   } else if (type === 'train') {
-    await train(lib, msg);
+    await train(msg);
   } else if (type === 'zip') {
-    const zip = lib.zipFolder(msg.handle, msg.files);
-    post({ type: 'zip', id, zip, file: `${lib.folderName(msg.handle)}.zip` }, [zip.buffer]);
+    const { zipFolder, folderName } = await trainLib();
+    const zip = zipFolder(msg.handle, msg.files);
+    post({ type: 'zip', id, zip, file: `${folderName(msg.handle)}.zip` }, [zip.buffer]);
   } else if (type === 'posts') {
     // Read here, a slice at a time, straight from the person's File (FileReaderSync).
-    const posts = lib.WasmPosts.read(msg.file, msg.file.name);
+    const posts = (await trainLib()).WasmPosts.read(msg.file, msg.file.name);
     try {
       const bytes = posts.avatar();
       const avatar = bytes && { bytes, type: posts.avatarType() };

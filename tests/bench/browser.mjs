@@ -173,8 +173,10 @@ try {
   const all = walk(www).filter((f) => !relative(www, f).startsWith('models') && !/embed\.(html|js)$/.test(f));
   const gz = (f) => gzipSync(readFileSync(f), { level: 9 }).length;
   const BUILDS = ['pkg', 'pkg-relaxed', 'pkg-threads'];
+  // pkg-train/ is fetched only to train or download a bot, never on a visit.
+  const NOT_ON_A_VISIT = ['pkg-train'];
   for (const build of readyOnly ? [] : BUILDS) {
-    const files = all.filter((f) => !BUILDS.some((o) => o !== build && relative(www, f).startsWith(`${o}/`)));
+    const files = all.filter((f) => ![...BUILDS, ...NOT_ON_A_VISIT].some((o) => o !== build && relative(www, f).startsWith(`${o}/`)));
     console.log(JSON.stringify({
       kind: 'page_bytes', build, files: files.length, gzip_bytes: files.reduce((n, f) => n + gz(f), 0),
       wasm_gzip_bytes: files.filter((f) => f.endsWith('.wasm')).reduce((n, f) => n + gz(f), 0),
