@@ -279,20 +279,27 @@ async function collect(source, id, loader, signal, known, asked, reads, whole = 
 }
 
 /** The files of the model at `base` (its checkpoint, not weights held quantized), whole: what
- * a bot is trained from. Read, cached and checked as a widget's model is. */
+ * a bot is trained from. Read, cached and checked as a widget's model is: a cached file that is
+ * damaged, or that the library refuses, is dropped and downloaded again, once. */
 async function folderFiles(base, id) {
   const lib = await ready;
-  const loader = new lib.WasmLoader('f32');
-  const files = {};
-  const reads = { cached: new Map(), stored: new Map() };
-  try {
-    await collect({ base, dtype: 'f32' }, id, loader, new AbortController().signal, {}, [], reads, files);
-    checkCached(loader, reads);
-    await recordStored(base, loader, reads);
-  } finally {
-    loader.free();
+  for (let attempt = 1; ; attempt++) {
+    const loader = new lib.WasmLoader('f32');
+    const files = {};
+    const asked = [];
+    const reads = { cached: new Map(), stored: new Map() };
+    try {
+      await collect({ base, dtype: 'f32' }, id, loader, new AbortController().signal, {}, asked, reads, files);
+      checkCached(loader, reads);
+      await recordStored(base, loader, reads);
+      return files;
+    } catch (e) {
+      if (attempt > 1 || !(e instanceof CorruptCache || e.refused)) throw e;
+      await forget(base, asked);
+    } finally {
+      loader.free();
+    }
   }
-  return files;
 }
 
 /** widget -> {stopped} for each training in progress. */

@@ -133,7 +133,7 @@ test('a short training run in the tab makes a bot that is kept, writes, and down
   await p.context().close();
 });
 
-test('Stop during training leaves a usable page that can train again (threaded build)', async () => {
+test('Stop during training leaves a usable page that can train again (threaded build), past a damaged cache', async () => {
   const p = await page(b);
   // The second visit: the service worker makes the page cross-origin isolated, and the worker
   // runs the threaded build.
@@ -163,7 +163,16 @@ test('Stop during training leaves a usable page that can train again (threaded b
   assert.match(await status.textContent(), /^Stopped\./);
   assert.ok(await region.getByRole('button', { name: 'Train my bot' }).isEnabled());
   assert.ok(await region.getByRole('button', { name: 'Stop' }).isHidden());
-  // The page still works: training again reports progress, and Stop ends it again.
+  // The page still works: training again reports progress, and Stop ends it again. The default
+  // bot's cached weights are damaged first: they are dropped and downloaded again.
+  await p.evaluate(async () => {
+    const cache = await caches.open('botcard-models-v1');
+    const url = new URL('models/default/model.safetensors', location.href).href;
+    const res = await cache.match(url);
+    const bytes = new Uint8Array(await res.arrayBuffer());
+    bytes[bytes.length - 1] ^= 0xff;
+    await cache.put(url, new Response(bytes, { headers: res.headers }));
+  });
   await region.getByRole('button', { name: 'Train my bot' }).click();
   await status.filter({ hasText: /^Step 1 of \d+/ }).waitFor({ timeout: 120000 });
   await region.getByRole('button', { name: 'Stop' }).click();
