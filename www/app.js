@@ -3,9 +3,9 @@
 // ?create, the "Create your own bot" view (create.js).
 import { renderCard } from './card-view.js';
 import { createView } from './create.js';
-import { deleteBot, keptBot } from './mine.js';
+import { askToDelete, keptBot } from './mine.js';
 import { CREATE_PAGE, CREATE_PARAM, DEFAULT_MODEL, MINE_PARAM, bundledCards, cardUrl, hubUrl } from './models.js';
-import { sharedWorker, widgetFromUrl } from './widget.js';
+import { el, sharedWorker, widgetFromUrl } from './widget.js';
 
 const params = new URLSearchParams(location.search);
 const creating = params.has(CREATE_PARAM);
@@ -14,25 +14,25 @@ const model = params.get('model') || (creating || mine ? null : DEFAULT_MODEL);
 const cardRoot = document.getElementById('card');
 
 async function nav() {
-  const links = [[DEFAULT_MODEL, 'Default bot'], ...(await bundledCards()).map((m) => [m, m.split('/')[1]])];
-  const list = document.createElement('ul');
-  for (const [m, label] of links) {
-    const a = document.createElement('a');
-    a.href = m === DEFAULT_MODEL ? './' : `?model=${encodeURIComponent(m)}`;
-    a.textContent = label;
-    if (m === model) a.setAttribute('aria-current', 'page');
-    const li = document.createElement('li');
-    li.append(a);
-    list.append(li);
+  const links = [
+    ['./', 'Default bot', model === DEFAULT_MODEL],
+    ...(await bundledCards()).map((m) => [`?model=${encodeURIComponent(m)}`, m.split('/')[1], m === model]),
+    [CREATE_PAGE, 'Create your own bot', creating],
+  ];
+  const list = el('ul');
+  for (const [href, label, current] of links) {
+    const a = el('a', { href }, label);
+    if (current) a.setAttribute('aria-current', 'page');
+    list.append(el('li', {}, a));
   }
-  const create = document.createElement('a');
-  create.href = CREATE_PAGE;
-  create.textContent = 'Create your own bot';
-  if (creating) create.setAttribute('aria-current', 'page');
-  const li = document.createElement('li');
-  li.append(create);
-  list.append(li);
   document.getElementById('bundled').append(list);
+}
+
+/** Draws `card`, names the tab after it (or `name`), and opens `widget` on its prompt. */
+function show(card, name, widget) {
+  renderCard(cardRoot, card);
+  document.title = `${card.title || name} · botcard`;
+  if (!params.has('prompt') && card.widget_text) widget.setAttribute('prompt', card.widget_text);
 }
 
 async function showCard(widget) {
@@ -40,24 +40,15 @@ async function showCard(widget) {
     const url = await cardUrl(model, hubUrl(params.get('hub')));
     const res = await fetch(url);
     if (!res.ok) throw new Error(`No model card for ${model} (HTTP ${res.status}).`);
-    const card = await sharedWorker().parseCard(await res.arrayBuffer());
-    renderCard(cardRoot, card);
-    document.title = `${card.title || model} · botcard`;
-    if (!params.has('prompt') && card.widget_text) widget.setAttribute('prompt', card.widget_text);
+    show(await sharedWorker().parseCard(await res.arrayBuffer()), model, widget);
   } catch (e) {
-    const p = document.createElement('p');
-    p.className = 'status';
-    p.textContent = e instanceof TypeError ? `The card of ${model} could not be downloaded (offline?).` : e.message;
-    cardRoot.replaceChildren(p);
-    cardRoot.removeAttribute('aria-busy');
+    say(e instanceof TypeError ? `The card of ${model} could not be downloaded (offline?).` : e.message);
   }
 }
 
+/** One sentence where the card would be. */
 function say(text) {
-  const p = document.createElement('p');
-  p.className = 'status';
-  p.textContent = text;
-  cardRoot.replaceChildren(p);
+  cardRoot.replaceChildren(el('p', { class: 'status' }, text));
   cardRoot.removeAttribute('aria-busy');
 }
 
@@ -72,38 +63,25 @@ async function showMine(id) {
   const card = await sharedWorker().parseCard(await bot.card.arrayBuffer());
   // The archive's own picture, where the card names X's copy (which may be gone, or offline).
   if (bot.avatar && card.users.length === 1) card.users[0].avatar = URL.createObjectURL(bot.avatar);
-  renderCard(cardRoot, card);
   const name = card.title || id;
-  document.title = `${name} · botcard`;
   const rest = new URLSearchParams(params);
   rest.delete(MINE_PARAM);
   const widget = widgetFromUrl(rest);
-  if (!params.has('prompt') && card.widget_text) widget.setAttribute('prompt', card.widget_text);
+  show(card, name, widget);
   widget.useFiles(files, name);
-  const download = document.createElement('button');
-  download.type = 'button';
-  download.textContent = 'Download (zip)';
+  const download = el('button', { type: 'button' }, 'Download (zip)');
   download.addEventListener('click', async () => {
     const bytes = Object.fromEntries(await Promise.all(Object.entries(files).map(async ([n, f]) => [n, new Uint8Array(await f.arrayBuffer())])));
     const { zip, file } = await sharedWorker().zipFolder(card.handle?.replace(/^@/, '') || id, bytes);
-    const a = document.createElement('a');
-    a.href = URL.createObjectURL(new Blob([zip], { type: 'application/zip' }));
-    a.download = file;
+    const a = el('a', { href: URL.createObjectURL(new Blob([zip], { type: 'application/zip' })), download: file });
     a.click();
     setTimeout(() => URL.revokeObjectURL(a.href), 60000);
   });
-  const remove = document.createElement('button');
-  remove.type = 'button';
-  remove.textContent = 'Delete from this browser';
+  const remove = el('button', { type: 'button' }, 'Delete from this browser');
   remove.addEventListener('click', async () => {
-    if (!confirm(`Delete ${name} from this browser? Download it first to keep it.`)) return;
-    await deleteBot(id);
-    location.href = CREATE_PAGE;
+    if (await askToDelete(id, name)) location.href = CREATE_PAGE;
   });
-  const actions = document.createElement('div');
-  actions.className = 'mine-actions';
-  actions.append(download, remove);
-  document.getElementById('try').append(widget, actions);
+  document.getElementById('try').append(widget, el('div', { class: 'mine-actions' }, download, remove));
 }
 
 nav();

@@ -4,16 +4,9 @@
 // "Tweets downloaded / Retweets / Short tweets / Tweets kept" table, counted as the CLI counts.
 // Nothing leaves the tab.
 import { renderCard } from './card-view.js';
-import { deleteBot, keptBot, listBots, saveBot } from './mine.js';
+import { askToDelete, keptBot, listBots, saveBot } from './mine.js';
 import { DEFAULT_MODEL, DEFAULT_NAME, MINE_PARAM, modelBase } from './models.js';
-import { sharedWorker } from './widget.js';
-
-function el(tag, attrs = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
-  e.append(...children);
-  return e;
-}
+import { el, sharedWorker } from './widget.js';
 
 /** "2:05" for 125 seconds. */
 function clock(seconds) {
@@ -159,9 +152,7 @@ export function createView(cardRoot, panel, { steps } = {}) {
       const name = `${card.title || id}${card.handle ? ` (${card.handle})` : ''}`;
       const remove = el('button', { type: 'button', 'aria-label': `Delete ${name}` }, 'Delete');
       remove.addEventListener('click', async () => {
-        if (!confirm(`Delete ${name} from this browser? Download it first to keep it.`)) return;
-        await deleteBot(id);
-        showYours();
+        if (await askToDelete(id, name)) showYours();
       });
       list.append(el('li', {}, el('a', { href: `?${MINE_PARAM}=${encodeURIComponent(id)}` }, name), ' ', remove));
     }

@@ -52,6 +52,13 @@ export async function keptBot(id) {
   return files[CARD] ? { files, card: files[CARD], avatar } : null;
 }
 
+/** Asks the person whether to delete the kept bot `name`, and does if they agree; whether it did. */
+export async function askToDelete(id, name) {
+  if (!confirm(`Delete ${name} from this browser? Download it first to keep it.`)) return false;
+  await deleteBot(id);
+  return true;
+}
+
 /** Forgets a kept bot (its card first, so a half-deleted bot is not listed). */
 export async function deleteBot(id) {
   const cache = await caches.open(CACHE);

@@ -69,7 +69,8 @@ export function sharedWorker() {
 
 let widgetCount = 0;
 
-function el(tag, attrs = {}, ...children) {
+/** An element with attributes (or properties, for non-text values) and children. */
+export function el(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
     if (k === 'class') e.className = v; else if (k in e && typeof v !== 'string') e[k] = v; else e.setAttribute(k, v);
