@@ -69,6 +69,10 @@ export function sharedWorker() {
 
 let widgetCount = 0;
 
+/** What a load the widget no longer wants comes to: a page may set `hub` and then `model`, and
+ * the answer about the first must not overwrite the second's. */
+const SUPERSEDED = Symbol('superseded');
+
 /** An element with attributes (or properties, for non-text values) and children. */
 export function el(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);
@@ -190,8 +194,15 @@ export class BotWidget extends HTMLElement {
 
   attributeChangedCallback(name, old, value) {
     if (!this.built || old === value) return;
-    if (name === 'prompt') this.ui.prompt.value = value ?? '';
-    else { this.loaded = null; this.load(); }
+    if (name === 'prompt') { this.ui.prompt.value = value ?? ''; return; }
+    // Attributes set together (hub, then model) make one load, of the model they name together.
+    this.loaded = null;
+    if (this.reloading) return;
+    this.reloading = true;
+    queueMicrotask(() => {
+      this.reloading = false;
+      if (!this.loaded) this.load();
+    });
   }
 
   get model() { return this.getAttribute('model') || DEFAULT_MODEL; }
@@ -285,37 +296,55 @@ export class BotWidget extends HTMLElement {
     this.dispatchEvent(new CustomEvent('bot-ready', { detail: d }));
   }
 
+  /** Loads the model its attributes name; the promise rejects (handled) when it fails. */
   load() {
     if (!this.ui) return Promise.resolve();
     let base;
-    try { base = modelBase(this.model, hubUrl(this.getAttribute('hub'))); } catch (e) { this.fail(e); return Promise.resolve(); }
+    try {
+      base = modelBase(this.model, hubUrl(this.getAttribute('hub')));
+    } catch (e) {
+      this.fail(e);
+      const failed = Promise.reject(e);
+      failed.catch(() => {});
+      return failed;
+    }
     const name = this.model === DEFAULT_MODEL ? DEFAULT_NAME : this.model;
     this.say(`Loading ${name}…`);
     this.note(null);
     // Stop also stops a download.
     this.ui.stop.disabled = false;
-    this.loaded = this.client.request({ type: 'load', widget: this.widgetId, base, dtype: this.dtype, params: this.params }, (d) => this.onProgress(d))
-      .then((d) => this.afterLoad(d, this.model === DEFAULT_MODEL ? `${DEFAULT_NAME[0].toUpperCase()}${DEFAULT_NAME.slice(1)}` : this.model))
-      .catch((e) => { this.loaded = null; this.fail(e); throw e; })
-      .finally(() => { this.ui.stop.disabled = !this.busy; });
-    this.loaded.catch(() => {});
-    return this.loaded;
+    const request = this.client.request({ type: 'load', widget: this.widgetId, base, dtype: this.dtype, params: this.params }, (d) => this.onProgress(d));
+    return this.track(request, this.model === DEFAULT_MODEL ? `${DEFAULT_NAME[0].toUpperCase()}${DEFAULT_NAME.slice(1)}` : this.model);
   }
 
-  async loadLocal(fileList, label = 'The local model') {
+  loadLocal(fileList, label = 'The local model') {
     // Every picked file by name (File objects are handles: the worker reads only the files the
     // library asks for); the first of two same-named files wins.
     const files = {};
     for (const f of fileList) files[f.name] ??= f;
     this.say('Loading local files…');
-    try {
-      this.loaded = this.client.request({ type: 'load', widget: this.widgetId, files, dtype: this.dtype, params: this.params })
-        .then((d) => this.afterLoad(d, label));
-      await this.loaded;
-    } catch (e) {
-      this.loaded = null;
-      this.fail(e);
-    }
+    return this.track(this.client.request({ type: 'load', widget: this.widgetId, files, dtype: this.dtype, params: this.params }), label);
+  }
+
+  /** Makes the worker's answer to load `request` the widget's model, called `what` once ready,
+   * unless another load was asked for since: then it comes to SUPERSEDED and shows nothing. */
+  track(request, what) {
+    const loading = request.then(
+      (d) => {
+        if (this.loaded !== loading) return SUPERSEDED;
+        this.afterLoad(d, what);
+        return d;
+      },
+      (e) => {
+        if (this.loaded !== loading) return SUPERSEDED;
+        this.loaded = null;
+        this.fail(e);
+        throw e;
+      },
+    ).finally(() => { if (this.loaded === loading) this.ui.stop.disabled = !this.busy; });
+    loading.catch(() => {});
+    this.loaded = loading;
+    return loading;
   }
 
   /** Overrides by setting name: the form's filled fields and checkboxes, and the URL's or
@@ -334,11 +363,13 @@ export class BotWidget extends HTMLElement {
 
   async compute() {
     if (this.busy) return;
-    if (!this.loaded) this.load();
     this.setBusy(true);
-    try {
-      await this.loaded;
-    } catch { return; }
+    // The model it runs is the last one asked for, however often that changes while it loads.
+    for (;;) {
+      try {
+        if (await (this.loaded ?? this.load()) !== SUPERSEDED) break;
+      } catch { return; } // fail() said why and freed the buttons
+    }
     const prompt = this.ui.prompt.value;
     const params = this.overrides();
     const items = [];

@@ -544,9 +544,10 @@ async function model(key, source, id, widget) {
   }
 }
 
-/** Stop from `widget` for a load it waits for. */
-function stopLoading(widget) {
-  for (const job of loading.values()) {
+/** Stop from `widget` for the loads it waits for (but the load of `keep`). */
+function stopLoading(widget, keep = null) {
+  for (const [key, job] of loading) {
+    if (key === keep) continue;
     const stop = job.stops.get(widget);
     if (!stop) continue;
     stop();
@@ -597,6 +598,8 @@ async function handle(msg) {
   } else if (type === 'load') {
     const source = msg.files ? { files: msg.files, dtype: msg.dtype } : { base: msg.base, dtype: msg.dtype };
     const key = msg.files ? `local:${++localLoads}` : `${msg.base}#${msg.dtype ?? ''}`;
+    // A widget shows one model: the download of one it asked for before is not wanted by it now.
+    stopLoading(widget, key);
     const { entry, cached } = await model(key, source, id, widget);
     if (widgets.get(widget)?.key !== key) release(widget);
     widgets.set(widget, { key, source, stopped: false });

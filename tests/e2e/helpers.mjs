@@ -99,7 +99,15 @@ export async function shot(p, name) {
 
 /** Waits until the widget says its model is ready. */
 export async function ready(target, timeout = 60000) {
-  await target.locator('.bot-widget .status').filter({ hasText: /is ready/ }).waitFor({ timeout });
+  const status = target.locator('.bot-widget .status');
+  try {
+    await status.filter({ hasText: /is ready/ }).waitFor({ timeout });
+  } catch (e) {
+    // What the widget said instead is what a failure report needs.
+    const said = await status.allTextContents().catch(() => []);
+    e.message = `${e.message}\nThe widget's status line: ${JSON.stringify(said)}`;
+    throw e;
+  }
 }
 
 /** Waits for the widget's model, computes to the end, and returns the samples, the status line

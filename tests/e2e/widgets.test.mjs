@@ -8,9 +8,21 @@ import { join } from 'node:path';
 import { ROOT, browser, mockHub, page, shot, staticServer } from './helpers.mjs';
 
 let site, hub, b;
+/** The held answers of the slow hub repo's config.json: {res, aborted}. */
+const held = [];
 
 before(async () => {
-  hub = await mockHub();
+  hub = await mockHub({
+    // A model whose config.json answers only when the test says so.
+    repos: { 'botcard/slow': 'tests/fixtures/models/tiny-st' },
+    handlers: {
+      '/botcard/slow/resolve/main/config.json': (req, res) => {
+        const h = { res, aborted: false };
+        res.on('close', () => { if (!res.writableEnded) h.aborted = true; });
+        held.push(h);
+      },
+    },
+  });
   site = await staticServer({
     extraPages: {
       // Someone's blog post with two bots side by side: only the script and the elements.
@@ -20,6 +32,10 @@ before(async () => {
         <bot-widget id="a" seed="7" num_return_sequences="2" max_new_tokens="40"></bot-widget>
         <bot-widget id="b" model="botcard/tiny-2021" hub="${hub.url}" seed="42" num_return_sequences="2"
           min_new_tokens="55" max_new_tokens="55"></bot-widget>`,
+      // A page that points its widget at other models as it likes.
+      '/switching.html': () => `<!doctype html><meta charset="utf-8"><title>Switching</title>
+        <script type="module" src="/widget.js"></script>
+        <bot-widget id="s" seed="7" num_return_sequences="2" max_new_tokens="40"></bot-widget>`,
       // A page whose own CSS would restyle any plain element.
       '/hostile-styles.html': () => `<!doctype html><meta charset="utf-8"><title>Styled page</title>
         <style>* { font-family: serif !important; } button { background: red; border-radius: 0; } ol { list-style: none; }</style>
@@ -93,6 +109,46 @@ test('Stop on one widget stops its generation and leaves the other running', asy
   await done(p, 'b');
   assert.deepEqual(await texts(p, 'b'), expectB);
   await shot(p, 'two-bots-stop-one');
+  await p.context().close();
+});
+
+test('a widget switched to another model while the first still loads shows and runs the last one asked for, and drops the first download', async () => {
+  const expected = cli('default', ['--seed', '7', '--num-return-sequences', '2', '--max-new-tokens', '40']);
+  const p = await page(b);
+  await p.goto(`${site.url}/switching.html`);
+  await status(p, 's').filter({ hasText: /is ready/ }).waitFor({ timeout: 60000 });
+  // hub and model set one after the other, as a page script does: one load, of the slow model.
+  await p.evaluate((hubUrl) => {
+    const w = document.querySelector('bot-widget');
+    w.setAttribute('hub', hubUrl);
+    w.setAttribute('model', 'botcard/slow');
+  }, hub.url);
+  await status(p, 's').filter({ hasText: 'Loading botcard/slow' }).waitFor();
+  for (let i = 0; i < 100 && held.length === 0; i++) await p.waitForTimeout(100);
+  assert.equal(held.length, 1, 'the slow model was asked for once');
+  // Back to the default bot, in a later task, while the slow model's config.json is unanswered.
+  await p.evaluate(() => document.querySelector('bot-widget').removeAttribute('model'));
+  await status(p, 's').filter({ hasText: /^The default bot is ready/ }).waitFor({ timeout: 60000 });
+  // The worker dropped the download nobody waits for.
+  for (let i = 0; i < 50 && !held[0].aborted; i++) await p.waitForTimeout(100);
+  assert.ok(held[0].aborted, 'the slow download was dropped');
+  // Whatever came of the first load says nothing now.
+  await p.waitForTimeout(500);
+  assert.match(await status(p, 's').textContent(), /^The default bot is ready/);
+  await p.getByRole('button', { name: 'Compute' }).click();
+  await done(p, 's');
+  assert.deepEqual(await texts(p, 's'), expected);
+
+  // The same while Compute waits for the slow model: it runs the model asked for last.
+  await p.evaluate(() => document.querySelector('bot-widget').setAttribute('model', 'botcard/slow'));
+  for (let i = 0; i < 100 && held.length < 2; i++) await p.waitForTimeout(100);
+  assert.equal(held.length, 2);
+  await p.getByRole('button', { name: 'Compute' }).click();
+  await p.evaluate(() => document.querySelector('bot-widget').removeAttribute('model'));
+  await done(p, 's');
+  assert.deepEqual(await texts(p, 's'), expected);
+  for (const h of held) if (!h.res.writableEnded) h.res.destroy();
+  assert.deepEqual(p.errors, []);
   await p.context().close();
 });
 
