@@ -56,6 +56,36 @@ mod native {
         best
     }
 
+    /// The best of a few sums over 256 MB of f32, split over the rayon pool's threads, in GB/s
+    /// read: the fastest a decode step can read its weights from memory (with f32 weights and
+    /// one activation row, a decode step is such a pass).
+    fn read_bandwidth() -> f64 {
+        use rayon::prelude::*;
+        const LANES: usize = 32;
+        let values = vec![1f32; 64 << 20];
+        let piece = values.len() / rayon::current_num_threads();
+        let mut best = 0f64;
+        for _ in 0..5 {
+            let t = Instant::now();
+            let total: f32 = values
+                .par_chunks(piece)
+                .map(|part| {
+                    // Independent running totals, so the loop waits on memory, not on adds.
+                    let mut acc = [0f32; LANES];
+                    for c in part.chunks_exact(LANES) {
+                        for (a, v) in acc.iter_mut().zip(c) {
+                            *a += v;
+                        }
+                    }
+                    acc.iter().sum::<f32>()
+                })
+                .sum();
+            std::hint::black_box(total);
+            best = best.max((values.len() * 4) as f64 / t.elapsed().as_secs_f64() / 1e9);
+        }
+        best
+    }
+
     /// Peak resident memory of this process, in bytes.
     fn peak_memory() -> Option<u64> {
         let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -247,6 +277,7 @@ mod native {
             ),
         };
         let bandwidth = copy_bandwidth();
+        let read = read_bandwidth();
         let t = Instant::now();
         let bot = load(&dir, dtype);
         let ready = t.elapsed().as_secs_f64();
@@ -297,6 +328,7 @@ mod native {
             "widget_job_s": median(job),
             "peak_memory_bytes": peak_memory(),
             "copy_gb_s": bandwidth,
+            "read_gb_s": read,
         });
         println!("{line}");
     }

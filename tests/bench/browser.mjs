@@ -67,6 +67,48 @@ window.copyBandwidth = () => {
   }
   return best;
 };
+// A wasm module that sums 128 bytes of its memory per step into eight f32x4 totals (so the
+// loop waits on memory, not on adds): sum(n) reads bytes [0, n). Written out here because the
+// bench needs no wasm toolchain of its own.
+function readModule() {
+  const leb = (v) => { const out = []; do { let b = v & 0x7f; v >>>= 7; if (v) b |= 0x80; out.push(b); } while (v); return out; };
+  const TOTALS = 8;
+  const body = [
+    0x02, 0x01, 0x7f, TOTALS, 0x7b, // locals: i (i32), eight v128 totals
+    0x03, 0x40, // loop
+    // total[a] = f32x4.add(total[a], v128.load offset=16a (i))
+    ...Array.from({ length: TOTALS }, (_, a) => [0x20, 2 + a, 0x20, 0x01, 0xfd, 0x00, 0x04, ...leb(16 * a), 0xfd, 0xe4, 0x01, 0x21, 2 + a]).flat(),
+    0x20, 0x01, 0x41, 0x80, 0x01, 0x6a, 0x22, 0x01, // i += 128
+    0x20, 0x00, 0x49, 0x0d, 0x00, // br_if i < n
+    0x0b,
+    0x20, 0x02, ...Array.from({ length: TOTALS - 1 }, (_, a) => [0x20, 3 + a, 0xfd, 0xe4, 0x01]).flat(),
+    0xfd, 0x1f, 0x00, // f32x4.extract_lane 0
+    0x0b,
+  ];
+  const section = (id, content) => [id, ...leb(content.length), ...content];
+  return new Uint8Array([
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+    ...section(1, [0x01, 0x60, 0x01, 0x7f, 0x01, 0x7d]), // (i32) -> f32
+    ...section(3, [0x01, 0x00]),
+    ...section(5, [0x01, 0x00, ...leb(4097)]), // 256 MB and a page
+    ...section(7, [0x02, 0x03, 0x6d, 0x65, 0x6d, 0x02, 0x00, 0x03, 0x73, 0x75, 0x6d, 0x00, 0x00]), // mem, sum
+    ...section(10, [0x01, ...leb(body.length), ...body]),
+  ]);
+}
+/** The best of a few passes over 256 MB in wasm on this thread, in GB/s read. */
+window.readBandwidth = async () => {
+  const { instance } = await WebAssembly.instantiate(readModule());
+  const n = 256 << 20;
+  // Written first, so that the pages read are real memory, not the zero page.
+  new Uint8Array(instance.exports.mem.buffer, 0, n).fill(1);
+  let best = 0;
+  for (let i = 0; i < 8; i++) {
+    const t = performance.now();
+    instance.exports.sum(n);
+    best = Math.max(best, n / ((performance.now() - t) / 1000) / 1e9);
+  }
+  return best;
+};
 window.job = async (prompt, params) => {
   const t0 = performance.now();
   let started = null;
@@ -156,13 +198,14 @@ try {
     await p2.goto(`${site.url}/bench.html`);
     const readyCached = await p2.evaluate(([u, d]) => window.load(u, d), [base, dtype]);
     const copy = await p2.evaluate(() => window.copyBandwidth());
+    const read = await p2.evaluate(() => window.readBandwidth());
     const decode = greedy.map((r) => (r.tokenMs.length - 1) / ((r.tokenMs.at(-1) - r.tokenMs[0]) / 1000));
     console.log(JSON.stringify({
       engine: 'botcard tab', model: label, dtype: held, threads, build, chromium: version,
       ready_cold_s: readyCold, ready_cached_s: readyCached,
       prefill_tok_s: median(prefill), ttft_ms: median(greedy.map((r) => r.tokenMs[0])),
       decode_tok_s: median(decode), widget_job_s: median(widget.map((r) => r.totalMs / 1000)),
-      widget_sequences: widget[0].sequences, peak_memory_bytes: peak, weight_bytes: weightBytes, copy_gb_s: copy,
+      widget_sequences: widget[0].sequences, peak_memory_bytes: peak, weight_bytes: weightBytes, copy_gb_s: copy, read_gb_s: read,
     }));
     await context.close();
   }
