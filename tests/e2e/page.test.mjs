@@ -296,6 +296,9 @@ test('a second visit reads the model from the Cache API instead of the hub', asy
   await p.goto(`${site.url}/?${q}`);
   await ready(p);
   assert.equal(hub.requests.filter((r) => r === weights).length, before + 1);
+  // Kept once the weights quantized at load are written to the cache as held, a moment after
+  // the model is ready (a tab closed before then keeps no copy).
+  await until(p, async (url) => (await (await caches.open('botcard-models-v1')).match(url))?.headers.get('x-botcard-held'), `${hub.url}/botcard/relu-st/resolve/main/model.gguf`);
   await p.reload();
   await ready(p);
   assert.equal(hub.requests.filter((r) => r === weights).length, before + 1, 'no second download');
