@@ -109,15 +109,20 @@ test('the page opens on the default bot\'s card and Compute streams its samples'
   const text = await card.textContent();
   for (const s of ['Tweets kept', 'fortunes-min', 'Unigram baseline perplexity', 'My dream is']) assert.ok(text.includes(s), s);
   await ready(p);
+  // Streaming: a sample grows while the generation is still running. Seen as the page changes,
+  // not by polling, which a short run on a busy machine can finish between two looks.
+  await p.evaluate(() => {
+    const root = document.querySelector('bot-widget').shadowRoot;
+    self.streamed = false;
+    new MutationObserver(() => {
+      const li = root.querySelector('ol[aria-label="Generated samples"] li');
+      if (li && li.textContent.length > 'My dream is'.length && root.querySelector('.compute').disabled) self.streamed = true;
+    }).observe(root, { subtree: true, childList: true, characterData: true });
+  });
   await p.getByRole('button', { name: 'Compute' }).click();
   const samples = p.getByRole('list', { name: 'Generated samples' }).locator('li');
-  // Streaming: a sample grows while the generation is still running.
-  await p.waitForFunction(() => {
-    const root = document.querySelector('bot-widget').shadowRoot;
-    const li = root.querySelector('ol[aria-label="Generated samples"] li');
-    return li && li.textContent.length > 'My dream is'.length && root.querySelector('.compute').disabled;
-  });
   await p.locator('.bot-widget .status').filter({ hasText: /tokens\/s/ }).waitFor({ timeout: 60000 });
+  assert.ok(await p.evaluate(() => self.streamed), 'text came while the run was going');
   assert.equal(await samples.count(), 2);
   for (const li of await samples.all()) assert.ok((await li.textContent()).startsWith('My dream is'));
   await shot(p, 'default-bot-samples');
