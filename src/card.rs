@@ -496,9 +496,31 @@ fn utf8_with_losses(bytes: &[u8], loss: Loss) -> Option<String> {
     String::from_utf8(fixed).ok()
 }
 
+/// Where a bot is made, which its card says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Maker {
+    /// `botcard train`.
+    #[default]
+    Cli,
+    /// The page's "Create your own bot", in a web browser.
+    Browser,
+}
+
+impl Maker {
+    /// The card's sentence about how the bot was made.
+    fn sentence(self) -> &'static str {
+        match self {
+            Maker::Cli => "I was made with botcard (`botcard train`), the huggingtweets pipeline rebuilt for X data archives.",
+            Maker::Browser => "I was made with botcard in a web browser, from an X data archive that never left it: the huggingtweets pipeline rebuilt for X data archives.",
+        }
+    }
+}
+
 /// What a generated card says besides the counts and figures.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CardNotes {
+    /// Where the bot was made.
+    pub maker: Maker,
     /// Where the posts come from and under which license (markdown), for the data section.
     pub data_source: Option<String>,
     /// Texts the bot wrote for the card's widget prompt, shown as quotes.
@@ -569,7 +591,8 @@ pub fn huggingtweets_card(
         "    <div style=\"text-align: center; font-size: 14px;\">@{}</div>\n</div>\n\n",
         escape(handle)
     ));
-    s.push_str("I was made with botcard (`botcard train`), the huggingtweets pipeline rebuilt for X data archives.\n\n");
+    s.push_str(notes.maker.sentence());
+    s.push_str("\n\n");
     s.push_str(&format!(
         "## Training data\n\nThe model was trained on posts from {joined}.\n\n"
     ));

@@ -103,7 +103,8 @@ struct GenerateArgs {
     prompt: String,
     #[command(flatten)]
     settings: SettingArgs,
-    /// Print one JSON object with the sequences, their token ids, the seed and timings.
+    /// Print one JSON object with the sequences, their token ids, the seed (null when greedy)
+    /// and timings.
     #[arg(long)]
     json: bool,
 }
@@ -522,6 +523,7 @@ fn train(a: TrainArgs) -> Result<()> {
         handle: a.handle.clone(),
         about: a.about.clone(),
         precision: a.dtype.into(),
+        maker: defaults.maker,
     };
 
     let clock = Instant::now();

@@ -93,6 +93,8 @@ pub struct Recipe<'a> {
     pub about: Option<String>,
     /// How `model.safetensors` stores the weights.
     pub precision: Precision,
+    /// Where the bot is made, as its card says.
+    pub maker: card::Maker,
 }
 
 impl Default for Recipe<'_> {
@@ -111,6 +113,7 @@ impl Default for Recipe<'_> {
             handle: None,
             about: None,
             precision: Precision::F32,
+            maker: card::Maker::Cli,
         }
     }
 }
@@ -132,6 +135,7 @@ pub fn in_the_tab<'a>(base: ModelFiles<'a>, name: &str) -> Recipe<'a> {
         learning_rate: 1e-3,
         seed: 0,
         precision: Precision::F16,
+        maker: card::Maker::Browser,
         ..Recipe::default()
     }
 }
@@ -322,6 +326,7 @@ pub struct Run {
     handle: Option<String>,
     about: Option<String>,
     precision: Precision,
+    maker: card::Maker,
 }
 
 impl Run {
@@ -385,6 +390,7 @@ impl Run {
             handle: recipe.handle.clone(),
             about: recipe.about.clone(),
             precision: recipe.precision,
+            maker: recipe.maker,
         })
     }
 
@@ -435,6 +441,7 @@ impl Run {
             handle,
             about,
             precision,
+            maker,
         } = self;
         let heldout_loss = trainer.heldout_loss()?;
         let unigram_loss = trainer.unigram_heldout_loss();
@@ -482,6 +489,7 @@ impl Run {
             heldout_tokens,
         };
         let notes = CardNotes {
+            maker,
             data_source: about,
             samples: samples.clone(),
         };

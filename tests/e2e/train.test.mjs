@@ -103,6 +103,9 @@ test('a short training run in the tab makes a bot that is kept, writes, and down
   for (const f of ['config.json', 'tokenizer.json']) {
     assert.ok(readFileSync(join(dir, f)).equals(readFileSync(join(cliBot, f))), `${f} is identical`);
   }
+  // Each card says where its bot was made.
+  assert.match(readFileSync(join(dir, 'README.md'), 'utf8'), /^I was made with botcard in a web browser, /m);
+  assert.match(readFileSync(join(cliBot, 'README.md'), 'utf8'), /^I was made with botcard \(`botcard train`\), /m);
   const text = '<|endoftext|>The Hatter argued with me about the tea party and nobody had any tea left<|endoftext|>';
   const [a, c] = [cliScore(dir, text), cliScore(cliBot, text)];
   const most = Math.max(...a.map((x, i) => Math.abs(x - c[i])));
