@@ -159,9 +159,10 @@ impl Session {
         &self.rows[0].context[..self.prompt_tokens]
     }
 
-    /// The seed of this session's random draws (the one given, or the one drawn).
-    pub fn seed(&self) -> u64 {
-        self.seed
+    /// The seed of this session's random draws (the one given, or the one drawn); `None` when
+    /// it draws nothing at random (greedy decoding), so no seed would change its text.
+    pub fn seed(&self) -> Option<u64> {
+        self.params.sampling().then_some(self.seed)
     }
 
     /// How many sequences this session writes (1 for greedy decoding).

@@ -284,11 +284,12 @@ impl WasmSession {
         self.session.sequence_count()
     }
 
-    /// The seed of its random draws (given, or drawn because none was).
+    /// The seed of its random draws (given, or drawn because none was); undefined for greedy
+    /// decoding, which draws nothing.
     #[wasm_bindgen(getter)]
-    pub fn seed(&self) -> f64 {
+    pub fn seed(&self) -> Option<f64> {
         // Seeds that are drawn fit in 32 bits; a larger given one is shown approximately.
-        self.session.seed() as f64
+        self.session.seed().map(|s| s as f64)
     }
 
     /// One token per unfinished sequence: `[{sequence, token_id, text}]`; empty when done.
@@ -367,8 +368,15 @@ mod training {
         /// and data table (parsed as [`parse_card`] parses any card).
         pub fn card(&self) -> Result<JsValue, JsError> {
             let handle = recipe::default_handle(&self.users);
-            let markdown =
-                card::huggingtweets_card(&self.users, &handle, None, &card::CardNotes::default());
+            let markdown = card::huggingtweets_card(
+                &self.users,
+                &handle,
+                None,
+                &card::CardNotes {
+                    maker: card::Maker::Browser,
+                    ..card::CardNotes::default()
+                },
+            );
             to_js(&card::parse_card(markdown.as_bytes()))
         }
 

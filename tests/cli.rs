@@ -530,6 +530,8 @@ fn every_generation_setting_is_a_generate_option_and_shorthands_mean_their_setti
         greedy["sequences"],
         run(&["--temperature", "0", "--sample"])["sequences"]
     );
+    // Greedy draws nothing at random: no seed is reported.
+    assert!(greedy["seed"].is_null(), "{}", greedy["seed"]);
     // No --seed: a random one, reported so the run can be repeated.
     let sampled = run(&["--sample", "--num-return-sequences", "2"]);
     let seed = sampled["seed"].as_u64().expect("the seed drawn");

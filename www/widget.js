@@ -169,7 +169,7 @@ export class BotWidget extends HTMLElement {
       this.classList.remove('drop');
       try { this.loadLocal(await filesFromDrop([...e.dataTransfer.items])); } catch (err) { this.fail(err); }
     });
-    this.ui = { prompt, compute, stop, grid, inputs: {}, picker, progress, status, note, samples, recover };
+    this.ui = { prompt, compute, stop, local, grid, inputs: {}, picker, progress, status, note, samples, recover };
     this.start();
   }
 
@@ -234,6 +234,8 @@ export class BotWidget extends HTMLElement {
     l.addEventListener('click', () => this.ui.picker.click());
     r.append(l);
     r.hidden = false;
+    // One "Use local files" at a time: the one beside the ways out.
+    this.ui.local.hidden = true;
   }
 
   setBusy(busy) {
@@ -287,6 +289,7 @@ export class BotWidget extends HTMLElement {
   afterLoad(d, what) {
     this.ui.progress.hidden = true;
     this.ui.recover.hidden = true;
+    this.ui.local.hidden = false;
     this.drawSettings(d.settings);
     // data-weights names what the weights are held as (f32, q8_0, or a model.gguf's q4_0/q4k).
     this.dataset.weights = d.heldAs;
@@ -391,7 +394,7 @@ export class BotWidget extends HTMLElement {
         }
       });
       const rate = done.seconds > 0 ? (done.tokens / done.seconds).toFixed(1) : '–';
-      this.say(`${done.stopped ? 'Stopped' : 'Done'}: ${done.tokens} tokens at ${rate} tokens/s${done.threads > 1 ? ` on ${done.threads} threads` : ''} (seed ${done.seed}).`);
+      this.say(`${done.stopped ? 'Stopped' : 'Done'}: ${done.tokens} tokens at ${rate} tokens/s${done.threads > 1 ? ` on ${done.threads} threads` : ''}${done.seed != null ? ` (seed ${done.seed})` : ''}.`);
       this.dispatchEvent(new CustomEvent('bot-done', { detail: done }));
     } catch (e) {
       this.say(e.message);

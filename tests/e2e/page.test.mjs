@@ -152,7 +152,10 @@ test('greedy in the browser equals the CLI for a 2021-layout model from the hub'
   const statuses = await p.evaluate(() => window.__statuses);
   assert.ok(statuses.some((t) => /^Downloading pytorch_model\.bin: [\d.]+ of 6\.5 MB$/.test(t)), statuses.join(' | '));
   await p.getByRole('button', { name: 'Compute' }).click();
-  await p.locator('.bot-widget .status').filter({ hasText: /tokens\/s/ }).waitFor({ timeout: 60000 });
+  const done = p.locator('.bot-widget .status').filter({ hasText: /tokens\/s/ });
+  await done.waitFor({ timeout: 60000 });
+  // Greedy draws nothing at random: the status names no seed.
+  assert.match(await done.textContent(), /^Done: 24 tokens at [\d.]+ tokens\/s\.$/);
   const samples = p.getByRole('list', { name: 'Generated samples' }).locator('li');
   assert.equal(await samples.count(), 1);
   assert.equal(await samples.first().textContent(), 'My dream is' + cli.sequences[0].text);
@@ -341,6 +344,7 @@ for (const [model, sentence] of [
     await p.locator('.bot-widget .status').filter({ hasText: sentence }).waitFor({ timeout: 30000 });
     assert.ok(await p.getByRole('button', { name: 'Use the default bot' }).isVisible());
     assert.ok(await p.locator('.bot-widget .recover').getByRole('button', { name: 'Use local files' }).isVisible());
+    assert.equal(await p.getByRole('button', { name: 'Use local files' }).count(), 1, 'offered once');
     assert.ok(await p.locator('.bot-widget .progress').isHidden(), 'no endless progress bar');
     await shot(p, `unavailable-${model.replace('/', '-')}`);
     await p.context().close();
