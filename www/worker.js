@@ -6,7 +6,8 @@
 //      the model at base) | {type: 'zip', id, handle, files} (a bot's folder as a zip)
 //      {type: 'load', id, widget, base | files: {name: File}, dtype?, params}
 //      {type: 'generate', id, widget, prompt, params} | {type: 'stop' | 'release', widget}
-//      ('stop' ends the widget's generation, or its wait for a model that is loading)
+//      ('stop' ends the widget's generation, or its wait for a model that is loading; a 'load'
+//      ends its wait for another model)
 // Out: {type: 'info' | 'card' | 'posts' | 'zip' | 'preparing' | 'plan' | 'step' | 'finishing' | 'trained' | 'progress' | 'loaded' | 'started' | 'tokens' | 'done' | 'error', id, ...}
 //      and, after a 'loaded' with holding: true, {type: 'held', id, ok, message?} once the model
 //      is cached (or could not be: `message` says so to the person).
