@@ -203,6 +203,8 @@ test('offline, a reload renders the page and Compute generates', async () => {
   await serviceWorkerReady(p);
   await p.reload();
   assert.ok(await p.evaluate(() => navigator.serviceWorker.controller !== null));
+  // Offline needs the model kept: its held file is written a moment after it is ready.
+  await until(p, async (url) => (await (await caches.open('botcard-models-v1')).match(url))?.headers.get('x-botcard-held'), `${site.url}/models/default/model.gguf`);
   await p.context().setOffline(true);
   await p.reload();
   await p.locator('#card .badge').waitFor();
