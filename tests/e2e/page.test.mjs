@@ -9,6 +9,10 @@ import { ROOT, browser, mockHub, page, ready, shot, staticServer, until, service
 
 let site, hub, b;
 
+/** Waits until the model whose files are at `base` is kept in the worker's cache as held (the
+ * model.gguf quantized at load), which is written a moment after the model is ready. */
+const kept = (p, base) => until(p, async (url) => (await (await caches.open('botcard-models-v1')).match(url))?.headers.get('x-botcard-held'), `${base}model.gguf`);
+
 before(async () => {
   site = await staticServer();
   hub = await mockHub({
@@ -203,8 +207,8 @@ test('offline, a reload renders the page and Compute generates', async () => {
   await serviceWorkerReady(p);
   await p.reload();
   assert.ok(await p.evaluate(() => navigator.serviceWorker.controller !== null));
-  // Offline needs the model kept: its held file is written a moment after it is ready.
-  await until(p, async (url) => (await (await caches.open('botcard-models-v1')).match(url))?.headers.get('x-botcard-held'), `${site.url}/models/default/model.gguf`);
+  // Offline needs the model kept.
+  await kept(p, `${site.url}/models/default/`);
   await p.context().setOffline(true);
   await p.reload();
   await p.locator('#card .badge').waitFor();
@@ -249,11 +253,7 @@ for (const opfs of [true, false]) {
     if (opfs) await shot(p, 'default-bot-equals-cli');
     // It was quantized at load and is cached as held (a q8_0 model.gguf, written a piece at a
     // time): a second visit reads that file instead and writes the same text.
-    await until(p, async () => {
-      const cache = await caches.open('botcard-models-v1');
-      const held = (await cache.keys()).find((k) => k.url.endsWith('/models/default/model.gguf'));
-      return Boolean(held && (await cache.match(held)).headers.get('x-botcard-held'));
-    });
+    await kept(p, `${site.url}/models/default/`);
     // The scratch file the held file was written to first is gone.
     const scratch = await p.evaluate(async () => {
       const names = [];
@@ -306,9 +306,8 @@ test('a second visit reads the model from the Cache API instead of the hub', asy
   await p.goto(`${site.url}/?${q}`);
   await ready(p);
   assert.equal(hub.requests.filter((r) => r === weights).length, before + 1);
-  // Kept once the weights quantized at load are written to the cache as held, a moment after
-  // the model is ready (a tab closed before then keeps no copy).
-  await until(p, async (url) => (await (await caches.open('botcard-models-v1')).match(url))?.headers.get('x-botcard-held'), `${hub.url}/botcard/relu-st/resolve/main/model.gguf`);
+  // A tab closed before the model is kept keeps no copy.
+  await kept(p, `${hub.url}/botcard/relu-st/resolve/main/`);
   await p.reload();
   await ready(p);
   assert.equal(hub.requests.filter((r) => r === weights).length, before + 1, 'no second download');
