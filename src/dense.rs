@@ -55,7 +55,7 @@ where
         )));
     }
     let cols = w.len() / rows;
-    Ok(crate::parallel::by_output_rows(rows, m, |range, out| {
+    Ok(crate::parallel::by_output_rows(rows, m, 1, |range, out| {
         for (o, values) in range.zip(out.chunks_exact_mut(m)) {
             let w = &w[o * cols..(o + 1) * cols];
             for (group, v) in x

@@ -218,7 +218,7 @@ impl<T: GgmlType> Blocks<T> {
         for (xi, qi) in x.chunks_exact(cols).zip(xq.chunks_exact_mut(kx)) {
             T::VecDotType::from_float(xi, qi);
         }
-        crate::parallel::by_output_rows(self.rows, m, |range, out| {
+        crate::parallel::by_output_rows(self.rows, m, 1, |range, out| {
             for (o, values) in range.zip(out.chunks_exact_mut(m)) {
                 let w = &self.data[o * k..(o + 1) * k];
                 for (v, qi) in values.iter_mut().zip(xq.chunks_exact(kx)) {

@@ -42,19 +42,25 @@ pub fn map_items<T: Send, R: Send>(
 
 /// A matrix product's `m × rows` values, row-major, computed by output row: `piece(range, out)`
 /// writes output rows `range` for all `m` activation rows into `out` (`range.len() × m`, all of
-/// one output row's values together), the ranges spread over the threads.
-pub fn by_output_rows<F>(rows: usize, m: usize, piece: F) -> Vec<f32>
+/// one output row's values together), the ranges spread over the threads. Ranges start at
+/// multiples of `align` and are whole multiples of it long, so the last one may run past `rows`
+/// to the next multiple (what it writes there is dropped): for weights held in tiles of `align`
+/// rows.
+pub fn by_output_rows<F>(rows: usize, m: usize, align: usize, piece: F) -> Vec<f32>
 where
     F: Fn(std::ops::Range<usize>, &mut [f32]) + Sync + Send,
 {
     if m == 0 || rows == 0 {
         return Vec::new();
     }
-    let mut part = vec![0f32; m * rows];
-    for_each_chunk(&mut part, m, rows, |first, out| {
+    let held = rows.div_ceil(align) * align;
+    let mut part = vec![0f32; m * held];
+    for_each_chunk(&mut part, m * align, held / align, |first, out| {
+        let first = first * align;
         piece(first..first + out.len() / m, out)
     });
     if m == 1 {
+        part.truncate(rows);
         return part;
     }
     let mut out = vec![0f32; m * rows];

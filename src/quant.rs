@@ -5,9 +5,11 @@
 //! converts two of them per block inside its dot product (a software conversion in wasm), runs
 //! one activation row at a time (a batch of B rows reads every weight B times), and in wasm runs
 //! on one thread. Here scales are f32 in memory (rounded through f16 when quantized, as ggml
-//! stores them, so a GGUF file round-trips exactly), activations are quantized once per row,
-//! every weight block is loaded once for up to [`ROW_GROUP`] activation rows, and the output rows
-//! split into independent ranges ([`Q8Matrix::matmul_rows`]) a caller may spread over threads.
+//! stores them, so a GGUF file round-trips exactly), weight rows are held interleaved in tiles
+//! of four that the kernels multiply without horizontal sums (see [`Q8Matrix`]), activations
+//! are quantized once per row, every weight block is loaded once for up to [`ROW_GROUP`]
+//! activation rows, and the output rows split into independent ranges of whole tiles
+//! ([`Q8Matrix::matmul_rows`]) a caller may spread over threads.
 //!
 //! Activations are quantized to 7 bits (±63) and held biased by [`BIAS`] as bytes in 1..=127,
 //! because that is what the fast integer dot products take: wasm's relaxed-simd
@@ -26,7 +28,7 @@ use crate::error::{Error, Result};
 /// Values per q8_0 block.
 pub const BLOCK: usize = 32;
 
-/// Activation rows that share one pass over a weight row.
+/// Activation rows that share one pass over a tile of weight rows.
 const ROW_GROUP: usize = 4;
 
 /// Largest quantized weight magnitude (ggml's q8_0).
@@ -153,20 +155,89 @@ fn quantize_block<const L: u8>(xb: &[f32; BLOCK], qb: &mut [i8]) -> f32 {
     }
 }
 
-/// A weight matrix `[rows, cols]` (a linear layer's `[out, in]`) in q8_0.
+/// A weight matrix `[rows, cols]` (a linear layer's `[out, in]`) in q8_0, its rows held in
+/// tiles of [`TILE`] for the kernels.
+///
+/// Per tile and block, the tile's rows' 32 values are eight 16-byte vectors; vector k holds values
+/// 4k..4k+3 of the tile's first row, then of its second, third and fourth. One i8 dot product of
+/// such a vector with four activations repeated four times gives four rows' partial sums at
+/// once, lane r for row r, so a tile needs no horizontal sums: about a third fewer instructions
+/// per weight byte than a row at a time (where four blocks' partial sums must be transposed and
+/// added), which is what the q8_0 kernel in wasm is bound by. The blocks' scales and weight
+/// sums sit four rows together the same way. Rows past `rows` in the last tile are zero.
 #[derive(Clone)]
 pub struct Q8Matrix {
     rows: usize,
     cols: usize,
-    /// rows × cols quantized values, row-major.
+    /// Tiles × cols/BLOCK blocks × 8 vectors × 16 values, as described above.
     qs: Vec<i8>,
-    /// rows × cols/BLOCK scales, as f16 values held in f32.
+    /// Tiles × cols/BLOCK blocks × TILE rows: scales, as f16 values held in f32.
     scales: Vec<f32>,
-    /// rows × cols/BLOCK sums of each block's values: what takes [`BIAS`] back off.
+    /// Laid out as `scales`: the sums of each block's values, which take [`BIAS`] back off.
     sums: Vec<i16>,
 }
 
+/// Weight rows held interleaved; see [`Q8Matrix`].
+pub const TILE: usize = 4;
+
+/// Values of one row side by side in a tile's vector: what one i32 lane of an i8 dot product
+/// adds up.
+const RUN: usize = 4;
+
 impl Q8Matrix {
+    /// An all-zero `[rows, cols]` matrix; `cols` must be a multiple of [`BLOCK`].
+    fn zeroed(rows: usize, cols: usize) -> Result<Self> {
+        if !cols.is_multiple_of(BLOCK) {
+            return Err(Error::Parameter(format!(
+                "q8_0 needs rows of a multiple of {BLOCK} values; got [{rows}, {cols}]"
+            )));
+        }
+        let held = rows.div_ceil(TILE) * TILE;
+        Ok(Self {
+            rows,
+            cols,
+            qs: vec![0; held * cols],
+            scales: vec![0.0; held * cols / BLOCK],
+            sums: vec![0; held * cols / BLOCK],
+        })
+    }
+
+    /// Where run `k` (values `RUN·k..RUN·k + RUN`) of row `r` starts in `qs`.
+    fn run_at(&self, r: usize, k: usize) -> usize {
+        let (j, k) = (k * RUN / BLOCK, k % (BLOCK / RUN));
+        (r / TILE * self.cols + j * BLOCK) * TILE + (k * TILE + r % TILE) * RUN
+    }
+
+    /// Where block `j` of row `r` has its scale and sum.
+    fn block_at(&self, r: usize, j: usize) -> usize {
+        (r / TILE * (self.cols / BLOCK) + j) * TILE + r % TILE
+    }
+
+    /// Sets row `r` to the quantized values `qs` with one scale per block.
+    fn set_row(&mut self, r: usize, qs: &[i8], scales: &[f32]) {
+        for (k, run) in qs.chunks_exact(RUN).enumerate() {
+            let at = self.run_at(r, k);
+            self.qs[at..at + RUN].copy_from_slice(run);
+        }
+        for (j, (b, &s)) in qs.chunks_exact(BLOCK).zip(scales).enumerate() {
+            let at = self.block_at(r, j);
+            self.scales[at] = s;
+            self.sums[at] = b.iter().map(|&v| i16::from(v)).sum();
+        }
+    }
+
+    /// Row `r`'s quantized values and per-block scales, in order.
+    pub fn row(&self, r: usize) -> (Vec<i8>, Vec<f32>) {
+        let qs = (0..self.cols / RUN)
+            .flat_map(|k| &self.qs[self.run_at(r, k)..][..RUN])
+            .copied()
+            .collect();
+        let scales = (0..self.cols / BLOCK)
+            .map(|j| self.scales[self.block_at(r, j)])
+            .collect();
+        (qs, scales)
+    }
+
     /// Quantizes a row-major `[rows, cols]` f32 matrix; `cols` must be a multiple of [`BLOCK`].
     pub fn quantize(values: &[f32], rows: usize, cols: usize) -> Result<Self> {
         if values.len() != rows * cols {
@@ -199,55 +270,44 @@ impl Q8Matrix {
         builder.finish()
     }
 
-    /// Builds a matrix from stored q8_0 data (a GGUF tensor): `scales` one per block.
-    pub fn from_parts(rows: usize, cols: usize, qs: Vec<i8>, scales: Vec<f32>) -> Result<Self> {
-        if !cols.is_multiple_of(BLOCK)
-            || qs.len() != rows * cols
-            || scales.len() * BLOCK != qs.len()
-        {
-            return Err(Error::Parameter(format!(
-                "q8_0 data does not fit a [{rows}, {cols}] matrix"
-            )));
-        }
-        let sums = qs
-            .chunks_exact(BLOCK)
-            .map(|b| b.iter().map(|&v| i16::from(v)).sum())
-            .collect();
-        Ok(Self {
-            rows,
-            cols,
-            qs,
-            scales,
-            sums,
-        })
-    }
-
     /// Builds a matrix from ggml's q8_0 blocks (an f16 scale, then 32 signed bytes; GGUF's
     /// tensor data), `rows × cols` row-major.
     pub fn from_ggml_bytes(rows: usize, cols: usize, bytes: &[u8]) -> Result<Self> {
-        let blocks = bytes.chunks_exact(2 + BLOCK);
-        if !blocks.remainder().is_empty() {
-            return Err(Error::Parameter("q8_0 data of a partial block".into()));
+        let mut m = Self::zeroed(rows, cols)?;
+        let nb = cols / BLOCK;
+        if bytes.len() != rows * nb * (2 + BLOCK) {
+            return Err(Error::Parameter(format!(
+                "q8_0 data of {} bytes does not fit a [{rows}, {cols}] matrix",
+                bytes.len()
+            )));
         }
-        let mut qs = Vec::with_capacity(blocks.len() * BLOCK);
-        let mut scales = Vec::with_capacity(blocks.len());
-        for b in blocks {
-            scales.push(f16::from_le_bytes([b[0], b[1]]).to_f32());
-            qs.extend(b[2..].iter().map(|&q| q as i8));
+        let (mut qs, mut scales) = (vec![0i8; cols], vec![0f32; nb]);
+        for (r, row) in bytes.chunks_exact(nb * (2 + BLOCK)).enumerate() {
+            for ((b, q), s) in row
+                .chunks_exact(2 + BLOCK)
+                .zip(qs.chunks_exact_mut(BLOCK))
+                .zip(&mut scales)
+            {
+                *s = f16::from_le_bytes([b[0], b[1]]).to_f32();
+                for (q, &v) in q.iter_mut().zip(&b[2..]) {
+                    *q = v as i8;
+                }
+            }
+            m.set_row(r, &qs, &scales);
         }
-        Self::from_parts(rows, cols, qs, scales)
+        Ok(m)
     }
 
     /// Rows `rows` of the matrix as ggml's q8_0 blocks ([`Self::from_ggml_bytes`] reads the
     /// whole matrix's back).
     pub fn ggml_rows(&self, rows: Range<usize>) -> Vec<u8> {
-        let nb = self.cols / BLOCK;
-        let scales = &self.scales[rows.start * nb..rows.end * nb];
-        let qs = &self.qs[rows.start * self.cols..rows.end * self.cols];
-        let mut out = Vec::with_capacity(scales.len() * (2 + BLOCK));
-        for (q, &s) in qs.chunks_exact(BLOCK).zip(scales) {
-            out.extend_from_slice(&f16::from_f32(s).to_le_bytes());
-            out.extend(q.iter().map(|&v| v as u8));
+        let mut out = Vec::with_capacity(rows.len() * self.cols / BLOCK * (2 + BLOCK));
+        for r in rows {
+            let (qs, scales) = self.row(r);
+            for (q, &s) in qs.chunks_exact(BLOCK).zip(&scales) {
+                out.extend_from_slice(&f16::from_f32(s).to_le_bytes());
+                out.extend(q.iter().map(|&v| v as u8));
+            }
         }
         out
     }
@@ -262,11 +322,6 @@ impl Q8Matrix {
         self.cols
     }
 
-    /// The quantized values and the per-block scales, row-major.
-    pub fn parts(&self) -> (&[i8], &[f32]) {
-        (&self.qs, &self.scales)
-    }
-
     /// Bytes held in memory.
     pub fn byte_size(&self) -> usize {
         self.qs.len() + 4 * self.scales.len() + 2 * self.sums.len()
@@ -274,11 +329,10 @@ impl Q8Matrix {
 
     /// Row `r` back as f32 (an embedding lookup in a tied embedding matrix).
     pub fn dequantize_row(&self, r: usize) -> Vec<f32> {
-        let nb = self.cols / BLOCK;
-        self.qs[r * self.cols..(r + 1) * self.cols]
-            .chunks_exact(BLOCK)
-            .zip(&self.scales[r * nb..(r + 1) * nb])
-            .flat_map(|(q, &s)| q.iter().map(move |&v| f32::from(v) * s))
+        let (qs, scales) = self.row(r);
+        qs.chunks_exact(BLOCK)
+            .zip(scales)
+            .flat_map(|(q, s)| q.iter().map(move |&v| f32::from(v) * s))
             .collect()
     }
 
@@ -294,89 +348,98 @@ impl Q8Matrix {
         F: Fn(usize, &mut [f32]) + Sync + Send,
     {
         let xq = QuantizedRows::new(x, m, self.cols);
-        crate::parallel::by_output_rows(self.rows, m, |range, out| {
+        crate::parallel::by_output_rows(self.rows, m, TILE, |range, out| {
             let first = range.start;
             self.matmul_rows(&xq, range, out);
             for (o, values) in out.chunks_exact_mut(m).enumerate() {
-                then(first + o, values);
+                if first + o < self.rows {
+                    then(first + o, values);
+                }
             }
         })
     }
 
-    /// Output rows `range` of `x · Wᵀ`, written to `out` output-row-major (`range.len() × m`:
-    /// all of output row r's activations together), so disjoint ranges can run on different
-    /// threads and be put together afterwards.
-    pub fn matmul_rows(&self, x: &QuantizedRows, range: std::ops::Range<usize>, out: &mut [f32]) {
+    /// Output rows `range` (whole tiles: it starts at a multiple of [`TILE`] and ends at one or
+    /// at `rows`) of `x · Wᵀ`, written to `out` output-row-major (`range.len() × m`: all of
+    /// output row r's activations together), so disjoint ranges can run on different threads
+    /// and be put together afterwards.
+    pub fn matmul_rows(&self, x: &QuantizedRows, range: Range<usize>, out: &mut [f32]) {
+        assert!(range.start.is_multiple_of(TILE) && range.end <= self.rows.div_ceil(TILE) * TILE);
         debug_assert_eq!(x.cols, self.cols);
         debug_assert_eq!(out.len(), range.len() * x.m);
-        let nb = self.cols / BLOCK;
-        for (o, out_row) in range.zip(out.chunks_exact_mut(x.m)) {
-            let w = Row {
-                qs: &self.qs[o * self.cols..(o + 1) * self.cols],
-                scales: &self.scales[o * nb..(o + 1) * nb],
-                sums: &self.sums[o * nb..(o + 1) * nb],
+        let (cols, nb, m) = (self.cols, self.cols / BLOCK, x.m);
+        for (t, out_tile) in (range.start / TILE..).zip(out.chunks_mut(TILE * m)) {
+            let w = Tile {
+                qs: &self.qs[t * TILE * cols..][..TILE * cols],
+                scales: &self.scales[t * TILE * nb..][..TILE * nb],
+                sums: &self.sums[t * TILE * nb..][..TILE * nb],
             };
-            for (g, out_group) in out_row.chunks_mut(ROW_GROUP).enumerate() {
-                let first = g * ROW_GROUP;
-                let n = out_group.len();
-                kernel::dot_rows(
-                    w,
-                    &x.qs[first * self.cols..(first + n) * self.cols],
-                    &x.scales[first * nb..(first + n) * nb],
-                    out_group,
-                );
+            for first in (0..m).step_by(ROW_GROUP) {
+                let xs = |i: usize| &x.qs[(first + i) * cols..][..cols];
+                let ss = |i: usize| &x.scales[(first + i) * nb..][..nb];
+                let mut put = |i: usize, sums: [f32; TILE]| {
+                    for (r, v) in sums.into_iter().enumerate() {
+                        if let Some(o) = out_tile.get_mut(r * m + first + i) {
+                            *o = v;
+                        }
+                    }
+                };
+                macro_rules! group {
+                    ($n:literal) => {
+                        let got = kernel::dot_tile::<$n>(
+                            w,
+                            std::array::from_fn(xs),
+                            std::array::from_fn(ss),
+                        );
+                        for (i, v) in got.into_iter().enumerate() {
+                            put(i, v);
+                        }
+                    };
+                }
+                match (m - first).min(ROW_GROUP) {
+                    4 => {
+                        group!(4);
+                    }
+                    3 => {
+                        group!(3);
+                    }
+                    2 => {
+                        group!(2);
+                    }
+                    _ => {
+                        group!(1);
+                    }
+                }
             }
         }
     }
 }
 
-/// One weight row as the kernels take it.
+/// One tile of weight rows as the kernels take it (see [`Q8Matrix`]).
 #[derive(Clone, Copy)]
-struct Row<'a> {
+struct Tile<'a> {
     qs: &'a [i8],
     scales: &'a [f32],
     sums: &'a [i16],
 }
 
-impl Row<'_> {
-    /// Block `j`'s term of the dot product with one biased activation row `x` (scales `xs`):
-    /// the block's exact integer sum, bias taken off, times its two scales — what every kernel
-    /// adds per block, here one value at a time.
-    #[inline(always)]
-    fn block_term(&self, j: usize, x: &[u8], xs: &[f32]) -> f32 {
-        let (wb, xb) = (&self.qs[j * BLOCK..][..BLOCK], &x[j * BLOCK..][..BLOCK]);
-        let s: i32 = wb
-            .iter()
-            .zip(xb)
-            .map(|(&w, &x)| i32::from(w) * i32::from(x))
-            .sum();
-        (s - i32::from(self.sums[j]) * i32::from(BIAS)) as f32 * (self.scales[j] * xs[j])
-    }
-}
-
 /// A [`Q8Matrix`] quantized as its rows arrive, first to last.
 pub struct Q8Builder {
-    rows: usize,
-    cols: usize,
+    matrix: Q8Matrix,
+    done: usize,
+    /// One row's values and scales on their way into the matrix.
     qs: Vec<i8>,
     scales: Vec<f32>,
-    done: usize,
 }
 
 impl Q8Builder {
     /// An empty `[rows, cols]` matrix; `cols` must be a multiple of [`BLOCK`].
     pub fn new(rows: usize, cols: usize) -> Result<Self> {
-        if !cols.is_multiple_of(BLOCK) {
-            return Err(Error::Parameter(format!(
-                "q8_0 needs rows of a multiple of {BLOCK} values; got [{rows}, {cols}]"
-            )));
-        }
         Ok(Self {
-            rows,
-            cols,
-            qs: vec![0; rows * cols],
-            scales: vec![0.0; rows * cols / BLOCK],
+            matrix: Q8Matrix::zeroed(rows, cols)?,
             done: 0,
+            qs: vec![0; cols],
+            scales: vec![0.0; cols / BLOCK],
         })
     }
 
@@ -387,30 +450,32 @@ impl Q8Builder {
 
     /// Quantizes the next rows: `values` holds whole rows, row-major, no more than remain.
     pub fn push(&mut self, values: &[f32]) {
-        let n = values.len() / self.cols;
+        let cols = self.matrix.cols;
+        let n = values.len() / cols;
         assert!(
-            n * self.cols == values.len() && self.done + n <= self.rows,
+            n * cols == values.len() && self.done + n <= self.matrix.rows,
             "whole rows"
         );
-        let (from, to) = (self.done * self.cols, (self.done + n) * self.cols);
-        let scales = &mut self.scales[from / BLOCK..to / BLOCK];
-        quantize_blocks::<WEIGHT_LEVELS>(values, &mut self.qs[from..to], scales);
-        // Scales are stored as ggml stores them: f16.
-        for s in scales {
-            *s = f16::from_f32(*s).to_f32();
+        for row in values.chunks_exact(cols) {
+            quantize_blocks::<WEIGHT_LEVELS>(row, &mut self.qs, &mut self.scales);
+            // Scales are stored as ggml stores them: f16.
+            for s in &mut self.scales {
+                *s = f16::from_f32(*s).to_f32();
+            }
+            self.matrix.set_row(self.done, &self.qs, &self.scales);
+            self.done += 1;
         }
-        self.done += n;
     }
 
     /// The matrix, once every row is in.
     pub fn finish(self) -> Result<Q8Matrix> {
-        if self.done != self.rows {
+        if self.done != self.matrix.rows {
             return Err(Error::Parameter(format!(
                 "{} of {} rows were quantized",
-                self.done, self.rows
+                self.done, self.matrix.rows
             )));
         }
-        Q8Matrix::from_parts(self.rows, self.cols, self.qs, self.scales)
+        Ok(self.matrix)
     }
 }
 
@@ -452,239 +517,260 @@ impl QuantizedRows {
 }
 
 /// The reference: one weight row `w` (scales `ws`) against one activation row `x` (biased by
-/// [`BIAS`]; scales `xs`). Each block's exact integer sum times its two scales goes to one of
-/// four running totals, block j to total j mod 4, and the result is (t₀ + t₁) + (t₂ + t₃): the
-/// order the SIMD kernels add four blocks at a time in, so they equal this bit for bit.
+/// [`BIAS`]; scales `xs`). Each block's exact integer sum times its two scales is added to one
+/// running total, block after block: the order the kernels add in, so they equal this bit for
+/// bit.
 pub fn dot_scalar(w: &[i8], ws: &[f32], x: &[u8], xs: &[f32]) -> f32 {
-    let mut t = [0f32; 4];
-    for (j, ((wb, xb), (a, b))) in w
+    let mut total = 0f32;
+    for ((wb, xb), (a, b)) in w
         .chunks_exact(BLOCK)
         .zip(x.chunks_exact(BLOCK))
         .zip(ws.iter().zip(xs))
-        .enumerate()
     {
         let sum: i32 = wb
             .iter()
             .zip(xb)
             .map(|(&p, &q)| i32::from(p) * (i32::from(q) - i32::from(BIAS)))
             .sum();
-        t[j % 4] += sum as f32 * (a * b);
+        total += sum as f32 * (a * b);
     }
-    (t[0] + t[1]) + (t[2] + t[3])
+    total
 }
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod kernel {
-    //! wasm: per group of four blocks, each block's i32x4 partial sums of w·(x + 64) are
-    //! transposed into one i32x4 of exact block sums, the bias is taken off with the blocks'
-    //! weight sums, and the scaled sums go to a row's f32x4 of running totals (block j in lane
-    //! j mod 4), as [`super::dot_scalar`] does. With relaxed-simd, 16 products per
-    //! `i32x4.relaxed_dot_i8x16_i7x16_add_s`; without it, the weights and activations widen to
-    //! i16 as they load and `i32x4.dot_i16x8_s` multiplies and pairs them.
-    use super::{Row, BIAS_SHIFT, BLOCK};
+    //! wasm: per block, each of a tile's eight vectors (four values of four rows) is multiplied
+    //! by the four activations it meets, repeated in every lane (`v128.load32_splat`), and
+    //! added up per lane into the tile's four exact block sums of w·(x + 64). The bias comes off
+    //! with the weight sums and the scaled sums go to each activation row's f32x4 of running
+    //! totals, one lane per weight row, as [`super::dot_scalar`] adds. With relaxed-simd, 16
+    //! products per `i32x4.relaxed_dot_i8x16_i7x16_add_s`; without it, weights and activations
+    //! widen to i16 as they load, `i32x4.dot_i16x8_s` multiplies and pairs them, and the pairs of
+    //! two rows are added once per block.
+    use super::{Tile, BIAS_SHIFT, BLOCK, RUN, TILE};
     use core::arch::wasm32::*;
 
-    /// The i32x4 partial sums of one block: 32 weights at `wp` times 32 biased activations at
-    /// `xp`.
+    /// A tile's rows times `N` activation rows `x` (biased, scales `xs`): `[activation row][weight
+    /// row]`.
+    #[inline(always)]
+    pub(super) fn dot_tile<const N: usize>(
+        w: Tile,
+        x: [&[u8]; N],
+        xs: [&[f32]; N],
+    ) -> [[f32; TILE]; N] {
+        let cols = w.qs.len() / TILE;
+        let nb = cols / BLOCK;
+        assert!(w.scales.len() == TILE * nb && w.sums.len() == TILE * nb);
+        assert!(x.iter().all(|r| r.len() == cols) && xs.iter().all(|s| s.len() == nb));
+        let mut totals = [f32x4_splat(0.0); N];
+        // SAFETY: for every block j < nb, w.qs[j·128..+128], w.scales/sums[j·4..+4], x[i][j·32
+        // ..+32] and xs[i][j] are in bounds by the asserts above; v128 loads need no alignment.
+        unsafe {
+            for j in 0..nb {
+                let wp = w.qs.as_ptr().add(j * TILE * BLOCK);
+                let sums =
+                    block_sums::<N>(wp, std::array::from_fn(|i| x[i].as_ptr().add(j * BLOCK)));
+                let wscale = v128_load(w.scales.as_ptr().add(j * TILE) as *const v128);
+                let bias = i32x4_shl(
+                    i32x4_load_extend_i16x4(w.sums.as_ptr().add(j * TILE)),
+                    BIAS_SHIFT as u32,
+                );
+                for i in 0..N {
+                    let xscale = v128_load32_splat(xs[i].as_ptr().add(j) as *const u32);
+                    let t = f32x4_mul(
+                        f32x4_convert_i32x4(i32x4_sub(sums[i], bias)),
+                        f32x4_mul(wscale, xscale),
+                    );
+                    totals[i] = f32x4_add(totals[i], t);
+                }
+            }
+            totals.map(|t| core::mem::transmute(t))
+        }
+    }
+
+    /// One block of a tile (at `wp`) times `N` activation rows' blocks (at `xp`): per activation
+    /// row, the four weight rows' exact sums of w·(x + 64).
     #[cfg(target_feature = "relaxed-simd")]
     #[inline(always)]
-    unsafe fn block(wp: *const i8, xp: *const u8) -> v128 {
-        let lo = i32x4_relaxed_dot_i8x16_i7x16_add(
-            v128_load(wp as *const v128),
-            v128_load(xp as *const v128),
-            i32x4_splat(0),
-        );
-        i32x4_relaxed_dot_i8x16_i7x16_add(
-            v128_load(wp.add(16) as *const v128),
-            v128_load(xp.add(16) as *const v128),
-            lo,
-        )
+    unsafe fn block_sums<const N: usize>(wp: *const i8, xp: [*const u8; N]) -> [v128; N] {
+        // One activation row: two chains of dot products, so that each waits on the other less.
+        let mut acc = [[i32x4_splat(0); 2]; N];
+        for k in 0..BLOCK / RUN {
+            let wv = v128_load(wp.add(k * TILE * RUN) as *const v128);
+            for i in 0..N {
+                let c = if N == 1 { k % 2 } else { 0 };
+                let xv = v128_load32_splat(xp[i].add(k * RUN) as *const u32);
+                acc[i][c] = i32x4_relaxed_dot_i8x16_i7x16_add(wv, xv, acc[i][c]);
+            }
+        }
+        acc.map(|[a, b]| i32x4_add(a, b))
     }
 
     #[cfg(not(target_feature = "relaxed-simd"))]
     #[inline(always)]
-    unsafe fn block(wp: *const i8, xp: *const u8) -> v128 {
-        let dot = |k: usize| {
-            i32x4_dot_i16x8(
-                i16x8_load_extend_i8x8(wp.add(k)),
-                u16x8_load_extend_u8x8(xp.add(k)),
-            )
-        };
-        i32x4_add(i32x4_add(dot(0), dot(8)), i32x4_add(dot(16), dot(24)))
-    }
-
-    /// Four blocks' partial sums to the four blocks' totals, in order.
-    #[inline(always)]
-    fn transpose_sum(p0: v128, p1: v128, p2: v128, p3: v128) -> v128 {
-        // [p0₀+p0₂, p1₀+p1₂, p0₁+p0₃, p1₁+p1₃], likewise for p2, p3; then the sums.
-        let q01 = i32x4_add(
-            i32x4_shuffle::<0, 4, 1, 5>(p0, p1),
-            i32x4_shuffle::<2, 6, 3, 7>(p0, p1),
-        );
-        let q23 = i32x4_add(
-            i32x4_shuffle::<0, 4, 1, 5>(p2, p3),
-            i32x4_shuffle::<2, 6, 3, 7>(p2, p3),
-        );
-        i32x4_add(
-            i32x4_shuffle::<0, 1, 4, 5>(q01, q23),
-            i32x4_shuffle::<2, 3, 6, 7>(q01, q23),
-        )
-    }
-
-    pub(super) fn dot_rows(w: Row, x: &[u8], xs: &[f32], out: &mut [f32]) {
-        let cols = w.qs.len();
-        let nb = w.scales.len();
-        let n = out.len();
-        assert!(x.len() == n * cols && xs.len() == n * nb && n <= super::ROW_GROUP);
-        let whole = nb - nb % 4;
-        let mut acc = [f32x4_splat(0.0); super::ROW_GROUP];
-        // SAFETY: every block index is below nb, so w.qs[j*32..+32·k], w.scales/sums[j..+k] and
-        // x[r*cols + j*32..+32·k] (k = 4, or 1 past `whole`) are in bounds by the assert above;
-        // v128 loads need no alignment.
-        unsafe {
-            for j in (0..whole).step_by(4) {
-                let wp = w.qs.as_ptr().add(j * BLOCK);
-                let wscale = v128_load(w.scales.as_ptr().add(j) as *const v128);
-                let bias = i32x4_shl(
-                    i32x4_load_extend_i16x4(w.sums.as_ptr().add(j)),
-                    BIAS_SHIFT as u32,
-                );
-                for (r, a) in acc.iter_mut().enumerate().take(n) {
-                    let xp = x.as_ptr().add(r * cols + j * BLOCK);
-                    let sums = transpose_sum(
-                        block(wp, xp),
-                        block(wp.add(BLOCK), xp.add(BLOCK)),
-                        block(wp.add(2 * BLOCK), xp.add(2 * BLOCK)),
-                        block(wp.add(3 * BLOCK), xp.add(3 * BLOCK)),
-                    );
-                    let xscale = v128_load(xs.as_ptr().add(r * nb + j) as *const v128);
-                    let t = f32x4_mul(
-                        f32x4_convert_i32x4(i32x4_sub(sums, bias)),
-                        f32x4_mul(wscale, xscale),
-                    );
-                    *a = f32x4_add(*a, t);
-                }
-            }
-            for (r, (o, a)) in out.iter_mut().zip(acc).enumerate() {
-                let mut t: [f32; 4] = core::mem::transmute(a);
-                // The last blocks when there are not four: one at a time, to their lanes.
-                for j in whole..nb {
-                    t[j % 4] += w.block_term(j, &x[r * cols..][..cols], &xs[r * nb..][..nb]);
-                }
-                *o = (t[0] + t[1]) + (t[2] + t[3]);
+    unsafe fn block_sums<const N: usize>(wp: *const i8, xp: [*const u8; N]) -> [v128; N] {
+        // Per activation row, rows 0–1's and rows 2–3's pairs of products.
+        let mut acc = [[i32x4_splat(0); 2]; N];
+        for k in 0..BLOCK / RUN {
+            let w01 = i16x8_load_extend_i8x8(wp.add(k * TILE * RUN));
+            let w23 = i16x8_load_extend_i8x8(wp.add(k * TILE * RUN + 2 * RUN));
+            for i in 0..N {
+                let xv =
+                    u16x8_extend_low_u8x16(v128_load32_splat(xp[i].add(k * RUN) as *const u32));
+                acc[i][0] = i32x4_add(acc[i][0], i32x4_dot_i16x8(w01, xv));
+                acc[i][1] = i32x4_add(acc[i][1], i32x4_dot_i16x8(w23, xv));
             }
         }
+        acc.map(|[a, b]| {
+            i32x4_add(
+                i32x4_shuffle::<0, 2, 4, 6>(a, b),
+                i32x4_shuffle::<1, 3, 5, 7>(a, b),
+            )
+        })
     }
 }
 
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 mod kernel {
-    //! Native: on x86-64 with AVX2, per group of four blocks, `vpmaddubsw` + `vpmaddwd` (or one
-    //! `vpdpbusd` with AVX-VNNI) give each block's eight partial sums of (x + 64)·w — exact:
-    //! a pair is at most 2·127·127 < 2¹⁵ — and three `vphaddd` and a lane add make the four
-    //! block sums, then as in the wasm kernel. Elsewhere, portable Rust. Both add as
-    //! [`super::dot_scalar`] does.
-    use super::Row;
+    //! Native: on x86-64 with AVX2, per block, each 32-byte load of a tile (eight values of
+    //! four rows) meets its eight activations laid out four by four (one `vpermd` of the
+    //! block's activations); `vpmaddubsw` + `vpmaddwd` (or one `vpdpbusd` with AVX-VNNI) give
+    //! eight partial sums of (x + 64)·w — exact: a pair is at most 2·127·127 < 2¹⁵ — and the two
+    //! 128-bit halves added are the four rows' block sums; then as in the wasm kernel.
+    //! Elsewhere, portable Rust. Both add as [`super::dot_scalar`] does.
+    use super::{Tile, BIAS, BLOCK, RUN, TILE};
 
-    pub(super) fn portable(w: Row, x: &[u8], xs: &[f32], out: &mut [f32]) {
-        let cols = w.qs.len();
-        let nb = w.scales.len();
-        let mut acc = [[0f32; 4]; super::ROW_GROUP];
+    /// A tile's rows times `N` activation rows, one value at a time.
+    pub(super) fn portable<const N: usize>(
+        w: Tile,
+        x: [&[u8]; N],
+        xs: [&[f32]; N],
+    ) -> [[f32; TILE]; N] {
+        let nb = xs[0].len();
+        let mut totals = [[0f32; TILE]; N];
         for j in 0..nb {
-            for (r, a) in acc.iter_mut().enumerate().take(out.len()) {
-                a[j % 4] += w.block_term(j, &x[r * cols..][..cols], &xs[r * nb..][..nb]);
+            for (i, t) in totals.iter_mut().enumerate() {
+                for (r, t) in t.iter_mut().enumerate() {
+                    let mut sum = 0i32;
+                    for k in 0..BLOCK / RUN {
+                        for v in 0..RUN {
+                            let wv = w.qs[(j * BLOCK / RUN + k) * TILE * RUN + r * RUN + v];
+                            sum += i32::from(wv) * i32::from(x[i][j * BLOCK + k * RUN + v]);
+                        }
+                    }
+                    let at = j * TILE + r;
+                    let sum = sum - i32::from(w.sums[at]) * i32::from(BIAS);
+                    *t += sum as f32 * (w.scales[at] * xs[i][j]);
+                }
             }
         }
-        for (o, t) in out.iter_mut().zip(acc) {
-            *o = (t[0] + t[1]) + (t[2] + t[3]);
-        }
+        totals
     }
 
     #[cfg(target_arch = "x86_64")]
     pub(super) mod x86 {
-        use super::super::{Row, BIAS_SHIFT, BLOCK, ROW_GROUP};
+        use super::super::{Tile, BIAS_SHIFT, BLOCK, RUN, TILE};
         use std::arch::x86_64::*;
 
-        /// One block's eight i32 partial sums: 32 biased activations at `xp` times 32 weights
-        /// at `wp`.
+        // Block j indexes four slices at different strides.
+        #[allow(clippy::needless_range_loop)]
         #[inline(always)]
-        unsafe fn block<const VNNI: bool>(wp: *const i8, xp: *const u8) -> __m256i {
-            let (w, x) = (
-                _mm256_loadu_si256(wp as *const __m256i),
-                _mm256_loadu_si256(xp as *const __m256i),
-            );
-            if VNNI {
-                _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), x, w)
-            } else {
-                _mm256_madd_epi16(_mm256_maddubs_epi16(x, w), _mm256_set1_epi16(1))
-            }
-        }
-
-        #[inline(always)]
-        unsafe fn body<const VNNI: bool>(w: Row, x: &[u8], xs: &[f32], out: &mut [f32]) {
-            let cols = w.qs.len();
-            let nb = w.scales.len();
-            let n = out.len();
-            assert!(x.len() == n * cols && xs.len() == n * nb && n <= ROW_GROUP);
-            let whole = nb - nb % 4;
-            let mut acc = [_mm_setzero_ps(); ROW_GROUP];
-            for j in (0..whole).step_by(4) {
-                let wp = w.qs.as_ptr().add(j * BLOCK);
-                let wscale = _mm_loadu_ps(w.scales.as_ptr().add(j));
+        unsafe fn body<const VNNI: bool, const N: usize>(
+            w: Tile,
+            x: [&[u8]; N],
+            xs: [&[f32]; N],
+        ) -> [[f32; TILE]; N] {
+            let cols = w.qs.len() / TILE;
+            let nb = cols / BLOCK;
+            assert!(w.scales.len() == TILE * nb && w.sums.len() == TILE * nb);
+            assert!(x.iter().all(|r| r.len() == cols) && xs.iter().all(|s| s.len() == nb));
+            // Activations 2h, 2h + 1 (four bytes each) repeated over the halves of vector h.
+            let spread: [__m256i; 4] = std::array::from_fn(|h| {
+                let (a, b) = (2 * h as i32, 2 * h as i32 + 1);
+                _mm256_setr_epi32(a, a, a, a, b, b, b, b)
+            });
+            let ones = _mm256_set1_epi16(1);
+            let mut totals = [_mm_setzero_ps(); N];
+            for j in 0..nb {
+                let wp = w.qs.as_ptr().add(j * TILE * BLOCK);
+                let xv: [__m256i; N] = std::array::from_fn(|i| {
+                    _mm256_loadu_si256(x[i].as_ptr().add(j * BLOCK) as *const __m256i)
+                });
+                let mut acc = [_mm256_setzero_si256(); N];
+                for (h, s) in spread.iter().enumerate() {
+                    let wv = _mm256_loadu_si256(wp.add(h * 2 * TILE * RUN) as *const __m256i);
+                    for i in 0..N {
+                        let xh = _mm256_permutevar8x32_epi32(xv[i], *s);
+                        acc[i] = if VNNI {
+                            _mm256_dpbusd_avx_epi32(acc[i], xh, wv)
+                        } else {
+                            _mm256_add_epi32(
+                                acc[i],
+                                _mm256_madd_epi16(_mm256_maddubs_epi16(xh, wv), ones),
+                            )
+                        };
+                    }
+                }
+                let wscale = _mm_loadu_ps(w.scales.as_ptr().add(j * TILE));
                 let bias = _mm_slli_epi32::<{ BIAS_SHIFT }>(_mm_cvtepi16_epi32(_mm_loadl_epi64(
-                    w.sums.as_ptr().add(j) as *const __m128i,
+                    w.sums.as_ptr().add(j * TILE) as *const __m128i,
                 )));
-                for (r, a) in acc.iter_mut().enumerate().take(n) {
-                    let xp = x.as_ptr().add(r * cols + j * BLOCK);
-                    let p0 = block::<VNNI>(wp, xp);
-                    let p1 = block::<VNNI>(wp.add(BLOCK), xp.add(BLOCK));
-                    let p2 = block::<VNNI>(wp.add(2 * BLOCK), xp.add(2 * BLOCK));
-                    let p3 = block::<VNNI>(wp.add(3 * BLOCK), xp.add(3 * BLOCK));
-                    // Per 128-bit half: [Σp0, Σp1, Σp2, Σp3] of that half; then the halves.
-                    let h = _mm256_hadd_epi32(_mm256_hadd_epi32(p0, p1), _mm256_hadd_epi32(p2, p3));
-                    let sums =
-                        _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
-                    let xscale = _mm_loadu_ps(xs.as_ptr().add(r * nb + j));
+                for i in 0..N {
+                    let sums = _mm_add_epi32(
+                        _mm256_castsi256_si128(acc[i]),
+                        _mm256_extracti128_si256::<1>(acc[i]),
+                    );
+                    let xscale = _mm_set1_ps(xs[i][j]);
                     let t = _mm_mul_ps(
                         _mm_cvtepi32_ps(_mm_sub_epi32(sums, bias)),
                         _mm_mul_ps(wscale, xscale),
                     );
-                    *a = _mm_add_ps(*a, t);
+                    totals[i] = _mm_add_ps(totals[i], t);
                 }
             }
-            for (r, (o, a)) in out.iter_mut().zip(acc).enumerate() {
-                let mut t = [0f32; 4];
-                _mm_storeu_ps(t.as_mut_ptr(), a);
-                for j in whole..nb {
-                    t[j % 4] += w.block_term(j, &x[r * cols..][..cols], &xs[r * nb..][..nb]);
-                }
-                *o = (t[0] + t[1]) + (t[2] + t[3]);
-            }
+            totals.map(|t| {
+                let mut out = [0f32; TILE];
+                _mm_storeu_ps(out.as_mut_ptr(), t);
+                out
+            })
         }
 
         #[target_feature(enable = "avx2")]
-        pub(in crate::quant) unsafe fn avx2(w: Row, x: &[u8], xs: &[f32], out: &mut [f32]) {
-            body::<false>(w, x, xs, out)
+        pub(in crate::quant) unsafe fn avx2<const N: usize>(
+            w: Tile,
+            x: [&[u8]; N],
+            xs: [&[f32]; N],
+        ) -> [[f32; TILE]; N] {
+            body::<false, N>(w, x, xs)
         }
 
         #[target_feature(enable = "avx2,avxvnni")]
-        pub(in crate::quant) unsafe fn avx_vnni(w: Row, x: &[u8], xs: &[f32], out: &mut [f32]) {
-            body::<true>(w, x, xs, out)
+        pub(in crate::quant) unsafe fn avx_vnni<const N: usize>(
+            w: Tile,
+            x: [&[u8]; N],
+            xs: [&[f32]; N],
+        ) -> [[f32; TILE]; N] {
+            body::<true, N>(w, x, xs)
         }
     }
 
-    pub(super) fn dot_rows(w: Row, x: &[u8], xs: &[f32], out: &mut [f32]) {
+    /// A tile's rows times `N` activation rows with the best kernel this CPU runs.
+    pub(super) fn dot_tile<const N: usize>(
+        w: Tile,
+        x: [&[u8]; N],
+        xs: [&[f32]; N],
+    ) -> [[f32; TILE]; N] {
         #[cfg(target_arch = "x86_64")]
         {
             // SAFETY: each body runs only on a CPU with the features it was compiled for.
             if std::arch::is_x86_feature_detected!("avxvnni") {
-                return unsafe { x86::avx_vnni(w, x, xs, out) };
+                return unsafe { x86::avx_vnni(w, x, xs) };
             }
             if std::arch::is_x86_feature_detected!("avx2") {
-                return unsafe { x86::avx2(w, x, xs, out) };
+                return unsafe { x86::avx2(w, x, xs) };
             }
         }
-        portable(w, x, xs, out)
+        portable(w, x, xs)
     }
 }
 
@@ -700,25 +786,34 @@ mod tests {
         assert!(Dtype::parse("q3").is_err());
     }
 
-    /// Every native kernel this CPU can run (not just the one `dot_rows` picks) equals the
-    /// scalar reference bit for bit.
+    /// Every native kernel this CPU can run (not just the one `dot_tile` picks) equals the
+    /// scalar reference bit for bit, for each number of activation rows it takes at once.
     #[cfg(not(target_arch = "wasm32"))]
     #[test]
     fn every_native_kernel_equals_the_scalar_reference() {
-        type Kernel = fn(Row, &[u8], &[f32], &mut [f32]);
-        let mut kernels: Vec<(&str, Kernel)> = vec![("portable", kernel::portable)];
+        check_kernels::<1>();
+        check_kernels::<2>();
+        check_kernels::<3>();
+        check_kernels::<4>();
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    type Kernel<const N: usize> =
+        for<'a> fn(Tile<'a>, [&'a [u8]; N], [&'a [f32]; N]) -> [[f32; TILE]; N];
+
+    #[cfg(not(target_arch = "wasm32"))]
+    fn check_kernels<const N: usize>() {
+        let mut kernels: Vec<(&str, Kernel<N>)> = vec![("portable", kernel::portable::<N>)];
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: called only when the CPU has AVX2.
-                kernels.push(("avx2", |w, x, xs, o| unsafe {
-                    kernel::x86::avx2(w, x, xs, o)
-                }));
+                kernels.push(("avx2", |w, x, xs| unsafe { kernel::x86::avx2(w, x, xs) }));
             }
             if std::arch::is_x86_feature_detected!("avxvnni") {
                 // SAFETY: called only when the CPU has AVX-VNNI.
-                kernels.push(("avx-vnni", |w, x, xs, o| unsafe {
-                    kernel::x86::avx_vnni(w, x, xs, o)
+                kernels.push(("avx-vnni", |w, x, xs| unsafe {
+                    kernel::x86::avx_vnni(w, x, xs)
                 }));
             }
         }
@@ -729,32 +824,35 @@ mod tests {
         };
         for blocks in [1, 4, 7, 8] {
             let cols = blocks * BLOCK;
-            let w: Vec<f32> = (0..cols).map(|_| next()).collect();
-            let m = Q8Matrix::quantize(&w, 1, cols).unwrap();
-            let row = Row {
-                qs: &m.qs,
-                scales: &m.scales,
-                sums: &m.sums,
-            };
-            for n in 1..=ROW_GROUP {
-                let x: Vec<f32> = (0..n * cols).map(|_| next()).collect();
-                let xq = QuantizedRows::new(&x, n, cols);
-                let want: Vec<f32> = (0..n)
-                    .map(|r| {
-                        let (v, xs) = xq.parts();
-                        dot_scalar(
-                            &m.qs,
-                            &m.scales,
-                            &v[r * cols..(r + 1) * cols],
-                            &xs[r * blocks..(r + 1) * blocks],
-                        )
+            // Two tiles, the second with one row and three of padding.
+            let rows = TILE + 1;
+            let w: Vec<f32> = (0..rows * cols).map(|_| next()).collect();
+            let m = Q8Matrix::quantize(&w, rows, cols).unwrap();
+            let x: Vec<f32> = (0..N * cols).map(|_| next()).collect();
+            let xq = QuantizedRows::new(&x, N, cols);
+            let (v, xs) = xq.parts();
+            let xr = |i: usize| &v[i * cols..(i + 1) * cols];
+            let sr = |i: usize| &xs[i * blocks..(i + 1) * blocks];
+            for t in 0..2 {
+                let nb = blocks;
+                let tile = Tile {
+                    qs: &m.qs[t * TILE * cols..][..TILE * cols],
+                    scales: &m.scales[t * TILE * nb..][..TILE * nb],
+                    sums: &m.sums[t * TILE * nb..][..TILE * nb],
+                };
+                let want: [[f32; TILE]; N] = std::array::from_fn(|i| {
+                    std::array::from_fn(|r| match t * TILE + r {
+                        o if o < rows => {
+                            let (wq, ws) = m.row(o);
+                            dot_scalar(&wq, &ws, xr(i), sr(i))
+                        }
+                        _ => 0.0,
                     })
-                    .collect();
+                });
                 for (name, k) in &kernels {
-                    let mut got = vec![0f32; n];
-                    k(row, &xq.qs, &xq.scales, &mut got);
-                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                    assert_eq!(bits(&got), bits(&want), "{name}, {blocks} blocks, {n} rows");
+                    let got = k(tile, std::array::from_fn(xr), std::array::from_fn(sr));
+                    let bits = |v: &[[f32; TILE]; N]| v.map(|r| r.map(f32::to_bits));
+                    assert_eq!(bits(&got), bits(&want), "{name}, {blocks} blocks, {N} rows");
                 }
             }
         }

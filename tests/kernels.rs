@@ -26,7 +26,7 @@ pub fn kernel_equals_scalar_reference() {
         // 200 rows: pieces of work of different lengths when split over threads.
         let (rows, cols) = (200, blocks * BLOCK);
         let w = Q8Matrix::quantize(&values(rows * cols, 1), rows, cols).unwrap();
-        let (wq, ws) = w.parts();
+        let weight_rows: Vec<_> = (0..rows).map(|o| w.row(o)).collect();
         let nb = cols / BLOCK;
         for m in 1..=9 {
             let x = values(m * cols, m as u64 + 7);
@@ -34,10 +34,10 @@ pub fn kernel_equals_scalar_reference() {
             let xq = QuantizedRows::new(&x, m, cols);
             let (xv, xs) = xq.parts();
             for i in 0..m {
-                for o in 0..rows {
+                for (o, (wq, ws)) in weight_rows.iter().enumerate() {
                     let want = dot_scalar(
-                        &wq[o * cols..(o + 1) * cols],
-                        &ws[o * nb..(o + 1) * nb],
+                        wq,
+                        ws,
                         &xv[i * cols..(i + 1) * cols],
                         &xs[i * nb..(i + 1) * nb],
                     );
@@ -125,7 +125,13 @@ pub fn quantization_equals_ggml_reference() {
     x[..edge.len()].copy_from_slice(&edge);
     x[BLOCK..2 * BLOCK].fill(0.0);
     let m = Q8Matrix::quantize(&x, 64, BLOCK).unwrap();
-    let (qs, scales) = m.parts();
+    let (qs, scales): (Vec<i8>, Vec<f32>) =
+        (0..64).fold(Default::default(), |(mut q, mut s), r| {
+            let (rq, rs) = m.row(r);
+            q.extend(rq);
+            s.extend(rs);
+            (q, s)
+        });
     for (b, xb) in x.chunks(BLOCK).enumerate() {
         let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
         let d = amax / 127.0;
@@ -171,9 +177,9 @@ fn quantization_equals_ggml_reference_natively() {
 fn a_block_quantizes_and_dequantizes_as_ggml_does() {
     let x: Vec<f32> = (0..32).map(|i| i as f32 - 10.5).collect();
     let w = Q8Matrix::quantize(&x, 1, 32).unwrap();
-    let (qs, scales) = w.parts();
+    let (qs, scales) = w.row(0);
     let d = half::f16::from_f32(20.5 / 127.0).to_f32();
-    assert_eq!(scales, &[d]);
+    assert_eq!(scales, [d]);
     assert_eq!(qs[31], 127);
     assert_eq!(qs[0], (-10.5f32 * (127.0 / 20.5)).round() as i8);
     let back = w.dequantize_row(0);
