@@ -120,10 +120,15 @@ impl Session {
         };
         // The prompt runs once; its cache is then copied for every sequence.
         let mut cache = model.new_cache(ids.len() + max_new);
-        let first: Vec<f32> = model
-            .next_logits(std::slice::from_ref(&ids), &mut cache)?
-            .squeeze(0)?
-            .to_vec1()?;
+        let changed = changed_by_pick(&params, &ids, 0, min_new, eos);
+        let first = model
+            .next_logits_for(
+                std::slice::from_ref(&ids),
+                &mut cache,
+                picked_from(&params),
+                &[&changed],
+            )?
+            .remove(0);
         cache.select_rows(&vec![0; batch])?;
         let rows: Vec<Row> = (0..batch)
             .map(|_| Row {
@@ -237,12 +242,21 @@ impl Session {
             }
         }
         if !self.live.is_empty() {
-            let last: Vec<Vec<u32>> = self
-                .live
+            let rows: Vec<&Row> = self.live.iter().map(|&i| &self.rows[i]).collect();
+            let last: Vec<Vec<u32>> = rows
                 .iter()
-                .map(|&i| vec![*self.rows[i].context.last().unwrap()])
+                .map(|r| vec![*r.context.last().unwrap()])
                 .collect();
-            self.next = model.next_logits(&last, &mut self.cache)?.to_vec2()?;
+            let changed: Vec<Vec<u32>> = rows
+                .iter()
+                .map(|r| {
+                    let n = r.generated.len();
+                    changed_by_pick(&self.params, &r.context, n, self.min_new, self.eos)
+                })
+                .collect();
+            let changed: Vec<&[u32]> = changed.iter().map(Vec::as_slice).collect();
+            let top = picked_from(&self.params);
+            self.next = model.next_logits_for(&last, &mut self.cache, top, &changed)?;
         }
         Ok(out)
     }
@@ -257,6 +271,36 @@ impl Session {
             })
             .collect()
     }
+}
+
+/// How many of the most likely tokens [`pick`] can pick from once its processors have run: one
+/// when greedy, `top_k` when sampling with it; `None` when any token can be drawn.
+fn picked_from(p: &GenerationSettings) -> Option<usize> {
+    match (p.sampling(), p.top_k) {
+        (false, _) => Some(1),
+        (true, 0) => None,
+        (true, k) => Some(k),
+    }
+}
+
+/// The tokens whose logits [`pick`]'s processors may change for a row with `context` that has
+/// `generated` tokens so far: the context's (repetition penalty, repeated n-grams) and the
+/// end-of-text token while it is banned. Every other logit reaches the warpers unchanged.
+fn changed_by_pick(
+    p: &GenerationSettings,
+    context: &[u32],
+    generated: usize,
+    min_new: usize,
+    eos: Option<u32>,
+) -> Vec<u32> {
+    let mut ids = Vec::new();
+    if p.repetition_penalty != 1.0 || p.no_repeat_ngram_size > 0 {
+        ids.extend_from_slice(context);
+    }
+    if generated < min_new {
+        ids.extend(eos);
+    }
+    ids
 }
 
 /// The next token of one row: HF's processors and warpers on its logits `l` (in place), then

@@ -22,6 +22,7 @@ mod pickle;
 pub mod quant;
 pub mod recipe;
 pub mod sampling;
+pub mod screen;
 pub mod settings;
 pub mod single_byte;
 pub mod stream;

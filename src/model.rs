@@ -20,6 +20,7 @@ use crate::dense;
 use crate::error::{Error, Result};
 use crate::ggml::GgmlMatrix;
 use crate::quant::{self, Dtype, Q8Matrix};
+use crate::screen::Screen;
 use crate::weights::Weights;
 use candle_core::quantized::GgmlDType;
 
@@ -687,6 +688,9 @@ pub struct Gpt2 {
     ln_f: Norm,
     /// (V, C); the same tensor as `wte` when tied.
     lm_head: Linear,
+    /// For an f32 `lm_head` outside training: what lets a step compute only the logits its
+    /// sampler can pick from ([`Gpt2::next_logits_for`]).
+    screen: Option<Screen>,
     cfg: Config,
     device: Device,
 }
@@ -709,6 +713,13 @@ impl Gpt2 {
         } else {
             w.matrix("lm_head.weight", cfg.vocab_size, cfg.n_embd, dtype)?
         };
+        let screen = match &lm_head {
+            // Training variables change with every step; a screen would go stale.
+            Matrix::F32(t) if !t.is_variable() => {
+                dense::with_values(t, |v| Screen::new(v, cfg.vocab_size, cfg.n_embd))??
+            }
+            _ => None,
+        };
         Ok(Self {
             wte,
             wpe,
@@ -718,6 +729,7 @@ impl Gpt2 {
                 weight: lm_head,
                 bias: None,
             },
+            screen,
             cfg: cfg.clone(),
             device: Device::Cpu,
         })
@@ -765,7 +777,8 @@ impl Gpt2 {
             .map_or(Dtype::F32.name(), |b| b.mlp.c_fc.weight.format())
     }
 
-    /// Bytes its weights take in memory (a tied matrix counted once).
+    /// Bytes its weights take in memory (a tied matrix counted once, an f32 model's screen
+    /// included).
     pub fn weight_bytes(&self) -> usize {
         let tensor = |t: &Tensor| t.elem_count() * 4;
         let linear = |l: &Linear| l.weight.byte_size() + l.bias.as_ref().map_or(0, tensor);
@@ -787,7 +800,8 @@ impl Gpt2 {
         } else {
             self.lm_head.weight.byte_size()
         };
-        self.wte.byte_size() + tensor(&self.wpe) + blocks + norm(&self.ln_f) + head
+        let screen = self.screen.as_ref().map_or(0, Screen::byte_size);
+        self.wte.byte_size() + tensor(&self.wpe) + blocks + norm(&self.ln_f) + head + screen
     }
 
     /// An empty cache with room for `capacity` positions (it grows if needed, up to
@@ -880,6 +894,37 @@ impl Gpt2 {
         let hidden = self.forward(ids, cache)?;
         let t = hidden.dim(1)?;
         self.logits(&hidden.narrow(1, t - 1, 1)?.squeeze(1)?)
+    }
+
+    /// Logits (one vector per row) of the next token after `ids`, for a sampler that picks
+    /// from the `top` most likely tokens (`None`: from any) once its processors have changed
+    /// the logits of the tokens in `exact[i]` (and only those). Every logit such a sampler can
+    /// pick from is exact; others may be −∞ (see [`crate::screen`]: an f32 model then reads a
+    /// quarter of its output matrix).
+    pub fn next_logits_for(
+        &self,
+        ids: &[Vec<u32>],
+        cache: &mut Cache,
+        top: Option<usize>,
+        exact: &[&[u32]],
+    ) -> Result<Vec<Vec<f32>>> {
+        let hidden = self.forward(ids, cache)?;
+        let t = hidden.dim(1)?;
+        let last = hidden.narrow(1, t - 1, 1)?.squeeze(1)?;
+        let m = last.dim(0)?;
+        if let (Some(k), Some(screen), Matrix::F32(w)) = (top, &self.screen, &self.lm_head.weight) {
+            if m <= dense::MAX_ROWS {
+                let x = last.flatten_all()?.to_vec1::<f32>()?;
+                return dense::with_values(w, |w| screen.logits(w, &x, m, k, exact));
+            }
+        }
+        Ok(self.logits(&last)?.to_vec2()?)
+    }
+
+    /// Drops the output matrix's screen: every step computes every logit from then on, as a
+    /// model without one does (what the screen must not change the text of).
+    pub fn compute_every_logit(&mut self) {
+        self.screen = None;
     }
 
     /// log P(ids[i+1] | ids[..=i]) for every i, computed in one pass.

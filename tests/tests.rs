@@ -14,6 +14,7 @@ mod gguf;
 mod kernels;
 mod parity;
 mod sampling;
+mod screen;
 mod stream;
 mod tokenizer;
 mod train;

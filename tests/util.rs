@@ -230,17 +230,25 @@ pub fn botcard_env(env: &[(&str, &str)], args: &[&str]) -> (bool, String, String
     )
 }
 
-/// Rewrites the f32 tensors of a safetensors file through `edit(name, shape, data)`.
+/// Rewrites the tensors of a safetensors file of f32 or f16 tensors through
+/// `edit(name, shape, data)`, in f32; the file written is all f32.
 pub fn edit_safetensors(bytes: &[u8], edit: impl Fn(&str, &[usize], &mut [f32])) -> Vec<u8> {
     let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (name, view) in st.tensors() {
-        assert_eq!(view.dtype(), safetensors::Dtype::F32);
-        let mut data: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect();
+        let mut data: Vec<f32> = match view.dtype() {
+            safetensors::Dtype::F32 => view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            safetensors::Dtype::F16 => view
+                .data()
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            other => panic!("{name}: {other:?}"),
+        };
         edit(&name, view.shape(), &mut data);
         tensors.push((
             name,
