@@ -232,6 +232,11 @@ run_tests() {
   step "wasm API tests in headless Chromium (wasm-bindgen-test)"
   CHROMEDRIVER=${CHROMEDRIVER:-/usr/bin/chromedriver} cargo test --target wasm32-unknown-unknown --test wasm
 
+  # The same tests on the relaxed-simd kernels (pkg-relaxed/ and pkg-threads/ run them).
+  step "wasm API tests again, relaxed-simd build"
+  CHROMEDRIVER=${CHROMEDRIVER:-/usr/bin/chromedriver} RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd" \
+    cargo test --target wasm32-unknown-unknown --test wasm --target-dir target/relaxed-test
+
   step "page tests in headless Chromium"
   node --test tests/e2e/
 }

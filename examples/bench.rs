@@ -321,6 +321,7 @@ mod native {
             "dtype": bot.model.held_as(),
             "threads": rayon::current_num_threads(),
             "weight_bytes": bot.model.weight_bytes(),
+            "step_read_bytes": bot.model.step_read_bytes(),
             "ready_s": ready,
             "prefill_tok_s": median(prefill),
             "ttft_ms": median(ttft) * 1e3,

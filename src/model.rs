@@ -780,6 +780,27 @@ impl Gpt2 {
     /// Bytes its weights take in memory (a tied matrix counted once, an f32 model's screen
     /// included).
     pub fn weight_bytes(&self) -> usize {
+        let head = if self.cfg.tie_word_embeddings {
+            0
+        } else {
+            self.lm_head.weight.byte_size()
+        };
+        let screen = self.screen.as_ref().map_or(0, Screen::byte_size);
+        self.wte.byte_size() + self.wpe.elem_count() * 4 + self.layer_bytes() + head + screen
+    }
+
+    /// Bytes of weights one decode step reads: the layers' and the output matrix's, a screened
+    /// one through its screen (plus the few rows it computes exactly, not counted).
+    pub fn step_read_bytes(&self) -> usize {
+        let head = match &self.screen {
+            Some(s) => s.byte_size(),
+            None => self.lm_head.weight.byte_size(),
+        };
+        self.layer_bytes() + head
+    }
+
+    /// Bytes of the blocks' and the final layer norm's weights.
+    fn layer_bytes(&self) -> usize {
         let tensor = |t: &Tensor| t.elem_count() * 4;
         let linear = |l: &Linear| l.weight.byte_size() + l.bias.as_ref().map_or(0, tensor);
         let norm = |n: &Norm| tensor(n.ln.weight()) + n.ln.bias().map_or(0, tensor);
@@ -795,13 +816,7 @@ impl Gpt2 {
                     + linear(&b.mlp.c_proj)
             })
             .sum();
-        let head = if self.cfg.tie_word_embeddings {
-            0
-        } else {
-            self.lm_head.weight.byte_size()
-        };
-        let screen = self.screen.as_ref().map_or(0, Screen::byte_size);
-        self.wte.byte_size() + tensor(&self.wpe) + blocks + norm(&self.ln_f) + head + screen
+        blocks + norm(&self.ln_f)
     }
 
     /// An empty cache with room for `capacity` positions (it grows if needed, up to

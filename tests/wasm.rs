@@ -1,5 +1,6 @@
 //! The wasm API as the worker uses it, in headless Chromium:
-//! `cargo test --target wasm32-unknown-unknown --test wasm` (runner: wasm-bindgen-test-runner).
+//! `cargo test --target wasm32-unknown-unknown --test wasm` (runner: wasm-bindgen-test-runner);
+//! `./build.sh test` runs them on the plain simd128 build and again on the relaxed-simd one.
 #![cfg(target_arch = "wasm32")]
 
 use botcard::wasm::{is_streamed, next_model_file, parse_card, WasmBot, WasmLoader};
@@ -13,12 +14,12 @@ wasm_bindgen_test_configure!(run_in_browser);
 mod kernels;
 
 #[wasm_bindgen_test]
-fn quantized_simd128_kernel_equals_the_scalar_reference() {
+fn quantized_wasm_kernel_equals_the_scalar_reference() {
     kernels::kernel_equals_scalar_reference();
 }
 
 #[wasm_bindgen_test]
-fn f32_simd128_kernel_equals_the_scalar_reference() {
+fn f32_wasm_kernel_equals_the_scalar_reference() {
     kernels::f32_kernel_equals_scalar_reference();
 }
 
