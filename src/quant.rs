@@ -423,6 +423,20 @@ struct Tile<'a> {
     sums: &'a [i16],
 }
 
+impl Tile<'_> {
+    /// The blocks per row of a product of this tile with activation rows `x` (scales `xs`),
+    /// once checked that every part has the length the tile's rows give it: what keeps the
+    /// kernels' unchecked loads in bounds.
+    fn blocks<const N: usize>(&self, x: &[&[u8]; N], xs: &[&[f32]; N]) -> usize {
+        let cols = self.qs.len() / TILE;
+        let nb = cols / BLOCK;
+        assert!(self.qs.len() == TILE * nb * BLOCK);
+        assert!(self.scales.len() == TILE * nb && self.sums.len() == TILE * nb);
+        assert!(x.iter().all(|r| r.len() == cols) && xs.iter().all(|s| s.len() == nb));
+        nb
+    }
+}
+
 /// A [`Q8Matrix`] quantized as its rows arrive, first to last.
 pub struct Q8Builder {
     matrix: Q8Matrix,
@@ -558,13 +572,11 @@ mod kernel {
         x: [&[u8]; N],
         xs: [&[f32]; N],
     ) -> [[f32; TILE]; N] {
-        let cols = w.qs.len() / TILE;
-        let nb = cols / BLOCK;
-        assert!(w.scales.len() == TILE * nb && w.sums.len() == TILE * nb);
-        assert!(x.iter().all(|r| r.len() == cols) && xs.iter().all(|s| s.len() == nb));
+        let nb = w.blocks(&x, &xs);
         let mut totals = [f32x4_splat(0.0); N];
         // SAFETY: for every block j < nb, w.qs[j·128..+128], w.scales/sums[j·4..+4], x[i][j·32
-        // ..+32] and xs[i][j] are in bounds by the asserts above; v128 loads need no alignment.
+        // ..+32] and xs[i][j] are in bounds by `Tile::blocks`'s checks; v128 loads need no
+        // alignment.
         unsafe {
             for j in 0..nb {
                 let wp = w.qs.as_ptr().add(j * TILE * BLOCK);
@@ -680,10 +692,8 @@ mod kernel {
             x: [&[u8]; N],
             xs: [&[f32]; N],
         ) -> [[f32; TILE]; N] {
-            let cols = w.qs.len() / TILE;
-            let nb = cols / BLOCK;
-            assert!(w.scales.len() == TILE * nb && w.sums.len() == TILE * nb);
-            assert!(x.iter().all(|r| r.len() == cols) && xs.iter().all(|s| s.len() == nb));
+            // Every load below is in bounds by `Tile::blocks`'s checks, as in the wasm kernel.
+            let nb = w.blocks(&x, &xs);
             // Activations 2h, 2h + 1 (four bytes each) repeated over the halves of vector h.
             let spread: [__m256i; 4] = std::array::from_fn(|h| {
                 let (a, b) = (2 * h as i32, 2 * h as i32 + 1);
