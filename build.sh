@@ -189,6 +189,7 @@ bench() {
   step "botcard in Chromium"
   node tests/bench/browser.mjs "$model" q8_0:1,q8_0:2,q8_0:1:pkg,f32:1,f32:2 gpt2-124m | tee -a "$results"
   node tests/bench/browser.mjs "$out/gpt2-124m-q4k" q8_0:1,q8_0:2 gpt2-124m | tee -a "$results"
+  node tests/bench/browser.mjs "$model" q8_0:1 gpt2-124m-load ready | tee -a "$results"
   node tests/bench/browser.mjs www/models/default q8_0:1 default ready | tee -a "$results"
   if [ -x "$PEER/peer.sh" ]; then
     # Most real bots have only a 2021 pytorch_model.bin: the same 124M in that format, with the

@@ -8,8 +8,8 @@
 // is a plain page (the worker runs pkg-relaxed/), more is the page the service worker made
 // cross-origin isolated (the worker then runs the threaded build on all cores); `pkg` keeps the
 // relaxed-simd builds from loading, as in a browser without relaxed-simd. LABEL names the model
-// in the lines; `ready` measures only the ready times and memory. Not a test: nothing here
-// passes or fails.
+// in the lines; `ready` measures only the ready times and memory, as medians of a few cold
+// visits. Not a test: nothing here passes or fails.
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -121,6 +121,9 @@ window.job = async (prompt, params) => {
 };
 </script>`;
 
+/** Cold visits per model in `ready` mode. */
+const VISITS = 3;
+
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 /** Peak resident memory (VmHWM) of Chromium renderer processes not in `before`, in bytes. */
@@ -147,6 +150,43 @@ async function timed(reps, fn) {
   return out;
 }
 
+/** A fresh context and its bench page: plain, or (`isolated`) as a second visit to the real
+ * page, made cross-origin isolated by the service worker; `plain` keeps the relaxed-simd builds
+ * from loading. */
+async function open(isolated, plain) {
+  const context = await b.newContext();
+  if (plain) await context.route(/\/pkg-(relaxed|threads)\//, (route) => route.fulfill({ status: 404, body: '' }));
+  let p = await context.newPage();
+  await p.goto(`${site.url}/bench.html`);
+  if (isolated) {
+    await p.evaluate(() => window.isolate());
+    await p.close();
+    p = await context.newPage();
+    await p.goto(`${site.url}/bench.html`);
+    if (!await p.evaluate(() => self.crossOriginIsolated)) throw new Error('the service worker did not isolate the page');
+  }
+  const { threads, build } = await p.evaluate(() => window.info());
+  return { context, p, threads, build };
+}
+
+/** One visit in a fresh renderer: the model loaded cold (and cached as held), the renderer's
+ * peak memory, then a second page loading it from the Cache API. */
+async function visit(dtype, isolated, plain) {
+  const before = pids();
+  const { context, p, threads, build } = await open(isolated, plain);
+  const readyCold = await p.evaluate(([u, d]) => window.load(u, d), [base, dtype]);
+  const weightBytes = await p.evaluate(() => window.weightBytes());
+  const held = await p.evaluate(() => window.heldAs());
+  await p.evaluate(() => window.held());
+  const peak = rendererPeak(before);
+  const p2 = await context.newPage();
+  await p.close();
+  await p2.goto(`${site.url}/bench.html`);
+  const readyCached = await p2.evaluate(([u, d]) => window.load(u, d), [base, dtype]);
+  await context.close();
+  return { threads, build, held, weightBytes, readyCold, readyCached, peak };
+}
+
 const site = await staticServer({ extraPages: { '/bench.html': () => PAGE } });
 const hub = await mockHub({ repos: { 'local/model': dir } });
 const base = `${hub.url}/local/model/resolve/main/`;
@@ -154,35 +194,26 @@ const b = await browser();
 const version = b.version();
 try {
   for (const { dtype, isolated, plain } of configs) {
-    const before = pids();
-    const context = await b.newContext();
-    if (plain) await context.route(/\/pkg-(relaxed|threads)\//, (route) => route.fulfill({ status: 404, body: '' }));
-    let p = await context.newPage();
-    await p.goto(`${site.url}/bench.html`);
-    if (isolated) {
-      // As a second visit to the real page: the service worker adds COOP/COEP.
-      await p.evaluate(() => window.isolate());
-      await p.close();
-      p = await context.newPage();
-      await p.goto(`${site.url}/bench.html`);
-      if (!await p.evaluate(() => self.crossOriginIsolated)) throw new Error('the service worker did not isolate the page');
+    if (readyOnly) {
+      // Memory at load moves by tens of MB between visits (when the garbage of streaming the
+      // download is collected): the median of a few cold visits, each a fresh renderer.
+      const visits = [];
+      for (let i = 0; i < VISITS; i++) visits.push(await visit(dtype, isolated, plain));
+      const mid = (key) => median(visits.map((v) => v[key]));
+      const { threads, build, held } = visits[0];
+      console.log(JSON.stringify({
+        engine: 'botcard tab', model: label, dtype: held, threads, build, chromium: version,
+        ready_cold_s: mid('readyCold'), ready_cached_s: mid('readyCached'), weight_bytes: visits[0].weightBytes,
+        peak_memory_bytes: mid('peak'), peak_memory_visits: visits.map((v) => v.peak),
+      }));
+      continue;
     }
-    const { threads, build } = await p.evaluate(() => window.info());
+    const before = pids();
+    const { context, p, threads, build } = await open(isolated, plain);
     const readyCold = await p.evaluate(([u, d]) => window.load(u, d), [base, dtype]);
     const weightBytes = await p.evaluate(() => window.weightBytes());
     // What the weights are held as: the dtype asked for, or a pre-quantized model.gguf's own.
     const held = await p.evaluate(() => window.heldAs());
-    if (readyOnly) {
-      await p.evaluate(() => window.held());
-      const peak = rendererPeak(before);
-      const p2 = await context.newPage();
-      await p.close();
-      await p2.goto(`${site.url}/bench.html`);
-      const readyCached = await p2.evaluate(([u, d]) => window.load(u, d), [base, dtype]);
-      await context.close();
-      console.log(JSON.stringify({ engine: 'botcard tab', model: label, dtype: held, threads, build, chromium: version, ready_cold_s: readyCold, ready_cached_s: readyCached, weight_bytes: weightBytes, peak_memory_bytes: peak }));
-      continue;
-    }
     const run = (prompt, settings) => p.evaluate(([t, s]) => window.job(t, s), [prompt, settings]);
     const prefill = await timed(JOBS.reps, async () => {
       const r = await run(JOBS.prefill.prompt, JOBS.prefill.settings);

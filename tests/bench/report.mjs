@@ -25,6 +25,8 @@ const page = pages.sort((a, b) => b.gzip_bytes - a.gzip_bytes)[0];
 const defaultBot = lines.find((r) => r.engine === 'botcard tab' && r.model === 'default');
 // The same 124M as most real bots ship it: a 2021-style pytorch_model.bin, loaded cold.
 const bin = lines.find((r) => r.engine === 'botcard tab' && r.model === 'gpt2-124m-bin');
+// The 124M loaded (safetensors, quantized as it streams) on a few cold visits, for memory.
+const load = lines.find((r) => r.engine === 'botcard tab' && r.model === 'gpt2-124m-load');
 const quality = lines.filter((r) => r.kind === 'quality');
 
 const out = [];
@@ -52,7 +54,8 @@ for (const r of tjs) {
 for (const r of torch) {
   p(`| PyTorch native | fp32 | ${r.threads} | ${f(r.load_s)} | – | ${f(r.decode_tok_s, 1)} | ${f(r.widget_batch5_s)} | – | – |`);
 }
-if (bin) p(`| botcard tab, the 124M as pytorch_model.bin | ${bin.dtype} | ${bin.threads} | ${f(bin.ready_cold_s)} (${f(bin.ready_cached_s)}) | – | – | – | ${mb(bin.weight_bytes)} | ${mb(bin.peak_memory_bytes)} |`);
+if (load) p(`| botcard tab, the 124M loaded cold (median of ${load.peak_memory_visits.length} visits) | ${load.dtype} | ${load.threads} | ${f(load.ready_cold_s)} (${f(load.ready_cached_s)}) | – | – | – | ${mb(load.weight_bytes)} | ${mb(load.peak_memory_bytes)} |`);
+if (bin) p(`| botcard tab, the 124M as pytorch_model.bin (median of ${bin.peak_memory_visits?.length ?? 1} visits) | ${bin.dtype} | ${bin.threads} | ${f(bin.ready_cold_s)} (${f(bin.ready_cached_s)}) | – | – | – | ${mb(bin.weight_bytes)} | ${mb(bin.peak_memory_bytes)} |`);
 if (defaultBot) p(`| botcard tab, default bot | ${defaultBot.dtype} | 1 | ${f(defaultBot.ready_cold_s)} (${f(defaultBot.ready_cached_s)}) | – | – | – | ${mb(defaultBot.weight_bytes)} | ${mb(defaultBot.peak_memory_bytes)} |`);
 p();
 for (const pb of pages) p(`Page bytes besides the model, gzipped, with ${pb.build}/: ${(pb.gzip_bytes / 1e6).toFixed(2)} MB (${pb.files} files; wasm ${(pb.wasm_gzip_bytes / 1e6).toFixed(2)} MB).`);
@@ -99,9 +102,9 @@ for (const t of [1, 2]) {
 const q8tab = tab('q8_0');
 if (q8tab) goal('(d) ready with a cached 124M, seconds', f(q8tab.ready_cached_s), '≤ 2.00', q8tab.ready_cached_s <= 2);
 if (defaultBot) goal('(d) ready with the cached default bot, seconds', f(defaultBot.ready_cached_s), '≤ 0.30', defaultBot.ready_cached_s <= 0.3);
-if (q8tab && defaultBot) {
-  const r = (q8tab.peak_memory_bytes - defaultBot.peak_memory_bytes) / q8tab.weight_bytes;
-  goal(`(e) tab peak memory above the default bot's (${mb(defaultBot.peak_memory_bytes)}, the fixed overhead) ÷ weights in memory`, f(r), '≤ 1.30', r <= 1.3);
+if (load && defaultBot) {
+  const r = (load.peak_memory_bytes - defaultBot.peak_memory_bytes) / load.weight_bytes;
+  goal(`(e) tab peak memory loading the 124M's safetensors cold, above the default bot's (${mb(defaultBot.peak_memory_bytes)}, the fixed overhead) ÷ weights in memory`, f(r), '≤ 1.30', r <= 1.3);
 }
 if (bin && defaultBot) {
   const r = (bin.peak_memory_bytes - defaultBot.peak_memory_bytes) / bin.weight_bytes;
@@ -138,6 +141,10 @@ if (readNeeded.length) {
   p('What goal (b) at f32 asks of memory:');
   p();
   for (const line of readNeeded) p(line);
+  p();
+}
+for (const r of [load, bin].filter((r) => r?.peak_memory_visits)) {
+  p(`Peak memory at load, ${r.model}: ${r.peak_memory_visits.map(mb).join(', ')} on ${r.peak_memory_visits.length} cold visits, each a fresh renderer (the median is in the goal); it moves with when the tab collects the download's garbage.`);
   p();
 }
 p('## Quality of each dtype against f32');
