@@ -169,8 +169,18 @@ async function open(isolated, plain) {
   return { context, p, threads, build };
 }
 
+/** A second visit, once the model is cached (as held, where it is): page `p` closes and a new
+ * page of its context loads the model from the Cache API. Returns that page and its ready time. */
+async function secondVisit(context, p, dtype) {
+  await p.evaluate(() => window.held());
+  const p2 = await context.newPage();
+  await p.close();
+  await p2.goto(`${site.url}/bench.html`);
+  return { p2, readyCached: await p2.evaluate(([u, d]) => window.load(u, d), [base, dtype]) };
+}
+
 /** One visit in a fresh renderer: the model loaded cold (and cached as held), the renderer's
- * peak memory, then a second page loading it from the Cache API. */
+ * peak memory, then a second visit. */
 async function visit(dtype, isolated, plain) {
   const before = pids();
   const { context, p, threads, build } = await open(isolated, plain);
@@ -179,10 +189,7 @@ async function visit(dtype, isolated, plain) {
   const held = await p.evaluate(() => window.heldAs());
   await p.evaluate(() => window.held());
   const peak = rendererPeak(before);
-  const p2 = await context.newPage();
-  await p.close();
-  await p2.goto(`${site.url}/bench.html`);
-  const readyCached = await p2.evaluate(([u, d]) => window.load(u, d), [base, dtype]);
+  const { readyCached } = await secondVisit(context, p, dtype);
   await context.close();
   return { threads, build, held, weightBytes, readyCold, readyCached, peak };
 }
@@ -223,11 +230,7 @@ try {
     const widget = await timed(JOBS.reps, (i) => run(JOBS.prompt, { ...JOBS.widget.settings, seed: String(i + 1) }));
     await p.evaluate(() => window.held());
     const peak = rendererPeak(before);
-    // A second visit: the model comes from the Cache API.
-    const p2 = await context.newPage();
-    await p.close();
-    await p2.goto(`${site.url}/bench.html`);
-    const readyCached = await p2.evaluate(([u, d]) => window.load(u, d), [base, dtype]);
+    const { p2, readyCached } = await secondVisit(context, p, dtype);
     const copy = await p2.evaluate(() => window.copyBandwidth());
     const read = await p2.evaluate(() => window.readBandwidth());
     const decode = greedy.map((r) => (r.tokenMs.length - 1) / ((r.tokenMs.at(-1) - r.tokenMs[0]) / 1000));
