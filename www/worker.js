@@ -279,28 +279,48 @@ async function collect(source, id, loader, signal, known, asked, reads, whole = 
   return bytes;
 }
 
-/** The files of the model at `base` (its checkpoint, not weights held quantized), whole: what
- * a bot is trained from. Read, cached and checked as a widget's model is: a cached file that is
- * damaged, or that the library refuses, is dropped and downloaded again, once. */
-async function folderFiles(base, id) {
-  const lib = await ready;
+/** Reads a model with `read(asked, reads)` (which fills `asked`, the names the library asked
+ * for, and `reads`, see download): a cached file that reads back damaged, or that the library
+ * refuses, is dropped with the rest of the model's cached files at `base`, and the model is read
+ * again, downloading them, once. A load that fails for good stops what `controller` still
+ * downloads and drops from the cache any file the library refused. */
+async function readModel(base, controller, read) {
   for (let attempt = 1; ; attempt++) {
-    const loader = new lib.WasmLoader('f32');
-    const files = {};
     const asked = [];
     const reads = { cached: new Map(), stored: new Map() };
     try {
-      await collect({ base, dtype: 'f32' }, id, loader, new AbortController().signal, {}, asked, reads, files);
+      return await read(asked, reads);
+    } catch (e) {
+      const damaged = e instanceof CorruptCache || (e.refused && reads.cached.size > 0);
+      if (damaged && attempt === 1 && !controller.signal.aborted) {
+        console.warn('botcard: a cached model file is damaged; downloading the model again.', e);
+        await forget(base, asked);
+        continue;
+      }
+      controller.abort(); // what is still downloading is not wanted
+      if (e.refused && base) await forget(base, asked);
+      throw e;
+    }
+  }
+}
+
+/** The files of the model at `base` (its checkpoint, not weights held quantized), whole: what
+ * a bot is trained from. Read, cached and checked as a widget's model is (readModel). */
+async function folderFiles(base, id) {
+  const lib = await ready;
+  const controller = new AbortController();
+  return readModel(base, controller, async (asked, reads) => {
+    const loader = new lib.WasmLoader('f32');
+    try {
+      const files = {};
+      await collect({ base, dtype: 'f32' }, id, loader, controller.signal, {}, asked, reads, files);
       checkCached(loader, reads);
       await recordStored(base, loader, reads);
       return files;
-    } catch (e) {
-      if (attempt > 1 || !(e instanceof CorruptCache || e.refused)) throw e;
-      await forget(base, asked);
     } finally {
       loader.free();
     }
-  }
+  });
 }
 
 /** widget -> {stopped} for each training in progress. */
@@ -491,36 +511,20 @@ async function model(key, source, id, widget) {
     job = { controller, stops: new Map() };
     job.promise = (async () => {
       const t0 = performance.now();
-      const { WasmLoader } = await ready;
-      let known, asked, bot, bytes, notStored = null;
-      for (let attempt = 1; ; attempt++) {
+      const { WasmLoader, heldFile, cachesHeld } = await ready;
+      const { known, bot, bytes, notStored } = await readModel(source.base, controller, async (asked, reads) => {
         const loader = new WasmLoader(source.dtype);
-        const reads = { cached: new Map(), stored: new Map() };
-        known = {};
-        asked = [];
         try {
-          bytes = await collect(source, id, loader, controller.signal, known, asked, reads);
+          const known = {};
+          const bytes = await collect(source, id, loader, controller.signal, known, asked, reads);
           checkCached(loader, reads);
-          bot = refusing(() => loader.finish());
-          if (source.base) notStored = await recordStored(source.base, loader, reads);
-          break;
-        } catch (e) {
-          // A cached file that reads back damaged (or that the library refuses) is dropped with
-          // the rest of the model's cached files, and the model is downloaded again, once.
-          const damaged = e instanceof CorruptCache || (e.refused && reads.cached.size > 0);
-          if (damaged && attempt === 1 && !controller.signal.aborted) {
-            console.warn('botcard: a cached model file is damaged; downloading the model again.', e);
-            await forget(source.base, asked);
-            continue;
-          }
-          controller.abort(); // what is still downloading is not wanted
-          if (e.refused && source.base) await forget(source.base, asked);
-          throw e;
+          const bot = refusing(() => loader.finish());
+          const notStored = source.base ? await recordStored(source.base, loader, reads) : null;
+          return { known, bot, bytes, notStored };
         } finally {
           loader.free();
         }
-      }
-      const { heldFile, cachesHeld } = await ready;
+      });
       const holding = Boolean(source.base && cachesHeld(source.dtype) && known[heldFile()] !== true);
       if (holding) {
         // After the model is announced ready (the write takes a moment, once per model); 'held'
