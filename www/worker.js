@@ -279,27 +279,40 @@ async function collect(source, id, loader, signal, known, asked, reads, whole = 
   return bytes;
 }
 
-/** Reads a model with `read(asked, reads)` (which fills `asked`, the names the library asked
- * for, and `reads`, see download): a cached file that reads back damaged, or that the library
- * refuses, is dropped with the rest of the model's cached files at `base`, and the model is read
- * again, downloading them, once. A load that fails for good stops what `controller` still
- * downloads and drops from the cache any file the library refused. */
-async function readModel(base, controller, read) {
+/** Reads the model of `source` into a WasmLoader of its dtype, file by file as the library asks
+ * (collect; with `whole`, every file whole, returned by name as `files`), checks the files that
+ * came from the cache against their records, makes of the loader what `make(loader)` returns
+ * (`made`), and records the files the cache stored (`notStored`, see recordStored). A cached file
+ * that reads back damaged, or that the library refuses, is dropped with the rest of the model's
+ * cached files, and the model is read again, downloading them, once. A load that fails for good
+ * stops what `controller` still downloads and drops from the cache any file the library refused.
+ * Returns {known, bytes, files, made, notStored}. */
+async function readModel(source, id, controller, { whole = false, make = () => null } = {}) {
+  const { WasmLoader } = await ready;
   for (let attempt = 1; ; attempt++) {
     const asked = [];
     const reads = { cached: new Map(), stored: new Map() };
+    const loader = new WasmLoader(source.dtype);
     try {
-      return await read(asked, reads);
+      const known = {};
+      const files = whole ? {} : null;
+      const bytes = await collect(source, id, loader, controller.signal, known, asked, reads, files);
+      checkCached(loader, reads);
+      const made = refusing(() => make(loader));
+      const notStored = source.base ? await recordStored(source.base, loader, reads) : null;
+      return { known, bytes, files, made, notStored };
     } catch (e) {
       const damaged = e instanceof CorruptCache || (e.refused && reads.cached.size > 0);
       if (damaged && attempt === 1 && !controller.signal.aborted) {
         console.warn('botcard: a cached model file is damaged; downloading the model again.', e);
-        await forget(base, asked);
+        await forget(source.base, asked);
         continue;
       }
       controller.abort(); // what is still downloading is not wanted
-      if (e.refused && base) await forget(base, asked);
+      if (e.refused && source.base) await forget(source.base, asked);
       throw e;
+    } finally {
+      loader.free();
     }
   }
 }
@@ -307,20 +320,7 @@ async function readModel(base, controller, read) {
 /** The files of the model at `base` (its checkpoint, not weights held quantized), whole: what
  * a bot is trained from. Read, cached and checked as a widget's model is (readModel). */
 async function folderFiles(base, id) {
-  const lib = await ready;
-  const controller = new AbortController();
-  return readModel(base, controller, async (asked, reads) => {
-    const loader = new lib.WasmLoader('f32');
-    try {
-      const files = {};
-      await collect({ base, dtype: 'f32' }, id, loader, controller.signal, {}, asked, reads, files);
-      checkCached(loader, reads);
-      await recordStored(base, loader, reads);
-      return files;
-    } finally {
-      loader.free();
-    }
-  });
+  return (await readModel({ base, dtype: 'f32' }, id, new AbortController(), { whole: true })).files;
 }
 
 /** widget -> {stopped} for each training in progress. */
@@ -511,20 +511,8 @@ async function model(key, source, id, widget) {
     job = { controller, stops: new Map() };
     job.promise = (async () => {
       const t0 = performance.now();
-      const { WasmLoader, heldFile, cachesHeld } = await ready;
-      const { known, bot, bytes, notStored } = await readModel(source.base, controller, async (asked, reads) => {
-        const loader = new WasmLoader(source.dtype);
-        try {
-          const known = {};
-          const bytes = await collect(source, id, loader, controller.signal, known, asked, reads);
-          checkCached(loader, reads);
-          const bot = refusing(() => loader.finish());
-          const notStored = source.base ? await recordStored(source.base, loader, reads) : null;
-          return { known, bot, bytes, notStored };
-        } finally {
-          loader.free();
-        }
-      });
+      const { heldFile, cachesHeld } = await ready;
+      const { known, bytes, made: bot, notStored } = await readModel(source, id, controller, { make: (loader) => loader.finish() });
       const holding = Boolean(source.base && cachesHeld(source.dtype) && known[heldFile()] !== true);
       if (holding) {
         // After the model is announced ready (the write takes a moment, once per model); 'held'
