@@ -79,6 +79,13 @@ const UNREADABLE = 'x-botcard-unreadable';
 // but the weights, which are streamed) is in memory twice while it loads, and the weights of a
 // larger checkpoint would not fit as f32.
 const MAX_FILE_BYTES = 1.5e9;
+// A file streamed to the library waits for a timer turn after each this many bytes. Chromium
+// frees the buffers a response body passes through only a while after they are read; read flat
+// out, a 500 MB checkpoint left up to 300 MB of them on top of the model (the tab's peak moved
+// between 372 and 513 MB from one cold load of a GPT-2 124M to the next). Pausing every 16 MB
+// (about 30 waits of a few ms: 2% of that load) keeps the peak at 371-391 MB
+// (`node tests/bench/browser.mjs MODEL q8_0:1 label ready`, A/B in one session).
+const PAUSE_EVERY_BYTES = 16 << 20;
 // In-memory weights the worker keeps for all models together; past it, models no widget is
 // using right now are dropped (least recently used first) and reloaded, from the Cache API,
 // when their widget computes again. Two GPT-2 124M in f32 (498 MB each) fit, or eight in q8_0.
@@ -127,7 +134,8 @@ async function openCaches() {
  * whole (returns the bytes). `signal` aborts it. */
 async function consume(body, total, name, id, sink, signal) {
   // To a sink, the pieces go through one reused 1 MB buffer (a byte stream's BYOB reader), so
-  // reading hundreds of MB leaves no garbage behind for the JS heap to grow on.
+  // our reads make no garbage of their own; the browser's own buffers are let go by pausing
+  // (PAUSE_EVERY_BYTES).
   let reader;
   let buffer = null;
   if (sink) {
@@ -158,6 +166,7 @@ async function consume(body, total, name, id, sink, signal) {
     if (loaded > MAX_FILE_BYTES) { reader.cancel().catch(() => {}); throw new Error(`${name} is too big to run in a browser tab.`); }
     if (sink) sink(value); else chunks.push(value);
     post({ type: 'progress', id, file: name, loaded, total });
+    if (sink && loaded % PAUSE_EVERY_BYTES < value.length) await new Promise((r) => setTimeout(r, 0));
   }
   if (sink) return loaded;
   const bytes = new Uint8Array(loaded);
