@@ -86,6 +86,8 @@ const MAX_FILE_BYTES = 1.5e9;
 // (about 30 waits of a few ms: 2% of that load) keeps the peak at 371-391 MB
 // (`node tests/bench/browser.mjs MODEL q8_0:1 label ready`, A/B in one session).
 const PAUSE_EVERY_BYTES = 16 << 20;
+// Bytes of a download waiting to be stored in the cache, past which the download waits (cacheCopy).
+const COPY_BACKLOG_BYTES = 8 << 20;
 // In-memory weights the worker keeps for all models together; past it, models no widget is
 // using right now are dropped (least recently used first) and reloaded, from the Cache API,
 // when their widget computes again. Two GPT-2 124M in f32 (498 MB each) fit, or eight in q8_0.
@@ -130,9 +132,48 @@ async function openCaches() {
   try { return [await caches.open(CACHE), await caches.open(RECORDS)]; } catch { return [null, null]; }
 }
 
+/** The cache's copy of a body being downloaded, as a stream to store (`stream`): `write(piece)`
+ * queues a copy of each piece and waits while more than COPY_BACKLOG_BYTES wait to be stored.
+ * Chromium stores a file more slowly than the library reads it (about 110 MB/s here), and a
+ * branch of the body (`tee`, `clone`) queues what the slower side has not taken yet: a GPT-2
+ * 124M's f32 checkpoint then held up to 500 MB more in the tab. */
+function cacheCopy() {
+  let controller;
+  let wake = null;
+  let wanted = true;
+  const woken = () => { wake?.(); wake = null; };
+  const stream = new ReadableStream({
+    start(c) { controller = c; },
+    pull: woken,
+    cancel() { wanted = false; woken(); }, // the cache gave up; the download goes on for the library
+  }, new ByteLengthQueuingStrategy({ highWaterMark: COPY_BACKLOG_BYTES }));
+  return {
+    stream,
+    async write(piece) {
+      if (!wanted) return;
+      controller.enqueue(piece.slice());
+      if (controller.desiredSize <= 0) await new Promise((r) => { wake = r; });
+    },
+    close() { if (wanted) controller.close(); },
+    error(e) { if (wanted) controller.error(e); },
+  };
+}
+
 /** Reads a response's body with progress: to `sink` piece by piece (returns the byte count), or
- * whole (returns the bytes). `signal` aborts it. */
-async function consume(body, total, name, id, sink, signal) {
+ * whole (returns the bytes), and to `copy` (a cacheCopy) if given. `signal` aborts it. */
+async function consume(body, total, name, id, sink, signal, copy = null) {
+  try {
+    const got = await consumed(body, total, name, id, sink, signal, copy);
+    copy?.close();
+    return got;
+  } catch (e) {
+    copy?.error(e);
+    throw e;
+  }
+}
+
+/** consume's reading, without closing or failing `copy`. */
+async function consumed(body, total, name, id, sink, signal, copy) {
   // To a sink, the pieces go through one reused 1 MB buffer (a byte stream's BYOB reader), so
   // our reads make no garbage of their own; the browser's own buffers are let go by pausing
   // (PAUSE_EVERY_BYTES).
@@ -165,6 +206,7 @@ async function consume(body, total, name, id, sink, signal) {
     loaded += value.length;
     if (loaded > MAX_FILE_BYTES) { reader.cancel().catch(() => {}); throw new Error(`${name} is too big to run in a browser tab.`); }
     if (sink) sink(value); else chunks.push(value);
+    await copy?.write(value);
     post({ type: 'progress', id, file: name, loaded, total });
     if (sink && loaded % PAUSE_EVERY_BYTES < value.length) await new Promise((r) => setTimeout(r, 0));
   }
@@ -237,16 +279,19 @@ async function download(url, name, id, sink, dtype, signal, reads) {
   }
   const total = Number(res.headers.get('content-length')) || 0;
   if (total > MAX_FILE_BYTES) throw new Error(`${name} is ${(total / 1e9).toFixed(1)} GB, too big to run in a browser tab.`);
-  // The cache stores its own branch of the body as it arrives; a download that fails stores
+  // The cache stores its own copy of the body as it arrives; a download that fails stores
   // nothing. A checkpoint that will be cached as held once loaded is not stored as it came.
   const heldLater = lib.isWeights(name) && name !== lib.heldFile() && lib.cachesHeld(dtype);
+  let copy = null;
   if (cache && !heldLater) {
-    const put = cache.put(url, res.clone()).then(() => null, (e) => e);
+    copy = cacheCopy();
+    const stored = new Response(copy.stream, { status: res.status, statusText: res.statusText, headers: res.headers });
+    const put = cache.put(url, stored).then(() => null, (e) => e);
     storing.set(url, put);
     put.finally(() => storing.delete(url));
     reads.stored.set(name, put);
   }
-  return consume(res.body, total, name, id, sink, signal);
+  return consume(res.body, total, name, id, sink, signal, copy);
 }
 
 /** A file of `source` (hub base URL or picked File objects), whole or to `sink`; ABSENT if the

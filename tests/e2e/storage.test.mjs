@@ -2,21 +2,26 @@
 // without its record is found out and downloaded again (the text stays the model's); storage
 // that is full leaves the model running uncached, and the widget says so.
 import { test, before, after } from 'node:test';
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
 import assert from 'node:assert/strict';
-import { browser, compute, mockHub, page, shot, staticServer, until } from './helpers.mjs';
+import { ROOT, browser, compute, mockHub, page, shot, staticServer, until } from './helpers.mjs';
 
 let site, hub, b;
-before(async () => { site = await staticServer(); hub = await mockHub(); b = await browser(); });
+// The default bot's folder as a hub model: its checkpoint is larger than the backlog of a
+// download waiting to be stored (COPY_BACKLOG_BYTES in www/worker.js).
+const BIG = { repo: 'botcard/default', dir: 'www/models/default' };
+before(async () => { site = await staticServer(); hub = await mockHub({ repos: { [BIG.repo]: BIG.dir } }); b = await browser(); });
 after(async () => { await b?.close(); await site?.close(); await hub?.close(); });
 
 const REPO = 'botcard/tiny-st';
-const url = (dtype) => `${site.url}/?model=${REPO}&hub=${encodeURIComponent(hub.url)}&dtype=${dtype}&do_sample=false&max_new_tokens=12`;
+const url = (dtype, repo = REPO) => `${site.url}/?model=${repo}&hub=${encodeURIComponent(hub.url)}&dtype=${dtype}&do_sample=false&max_new_tokens=12`;
 
 const greedy = (p) => compute(p).then((r) => r.texts[0]);
 
-/** The cached weights file of REPO (not the note that the hub has no model.gguf) and its
+/** The cached weights file of `repo` (not the note that the hub has no model.gguf) and its
  * record, once both are there: {url, size, record}. */
-const cachedWeights = (p) => until(p, async (repo) => {
+const cachedWeights = (p, repo = REPO) => until(p, async (repo) => {
   const cache = await caches.open('botcard-models-v1');
   let key;
   for (const k of await cache.keys()) {
@@ -24,7 +29,7 @@ const cachedWeights = (p) => until(p, async (repo) => {
   }
   const record = key && await (await caches.open('botcard-records-v1')).match(key.url);
   return record && { url: key.url, size: (await (await cache.match(key)).arrayBuffer()).byteLength, record: await record.text() };
-}, REPO);
+}, repo);
 
 /** Changes the cached weights file in place, keeping its headers and its record. */
 const damage = (p, how) => p.evaluate(async ([repo, how]) => {
@@ -41,7 +46,7 @@ const damage = (p, how) => p.evaluate(async ([repo, how]) => {
   await cache.put(key, new Response(bytes, { headers: res.headers }));
 }, [REPO, how]);
 
-const weightRequests = () => hub.requests.filter((r) => r.startsWith(`/${REPO}/`) && r.endsWith('model.safetensors')).length;
+const weightRequests = (repo = REPO) => hub.requests.filter((r) => r.startsWith(`/${repo}/`) && r.endsWith('model.safetensors')).length;
 
 // q8_0 caches the weights as held (a model.gguf written after loading); f32 caches the
 // downloaded model.safetensors as it arrives.
@@ -67,6 +72,19 @@ for (const [dtype, how] of [['q8_0', 'altered'], ['f32', 'cut short'], ['q8_0', 
     await p.context().close();
   });
 }
+
+test('an f32 checkpoint larger than a download\'s backlog for the cache is cached whole as it arrives, and the next visit reads it', async () => {
+  const p = await page(b);
+  await p.goto(url('f32', BIG.repo));
+  const text = await greedy(p);
+  const stored = await cachedWeights(p, BIG.repo);
+  assert.equal(stored.size, statSync(join(ROOT, BIG.dir, 'model.safetensors')).size);
+  assert.match(stored.record, new RegExp(`^${stored.size}:[0-9a-f]{8}$`));
+  await p.reload();
+  assert.equal(await greedy(p), text);
+  assert.equal(weightRequests(BIG.repo), 1, 'read from the cache');
+  await p.context().close();
+});
 
 test('with storage full the model runs uncached, and the widget says so', async () => {
   for (const dtype of ['f32', 'q8_0']) {
