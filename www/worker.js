@@ -206,7 +206,7 @@ async function consumed(body, total, name, id, sink, signal, copy) {
     loaded += value.length;
     if (loaded > MAX_FILE_BYTES) { reader.cancel().catch(() => {}); throw new Error(`${name} is too big to run in a browser tab.`); }
     if (sink) sink(value); else chunks.push(value);
-    await copy?.write(value);
+    if (copy) await copy.write(value);
     post({ type: 'progress', id, file: name, loaded, total });
     if (sink && loaded % PAUSE_EVERY_BYTES < value.length) await new Promise((r) => setTimeout(r, 0));
   }
