@@ -133,7 +133,8 @@ async function openCaches() {
 }
 
 /** The cache's copy of a body being downloaded, as a stream to store (`stream`): `write(piece)`
- * queues a copy of each piece and waits while more than COPY_BACKLOG_BYTES wait to be stored.
+ * queues a copy of each piece and waits while more than COPY_BACKLOG_BYTES wait to be stored,
+ * until the cache takes more or gives up (it cancels the stream, or its put fails: `drop()`).
  * Chromium stores a file more slowly than the library reads it (about 110 MB/s here), and a
  * branch of the body (`tee`, `clone`) queues what the slower side has not taken yet: a GPT-2
  * 124M's f32 checkpoint then held up to 500 MB more in the tab. */
@@ -142,13 +143,16 @@ function cacheCopy() {
   let wake = null;
   let wanted = true;
   const woken = () => { wake?.(); wake = null; };
+  // The cache gave up: the download goes on for the library alone.
+  const drop = () => { wanted = false; woken(); };
   const stream = new ReadableStream({
     start(c) { controller = c; },
     pull: woken,
-    cancel() { wanted = false; woken(); }, // the cache gave up; the download goes on for the library
+    cancel: drop,
   }, new ByteLengthQueuingStrategy({ highWaterMark: COPY_BACKLOG_BYTES }));
   return {
     stream,
+    drop,
     async write(piece) {
       if (!wanted) return;
       controller.enqueue(piece.slice());
@@ -286,7 +290,7 @@ async function download(url, name, id, sink, dtype, signal, reads) {
   if (cache && !heldLater) {
     copy = cacheCopy();
     const stored = new Response(copy.stream, { status: res.status, statusText: res.statusText, headers: res.headers });
-    const put = cache.put(url, stored).then(() => null, (e) => e);
+    const put = cache.put(url, stored).then(() => null, (e) => { copy.drop(); return e; });
     storing.set(url, put);
     put.finally(() => storing.delete(url));
     reads.stored.set(name, put);
