@@ -13,7 +13,7 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { browser, mockHub, staticServer } from '../e2e/helpers.mjs';
+import { browser, mockHub, profileContext, staticServer } from '../e2e/helpers.mjs';
 
 
 const JOBS = JSON.parse(readFileSync(new URL('./jobs.json', import.meta.url), 'utf8'));
@@ -150,11 +150,12 @@ async function timed(reps, fn) {
   return out;
 }
 
-/** A fresh context and its bench page: plain, or (`isolated`) as a second visit to the real
- * page, made cross-origin isolated by the service worker; `plain` keeps the relaxed-simd builds
- * from loading. */
+/** A fresh browser profile (on disk, so that a second visit finds an f32 checkpoint in the
+ * cache) and its bench page: plain, or (`isolated`) as a second visit to the real page, made
+ * cross-origin isolated by the service worker; `plain` keeps the relaxed-simd builds from
+ * loading. */
 async function open(isolated, plain) {
-  const context = await b.newContext();
+  const context = await profileContext();
   if (plain) await context.route(/\/pkg-(relaxed|threads)\//, (route) => route.fulfill({ status: 404, body: '' }));
   let p = await context.newPage();
   await p.goto(`${site.url}/bench.html`);

@@ -2,7 +2,8 @@
 // huggingface.co serving the fixture models, and headless Debian Chromium via playwright-core.
 import { createServer } from 'node:http';
 import { readFile, mkdir } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { extname, join, normalize, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -78,8 +79,21 @@ export const CHROMIUM_ARGS = [
   '--disable-component-update', '--disable-sync',
 ];
 
+const LAUNCH = { executablePath: '/usr/bin/chromium', headless: true, args: CHROMIUM_ARGS };
+
 export async function browser() {
-  return chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: CHROMIUM_ARGS });
+  return chromium.launch(LAUNCH);
+}
+
+/** A browser context with a fresh profile on disk, as a visitor's browser has (its folder goes
+ * when it closes). `browser().newContext()` is off the record: its Cache API lives in memory
+ * and refused the 500 MB put of an f32 GPT-2 124M ("Unexpected internal error"). */
+export async function profileContext() {
+  const dir = mkdtempSync(join(tmpdir(), 'botcard-profile-'));
+  const context = await chromium.launchPersistentContext(dir, LAUNCH);
+  const close = context.close.bind(context);
+  context.close = async () => { await close(); rmSync(dir, { recursive: true, force: true }); };
+  return context;
 }
 
 /** A fresh context whose requests to the internet fail at once (the tests run offline). */
