@@ -1,7 +1,7 @@
 // Shared pieces of the browser tests: a plain static server for www/, a mock hub laid out like
 // huggingface.co serving the fixture models, and headless Debian Chromium via playwright-core.
 import { createServer } from 'node:http';
-import { readFile, mkdir } from 'node:fs/promises';
+import { readFile, mkdir, stat } from 'node:fs/promises';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { extname, join, normalize, dirname, resolve } from 'node:path';
@@ -25,15 +25,19 @@ function listen(handler) {
   }));
 }
 
-async function sendFile(res, path, extraHeaders = {}) {
+async function sendFile(req, res, path, extraHeaders = {}) {
   if (!existsSync(path)) { res.writeHead(404, extraHeaders).end('not found'); return; }
-  const body = await readFile(path);
-  res.writeHead(200, { 'content-type': TYPES[extname(path)] || 'application/octet-stream', 'content-length': body.length, ...extraHeaders });
+  const [body, { mtime }] = await Promise.all([readFile(path), stat(path)]);
+  // Validators, as static hosts send them: the browser's HTTP cache then keeps files (and
+  // Chromium its compiled WebAssembly) between visits.
+  const validators = { 'last-modified': mtime.toUTCString(), etag: `"${body.length.toString(16)}-${mtime.getTime().toString(16)}"` };
+  if (req.headers['if-none-match'] === validators.etag) { res.writeHead(304, { ...validators, ...extraHeaders }).end(); return; }
+  res.writeHead(200, { 'content-type': TYPES[extname(path)] || 'application/octet-stream', 'content-length': body.length, ...validators, ...extraHeaders });
   res.end(body);
 }
 
-/** Serves www/ (or `root`) like any static host would (no special headers), plus `extraPages`
- * (path -> a function giving HTML), pages of someone else's site on the same origin. Setting
+/** Serves www/ (or `root`) like any static host would (validators, no special headers), plus
+ * `extraPages` (path -> a function giving HTML), pages of someone else's site on the same origin. Setting
  * the returned server's `root` deploys another folder; `requests` lists the paths asked for. */
 export function staticServer({ extraPages = {}, root = join(ROOT, 'www') } = {}) {
   const requests = [];
@@ -45,7 +49,7 @@ export function staticServer({ extraPages = {}, root = join(ROOT, 'www') } = {})
     if (path.endsWith('/')) path += 'index.html';
     const file = normalize(join(site.root, path));
     if (!file.startsWith(site.root)) { res.writeHead(403).end(); return; }
-    await sendFile(res, file);
+    await sendFile(req, res, file);
   }).then((s) => Object.assign(site, s));
 }
 
@@ -70,7 +74,7 @@ export function mockHub({ extraPages = {}, repos = {}, handlers = {} } = {}) {
     if (extraPages[path]) { res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(extraPages[path]()); return; }
     const m = path.match(/^\/([\w.-]+\/[\w.-]+)\/resolve\/main\/([\w.-]+)$/);
     if (!m || !map[m[1]]) { res.writeHead(404, cors).end('Repository not found'); return; }
-    await sendFile(res, join(resolve(ROOT, map[m[1]]), m[2]), cors);
+    await sendFile(req, res, join(resolve(ROOT, map[m[1]]), m[2]), cors);
   }).then((s) => Object.assign(s, { requests }));
 }
 
