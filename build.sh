@@ -191,6 +191,9 @@ bench() {
   node tests/bench/browser.mjs "$out/gpt2-124m-q4k" q8_0:1,q8_0:2 gpt2-124m | tee -a "$results"
   node tests/bench/browser.mjs "$model" q8_0:1 gpt2-124m-load ready | tee -a "$results"
   node tests/bench/browser.mjs www/models/default q8_0:1 default ready | tee -a "$results"
+  step "model ready on the card page itself"
+  node tests/bench/page.mjs default default | tee -a "$results"
+  node tests/bench/page.mjs "$model" gpt2-124m | tee -a "$results"
   if [ -x "$PEER/peer.sh" ]; then
     # Most real bots have only a 2021 pytorch_model.bin: the same 124M in that format, with the
     # peers' torch ($PEER_PY: a venv or a python, as peer.sh takes it).

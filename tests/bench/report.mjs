@@ -9,7 +9,7 @@ const machine = JSON.parse(readFileSync(process.argv[3], 'utf8'));
 
 const f = (x, d = 2) => (x === null || x === undefined || Number.isNaN(x) ? '–' : Number(x).toFixed(d));
 const mb = (x) => (x ? `${(x / 1e6).toFixed(0)} MB` : '–');
-const ours = lines.filter((r) => r.engine?.startsWith('botcard') && r.model === 'gpt2-124m');
+const ours = lines.filter((r) => r.engine?.startsWith('botcard') && r.engine !== 'botcard page' && r.model === 'gpt2-124m');
 // The tab as a browser with relaxed-simd runs it (the `pkg` rows are the fallback build's).
 const tab = (dtype, threads = 1) => ours.find((r) => r.engine === 'botcard tab' && r.build !== 'pkg' && r.dtype === dtype && r.threads === threads);
 const native = (dtype, threads) => ours.find((r) => r.engine === 'botcard native' && r.dtype === dtype && r.threads === threads);
@@ -28,6 +28,10 @@ const bin = lines.find((r) => r.engine === 'botcard tab' && r.model === 'gpt2-12
 // The 124M loaded (safetensors, quantized as it streams) on a few cold visits, for memory.
 const load = lines.find((r) => r.engine === 'botcard tab' && r.model === 'gpt2-124m-load');
 const quality = lines.filter((r) => r.kind === 'quality');
+// Ready on the card page itself (tests/bench/page.mjs): what (d) is about.
+const cardPage = (model) => lines.find((r) => r.engine === 'botcard page' && r.model === model);
+const pageDefault = cardPage('default');
+const page124 = cardPage('gpt2-124m');
 
 const out = [];
 const p = (s = '') => out.push(s);
@@ -40,6 +44,7 @@ p(`- botcard ${machine.commit}, ${machine.rustc}; Chromium ${ours.find((r) => r.
 p(`- Model: a randomly initialised GPT-2 124M with the real shapes and vocabulary${machine.model_note ? ` (${machine.model_note})` : ''}.`);
 p('- Jobs (tests/bench/jobs.json, as ../shared/peer runs them): prefill = a 64-token prompt to its first token; decode = greedy, 128 new tokens after "My dream is", tok/s = 127 / (time of token 128 − time of token 1); widget job = 5 sequences × 50 new tokens, do_sample, top_k 50, one call. Medians of 3 timed runs after a warm-up.');
 p('- Ready: from page open (or process start) to a model that can generate; "cached" is a second visit with the model in the Cache API. Peak memory: the tab\'s renderer process (VmHWM), or the CLI process.');
+p('- Ready on the card page (tests/bench/page.mjs): www/index.html opened in a fresh profile on disk, from navigation to the widget\'s `bot-ready`: the cold first visit, then the second and third visits, which the service worker serves cross-origin isolated (the threaded build), with the model cached. Medians of 3 profiles. The rows "botcard tab" time a bare page that starts the worker at once.');
 p();
 p('## Figures');
 p();
@@ -57,6 +62,9 @@ for (const r of torch) {
 if (load) p(`| botcard tab, the 124M loaded cold (median of ${load.peak_memory_visits.length} visits) | ${load.dtype} | ${load.threads} | ${f(load.ready_cold_s)} (${f(load.ready_cached_s)}) | – | – | – | ${mb(load.weight_bytes)} | ${mb(load.peak_memory_bytes)} |`);
 if (bin) p(`| botcard tab, the 124M as pytorch_model.bin (median of ${bin.peak_memory_visits?.length ?? 1} visits) | ${bin.dtype} | ${bin.threads} | ${f(bin.ready_cold_s)} (${f(bin.ready_cached_s)}) | – | – | – | ${mb(bin.weight_bytes)} | ${mb(bin.peak_memory_bytes)} |`);
 if (defaultBot) p(`| botcard tab, default bot | ${defaultBot.dtype} | 1 | ${f(defaultBot.ready_cold_s)} (${f(defaultBot.ready_cached_s)}) | – | – | – | ${mb(defaultBot.weight_bytes)} | ${mb(defaultBot.peak_memory_bytes)} |`);
+for (const r of [pageDefault, page124].filter(Boolean)) {
+  p(`| botcard card page (index.html), ${r.model === 'default' ? 'default bot' : 'the 124M from a hub'}; cold (second visit, third) | q8_0 | 1 (then ${r.build_cached === 'pkg-threads' ? 'all' : '1'}) | ${f(r.ready_cold_s)} (${f(r.ready_cached_s)}, ${f(r.ready_cached_again_s)}) | – | – | – | – | – |`);
+}
 p();
 for (const pb of pages) p(`Page bytes besides the model, gzipped, with ${pb.build}/: ${(pb.gzip_bytes / 1e6).toFixed(2)} MB (${pb.files} files; wasm ${(pb.wasm_gzip_bytes / 1e6).toFixed(2)} MB).`);
 p(`Copy bandwidth (bytes read + written per second): native ${f(native('q8_0', 1)?.copy_gb_s ?? native('f32', 1)?.copy_gb_s, 1)} GB/s, in the tab ${f(tab('q8_0')?.copy_gb_s, 1)} GB/s.`);
@@ -100,8 +108,10 @@ for (const t of [1, 2]) {
   }
 }
 const q8tab = tab('q8_0');
-if (q8tab) goal('(d) ready with a cached 124M, seconds', f(q8tab.ready_cached_s), '≤ 2.00', q8tab.ready_cached_s <= 2);
-if (defaultBot) goal('(d) ready with the cached default bot, seconds', f(defaultBot.ready_cached_s), '≤ 0.30', defaultBot.ready_cached_s <= 0.3);
+if (page124) goal('(d) ready on the card page with a cached 124M (second visit), seconds', f(page124.ready_cached_s), '≤ 2.00', page124.ready_cached_s <= 2);
+else if (q8tab) goal('(d) ready with a cached 124M (bare page), seconds', f(q8tab.ready_cached_s), '≤ 2.00', q8tab.ready_cached_s <= 2);
+if (pageDefault) goal('(d) ready on the card page with the cached default bot (second visit), seconds', f(pageDefault.ready_cached_s), '≤ 0.30', pageDefault.ready_cached_s <= 0.3);
+else if (defaultBot) goal('(d) ready with the cached default bot (bare page), seconds', f(defaultBot.ready_cached_s), '≤ 0.30', defaultBot.ready_cached_s <= 0.3);
 if (load && defaultBot) {
   const r = (load.peak_memory_bytes - defaultBot.peak_memory_bytes) / load.weight_bytes;
   goal(`(e) tab peak memory loading the 124M's safetensors cold, above the default bot's (${mb(defaultBot.peak_memory_bytes)}, the fixed overhead) ÷ weights in memory`, f(r), '≤ 1.30', r <= 1.3);

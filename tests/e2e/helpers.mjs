@@ -153,6 +153,13 @@ export async function serviceWorkerReady(p) {
   if (!ok) throw new Error('the service worker did not install (run ./build.sh, or ./build.sh stamp www, after editing www/)');
 }
 
+/** Waits until the model whose files are at `base` is kept in the worker's cache as held (the
+ * model.gguf quantized at load), which is written a moment after the model is ready, with its
+ * record (written just after it): the worker does not use a cached file without its record, so
+ * a reload between the two would download the model again. */
+export const kept = (p, base, timeout) => until(p, async (url) => Boolean((await (await caches.open('botcard-models-v1')).match(url))?.headers.get('x-botcard-held')
+  && await (await caches.open('botcard-records-v1')).match(url)), `${base}model.gguf`, timeout);
+
 /** Waits until `fn(arg)`, evaluated in `p` (it may be async), is truthy, and returns it.
  * Playwright's waitForFunction does not wait for an async function: its promise is truthy. */
 export async function until(p, fn, arg, timeout = 30000) {

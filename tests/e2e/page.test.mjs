@@ -5,16 +5,9 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT, browser, mockHub, page, ready, shot, staticServer, until, serviceWorkerReady } from './helpers.mjs';
+import { ROOT, browser, kept, mockHub, page, ready, shot, staticServer, until, serviceWorkerReady } from './helpers.mjs';
 
 let site, hub, b;
-
-/** Waits until the model whose files are at `base` is kept in the worker's cache as held (the
- * model.gguf quantized at load), which is written a moment after the model is ready, with its
- * record (written just after it): the worker does not use a cached file without its record, so
- * a reload between the two would download the model again. */
-const kept = (p, base) => until(p, async (url) => Boolean((await (await caches.open('botcard-models-v1')).match(url))?.headers.get('x-botcard-held')
-  && await (await caches.open('botcard-records-v1')).match(url)), `${base}model.gguf`);
 
 before(async () => {
   site = await staticServer();

@@ -1,0 +1,63 @@
+// Model ready on the card page itself (www/index.html), as a visitor opens it: the page's
+// modules, its widget, the worker and its WebAssembly, the card, then the model. The first visit
+// is cold (it downloads the model, which the worker then caches as held); the second and third
+// are served by the service worker the first installed, cross-origin isolated, so the worker
+// runs the threaded build. Each figure is seconds from navigation to the widget's `bot-ready`,
+// the median over a few fresh profiles on disk. Prints one JSON line. Not a test.
+//   node tests/bench/page.mjs default LABEL          (the bundled default bot)
+//   node tests/bench/page.mjs MODEL_DIR LABEL        (a model folder, served as a hub repo)
+import { resolve } from 'node:path';
+import { kept, mockHub, profileContext, ready, serviceWorkerReady, staticServer } from '../e2e/helpers.mjs';
+
+const [what, label] = process.argv.slice(2);
+if (!what || !label) throw new Error('usage: node tests/bench/page.mjs default|MODEL_DIR LABEL');
+/** Fresh profiles, each visited three times. */
+const PROFILES = 3;
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+const site = await staticServer();
+const hub = what === 'default' ? null : await mockHub({ repos: { 'local/model': resolve(what) } });
+const path = hub ? `/?model=local/model&hub=${encodeURIComponent(hub.url)}` : '/';
+const base = hub ? `${hub.url}/local/model/resolve/main/` : `${site.url}/models/default/`;
+
+/** One visit in `context`: seconds from navigation to the widget's model being ready, and the
+ * WebAssembly build the worker ran. Returns the page too. */
+async function visit(context) {
+  const p = await context.newPage();
+  await p.addInitScript(() => {
+    // The event, as the widget sends it, timed from this document's navigation.
+    addEventListener('bot-ready', () => { self.botReadyMs = performance.now(); }, { capture: true, once: true });
+  });
+  await p.goto(site.url + path);
+  await ready(p, 600000);
+  const [ms, build, isolated] = await p.evaluate(() => [self.botReadyMs, document.querySelector('bot-widget').dataset.build, self.crossOriginIsolated]);
+  return { p, seconds: ms / 1000, build, isolated };
+}
+
+const runs = [];
+try {
+  for (let i = 0; i < PROFILES; i++) {
+    const context = await profileContext();
+    const cold = await visit(context);
+    await serviceWorkerReady(cold.p);
+    await kept(cold.p, base, 600000);
+    await cold.p.close();
+    const second = await visit(context);
+    await second.p.close();
+    const third = await visit(context);
+    await third.p.close();
+    await context.close();
+    runs.push({ cold, second, third });
+  }
+} finally {
+  await site.close();
+  await hub?.close();
+}
+const mid = (k) => median(runs.map((r) => r[k].seconds));
+console.log(JSON.stringify({
+  engine: 'botcard page', model: label,
+  build_cold: runs[0].cold.build, build_cached: runs[0].second.build, isolated_cached: runs[0].second.isolated,
+  ready_cold_s: mid('cold'), ready_cached_s: mid('second'), ready_cached_again_s: mid('third'),
+  visits: runs.map((r) => [r.cold.seconds, r.second.seconds, r.third.seconds]),
+}));
