@@ -1,6 +1,29 @@
 //! Spreads independent pieces of work over the machine's threads: rayon's pool natively and in
 //! the `threads` wasm build (Web Workers on shared memory), one thread in the plain wasm build.
 
+/// Whether the `threads` build's pool of Web Workers has started ([`pool_started`]). Until then
+/// work stays on the caller's thread and rayon is not touched: rayon's first use builds its
+/// global pool, and in wasm, where it cannot spawn threads itself, that would be a pool of one
+/// for good, which the Web Workers' pool could then not replace. The worker starts the pool
+/// after a page's first model is ready, so that the Workers' start-up does not slow that load.
+#[cfg(target_arch = "wasm32")]
+static POOL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Marks the `threads` build's pool as started (after `initThreadPool` resolved).
+#[cfg(all(target_arch = "wasm32", feature = "threads"))]
+pub fn pool_started() {
+    POOL.store(true, std::sync::atomic::Ordering::Release);
+}
+
+/// Threads the work spreads over now: rayon's, once there is a pool to use.
+pub fn threads() -> usize {
+    #[cfg(target_arch = "wasm32")]
+    if !cfg!(feature = "threads") || !POOL.load(std::sync::atomic::Ordering::Acquire) {
+        return 1;
+    }
+    rayon::current_num_threads()
+}
+
 /// Calls `f(first_item, chunk)` over `out`, which holds `items` items of `width` values each,
 /// split into four runs of consecutive items per thread: few enough that a piece is worth a
 /// Web Worker's wake-up, enough that a thread that wakes late takes a share of what is left
@@ -12,7 +35,7 @@ where
 {
     #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
     {
-        let threads = rayon::current_num_threads();
+        let threads = threads();
         if threads > 1 && items > 1 {
             use rayon::prelude::*;
             let per = items.div_ceil(threads * 4);
@@ -33,7 +56,7 @@ pub fn map_items<T: Send, R: Send>(
     f: impl Fn(&mut T) -> R + Sync + Send,
 ) -> Vec<R> {
     #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
-    if rayon::current_num_threads() > 1 && items.len() > 1 {
+    if threads() > 1 && items.len() > 1 {
         use rayon::prelude::*;
         return items.par_iter_mut().map(f).collect();
     }
@@ -87,7 +110,7 @@ const MAX_IDLE_ROUNDS: u32 = 20_000;
 /// is longer, so every product (60 a step) waited for a Web Worker to wake.
 pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
-    if rayon::current_num_threads() > 1 && rayon::current_thread_index().is_none() {
+    if threads() > 1 && rayon::current_thread_index().is_none() {
         use std::sync::atomic::{AtomicBool, Ordering};
         let done = AtomicBool::new(false);
         let done = &done;

@@ -18,9 +18,24 @@ fn to_js<T: serde::Serialize>(v: &T) -> Result<JsValue, JsError> {
         .map_err(js_err)
 }
 
-/// `initThreadPool(n)`: starts the `threads` build's n Web Workers (call once, before any model).
+/// `initThreadPool(n)`: starts the `threads` build's n Web Workers (call once); the library
+/// uses them once told so ([`thread_pool_started`]).
 #[cfg(feature = "threads")]
 pub use wasm_bindgen_rayon::init_thread_pool;
+
+/// The threads a generation spreads over now (1 but in the `threads` build once its pool runs).
+#[wasm_bindgen(js_name = threadsInUse)]
+pub fn threads_in_use() -> usize {
+    crate::parallel::threads()
+}
+
+/// Tells the `threads` build that `initThreadPool` has resolved: work spreads over its Workers
+/// from now on (before, it all runs on the calling thread).
+#[cfg(feature = "threads")]
+#[wasm_bindgen(js_name = threadPoolStarted)]
+pub fn thread_pool_started() {
+    crate::parallel::pool_started();
+}
 
 #[wasm_bindgen(start)]
 fn start() {

@@ -28,10 +28,15 @@ const BUILDS = [
   { dir: 'pkg', usable: true },
 ];
 
-/** Threads a generation runs on: 1 unless the threaded build started. */
+/** Threads a generation runs on: 1 unless the threaded build started (and its pool did). */
 let threadCount = 1;
 /** The build that runs. */
 let buildName;
+/** Starts the threaded build's pool of Web Workers, once; resolves when the library may use it
+ * (it runs everything on this thread until then). The pool is started only after the page's
+ * first model is ready, or at a first generation: its Workers' start-up (each starts the build
+ * again) took CPU time that a cached model's load needs, on a machine of few cores. */
+let startThreads = () => Promise.resolve();
 
 /** The URL of a WebAssembly build's JS. The service worker serves this worker and its page from
  * one build (www/sw.js). The threaded build's helper workers start from blob: URLs, so it knows
@@ -42,15 +47,20 @@ async function buildUrl(dir) {
   return `./${dir}/botcard.js${id ? `?build=${id}` : ''}`;
 }
 
-/** The library's exports, once its WebAssembly runs (with its thread pool, when threaded). */
+/** The library's exports, once its WebAssembly runs (its thread pool starts later: startThreads). */
 const ready = (async () => {
   for (const build of BUILDS.filter((b) => b.usable)) {
     try {
       const lib = await import(await buildUrl(build.dir));
       await lib.default();
       if (build.threads) {
-        await lib.initThreadPool(navigator.hardwareConcurrency);
         threadCount = navigator.hardwareConcurrency;
+        let started = null;
+        startThreads = () => (started ??= lib.initThreadPool(threadCount).then(() => lib.threadPoolStarted(), (e) => {
+          // The build runs on, on this thread alone.
+          console.warn('botcard: the threaded build\'s Web Workers did not start; running on one thread.', e);
+          threadCount = 1;
+        }));
       }
       buildName = build.dir;
       return lib;
@@ -656,10 +666,12 @@ async function handle(msg) {
     widgets.set(widget, { key, source, stopped: false });
     entry.widgets.add(widget);
     post({ type: 'loaded', id, settings: entry.bot.settings(msg.params || {}), bytes: entry.bytes, weightBytes: entry.weightBytes, heldAs: entry.heldAs, holding: !cached && entry.holding, notStored: entry.notStored, seconds: entry.seconds, cached });
+    startThreads();
   } else if (type === 'generate') {
     const w = widgets.get(widget);
     if (!w) throw new Error('No model is loaded.');
     w.stopped = false;
+    await startThreads();
     const { entry } = await model(w.key, w.source, id, widget);
     entry.widgets.add(widget);
     entry.busy++;
@@ -677,7 +689,7 @@ async function handle(msg) {
           await yieldNow();
         }
         const seconds = (performance.now() - t0) / 1000;
-        post({ type: 'done', id, sequences: session.sequences(), tokens, seconds, stopped: w.stopped, seed: session.seed, threads: threadCount });
+        post({ type: 'done', id, sequences: session.sequences(), tokens, seconds, stopped: w.stopped, seed: session.seed, threads: lib.threadsInUse() });
       } finally {
         session.free();
       }
