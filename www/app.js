@@ -99,4 +99,13 @@ if ('serviceWorker' in navigator) {
   // The host is asked for sw.js and version.js on each visit (not the HTTP cache): a new build
   // is found on the visit after it is deployed.
   navigator.serviceWorker.register('sw.js', { updateViaCache: 'none' }).catch(() => { /* offline support is a bonus */ });
+  if (!self.crossOriginIsolated) {
+    // The service worker makes the next visit cross-origin isolated, where the worker runs
+    // another build (the threaded one): once this page's model is ready (not to slow its load),
+    // the service worker caches that build, so the next visit downloads nothing before its model.
+    document.addEventListener('bot-ready', async () => {
+      const [registration, info] = await Promise.all([navigator.serviceWorker.ready, sharedWorker().info()]);
+      registration.active?.postMessage({ type: 'warm', build: info.isolatedBuild });
+    }, { capture: true, once: true });
+  }
 }

@@ -210,15 +210,37 @@ async function fromBuild(e, url, path) {
   if (!(path in manifest.shell || path in manifest.lazy)) return null;
   // A worker started by a page (or by a worker) belongs to the same build.
   if (e.request.destination.endsWith('worker')) await pin(e.resultingClientId, manifest.id);
+  const res = await cached(manifest, path);
+  return res ? isolated(res) : new Response(`not part of build ${manifest.id}`, { status: 503 });
+}
+
+/** A file of `manifest`'s build from its cache; one that is not there yet (a file the worker
+ * fetches only where it is used: the relaxed-simd, threaded and training builds) is downloaded,
+ * checked and cached. Null when the host now has other bytes under its name. */
+async function cached(manifest, path) {
   const cache = await caches.open(cacheName(manifest.id));
   const hit = await cache.match(scoped(path));
-  if (hit) return isolated(hit);
-  // A file the worker fetches only where it is used (the relaxed-simd and threaded builds).
+  if (hit) return hit;
   const res = await download(manifest, path);
-  if (!res) return new Response(`not part of build ${manifest.id}`, { status: 503 });
+  if (!res) return null;
   await cache.put(scoped(path), res.clone());
-  return isolated(res);
+  return res;
 }
+
+// {type: 'warm', build} from a page once its model is ready: the files of the WebAssembly build
+// (a folder, e.g. pkg-threads) that its worker will run on the next visit, which this service
+// worker makes cross-origin isolated, are cached now, while the visitor reads the page, so
+// that the next visit downloads nothing before its model is ready.
+self.addEventListener('message', (e) => {
+  if (e.data?.type !== 'warm' || typeof e.data.build !== 'string') return;
+  e.waitUntil((async () => {
+    const manifest = await manifestFor((await pinOf(e.source?.id))?.build);
+    if (!manifest) return;
+    for (const path of Object.keys(manifest.lazy)) {
+      if (path.startsWith(`${e.data.build}/`)) await cached(manifest, path);
+    }
+  })().catch((err) => console.warn('botcard: the next visit\'s build could not be cached ahead.', err)));
+});
 
 self.addEventListener('fetch', (e) => {
   const url = new URL(e.request.url);

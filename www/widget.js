@@ -50,7 +50,8 @@ export class WorkerClient {
     return this.request({ type: 'zip', handle, files }, () => {}, ['zip']);
   }
 
-  /** Facts the library owns that the page shows: the prompt cards open with. */
+  /** Facts the library and the worker own that the page uses: the prompt cards open with, the
+   * build that runs and the one a cross-origin isolated page would run (`isolatedBuild`). */
   info() {
     this.infoReply ??= this.request({ type: 'info' });
     return this.infoReply;

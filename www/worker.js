@@ -18,15 +18,19 @@
 // pkg-relaxed/ and pkg/ run on this worker's thread, with and without WebAssembly relaxed-simd's
 // integer dot product (which pkg-threads/ uses too). The first that starts here is used.
 // A fourth, pkg-train/, reads a person's posts and trains bots (trainLib).
-const THREADS = self.crossOriginIsolated && (navigator.hardwareConcurrency || 1) > 1;
+const CORES = (navigator.hardwareConcurrency || 1) > 1;
 // A module of one function using i8x16.relaxed_swizzle validates only where relaxed-simd runs.
 const RELAXED = WebAssembly.validate(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0,
   1, 123, 3, 2, 1, 0, 10, 15, 1, 13, 0, 65, 1, 253, 15, 65, 2, 253, 15, 253, 128, 2, 11]));
+/** The builds in the order they are tried; `usable(isolated)`: whether one may start here on a
+ * page that is (or is not) cross-origin isolated. */
 const BUILDS = [
-  { dir: 'pkg-threads', usable: THREADS && RELAXED, threads: true },
-  { dir: 'pkg-relaxed', usable: RELAXED },
-  { dir: 'pkg', usable: true },
+  { dir: 'pkg-threads', usable: (isolated) => isolated && CORES && RELAXED, threads: true },
+  { dir: 'pkg-relaxed', usable: () => RELAXED },
+  { dir: 'pkg', usable: () => true },
 ];
+/** The build a cross-origin isolated page (a visit the service worker serves) runs here. */
+const ISOLATED_BUILD = BUILDS.find((b) => b.usable(true)).dir;
 
 /** Threads a generation runs on: 1 unless the threaded build started (and its pool did). */
 let threadCount = 1;
@@ -49,7 +53,7 @@ async function buildUrl(dir) {
 
 /** The library's exports, once its WebAssembly runs (its thread pool starts later: startThreads). */
 const ready = (async () => {
-  for (const build of BUILDS.filter((b) => b.usable)) {
+  for (const build of BUILDS.filter((b) => b.usable(self.crossOriginIsolated))) {
     try {
       const lib = await import(await buildUrl(build.dir));
       await lib.default();
@@ -637,7 +641,7 @@ async function handle(msg) {
   const { type, id, widget } = msg;
   const lib = await ready;
   if (type === 'info') {
-    post({ type: 'info', id, prompt: lib.samplePrompt(), threads: threadCount, build: buildName });
+    post({ type: 'info', id, prompt: lib.samplePrompt(), threads: threadCount, build: buildName, isolatedBuild: ISOLATED_BUILD });
   } else if (type === 'card') {
     post({ type: 'card', id, card: lib.parseCard(new Uint8Array(msg.bytes)) });
   } else if (type === 'train') {

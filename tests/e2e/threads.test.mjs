@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { ROOT, browser, compute, page, shot, staticServer, serviceWorkerReady } from './helpers.mjs';
+import { ROOT, browser, compute, page, ready, shot, staticServer, serviceWorkerReady, until } from './helpers.mjs';
 
 let site, b;
 before(async () => { site = await staticServer(); b = await browser(); });
@@ -39,6 +39,26 @@ test('the threaded build writes the same text as the single-threaded one and the
   assert.deepEqual(threaded.texts, single.texts);
   assert.deepEqual(threaded.texts, cliTexts());
   await shot(p, 'threaded');
+  await p.context().close();
+});
+
+test('once a first visit\'s model is ready, the threaded build is cached ahead: the isolated second visit downloads none of it', async () => {
+  const p = await page(b);
+  await p.goto(`${site.url}/`);
+  await ready(p);
+  await serviceWorkerReady(p);
+  // The service worker caches it after the page asks (on the widget's bot-ready).
+  await until(p, async () => {
+    for (const name of await caches.keys()) {
+      if (name.startsWith('botcard-build-') && await (await caches.open(name)).match(new URL('pkg-threads/botcard_bg.wasm', location.href))) return true;
+    }
+    return false;
+  });
+  const before = site.requests.length;
+  await p.goto(`${site.url}/`);
+  await ready(p);
+  assert.equal(await p.locator('bot-widget').getAttribute('data-build'), 'pkg-threads');
+  assert.deepEqual(site.requests.slice(before).filter((r) => r.includes('pkg-threads/')), []);
   await p.context().close();
 });
 
