@@ -32,7 +32,9 @@ const BUILDS = [
 /** The build a cross-origin isolated page (a visit the service worker serves) runs here. */
 const ISOLATED_BUILD = BUILDS.find((b) => b.usable(true)).dir;
 
-/** Threads a generation runs on: 1 unless the threaded build started (and its pool did). */
+/** Threads the page is told generations run on (info): the threaded build's pool size, which
+ * its pool has once started (startThreads); 1 otherwise, or where its Workers did not start.
+ * A finished generation reports the library's own count (threadsInUse). */
 let threadCount = 1;
 /** The build that runs. */
 let buildName;
