@@ -5,6 +5,8 @@ use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
 
+mod bpe_json;
+
 /// A GPT-2 tokenizer: HF `tokenizers` for encoding, a byte table for exact decoding.
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
@@ -38,10 +40,13 @@ fn unicode_to_byte() -> std::collections::HashMap<char, u8> {
 impl Tokenizer {
     /// Loads a `tokenizer.json` (what `GPT2TokenizerFast.save_pretrained` writes).
     pub fn from_tokenizer_json(bytes: &[u8]) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Error::Tokenizer {
-            file: "tokenizer.json",
-            reason: format!("cannot be loaded ({e})"),
-        })?;
+        let inner = match bpe_json::read(bytes) {
+            Some(inner) => inner,
+            None => tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Error::Tokenizer {
+                file: "tokenizer.json",
+                reason: format!("cannot be loaded ({e})"),
+            })?,
+        };
         Self::from_inner(inner, "tokenizer.json")
     }
 
