@@ -143,9 +143,9 @@ pub fn dequantize(dtype: GgmlDType, bytes: &[u8], n: usize) -> Result<Vec<f32>> 
                 bytes.len()
             )));
         }
-        return Ok((0..n)
-            .map(|i| crate::model::stored_value(bytes, stored, i))
-            .collect());
+        let mut values = Vec::with_capacity(n);
+        crate::model::extend_stored(&mut values, bytes, stored);
+        return Ok(values);
     }
     match dtype {
         GgmlDType::Q4_0 => blocks::<BlockQ4_0>(bytes, n),

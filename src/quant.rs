@@ -215,14 +215,23 @@ impl Q8Matrix {
 
     /// Sets row `r` to the quantized values `qs` with one scale per block.
     fn set_row(&mut self, r: usize, qs: &[i8], scales: &[f32]) {
-        for (k, run) in qs.chunks_exact(RUN).enumerate() {
-            let at = self.run_at(r, k);
-            self.qs[at..at + RUN].copy_from_slice(run);
-        }
-        for (j, (b, &s)) in qs.chunks_exact(BLOCK).zip(scales).enumerate() {
-            let at = self.block_at(r, j);
-            self.scales[at] = s;
-            self.sums[at] = b.iter().map(|&v| i16::from(v)).sum();
+        // Block j of the rows of r's tile is the tile's j-th BLOCK·TILE values ([`Self::run_at`]),
+        // walked in order rather than placing each run from its index alone.
+        let first = self.block_at(r, 0);
+        let tile = &mut self.qs[r / TILE * self.cols * TILE..][..self.cols * TILE];
+        for (j, (block, dst)) in qs
+            .chunks_exact(BLOCK)
+            .zip(tile.chunks_exact_mut(BLOCK * TILE))
+            .enumerate()
+        {
+            for (k, run) in block.chunks_exact(RUN).enumerate() {
+                let at = (k * TILE + r % TILE) * RUN;
+                dst[at..at + RUN].copy_from_slice(run);
+            }
+            // Block j's scale and sum: the tile's j-th TILE of them ([`Self::block_at`]).
+            let at = first + j * TILE;
+            self.scales[at] = scales[j];
+            self.sums[at] = block.iter().map(|&v| i16::from(v)).sum();
         }
     }
 
