@@ -40,7 +40,7 @@ async function showCard(widget) {
     const url = await cardUrl(model, hubUrl(params.get('hub')));
     const res = await fetch(url);
     if (!res.ok) throw new Error(`No model card for ${model} (HTTP ${res.status}).`);
-    show(await sharedWorker().parseCard(await res.arrayBuffer()), model, widget);
+    show(await sharedWorker().parseCard(await res.arrayBuffer(), { keep: true }), model, widget);
   } catch (e) {
     say(e instanceof TypeError ? `The card of ${model} could not be downloaded (offline?).` : e.message);
   }

@@ -34,9 +34,10 @@ export class WorkerClient {
     });
   }
 
-  /** A model card's bytes, parsed and sanitized by the library. */
-  parseCard(bytes) {
-    return this.request({ type: 'card', bytes }).then((d) => d.card);
+  /** A model card's bytes, parsed and sanitized by the library; with `keep` (a card that is
+   * not private: a hub's), the parse is kept for the next visit. */
+  parseCard(bytes, { keep = false } = {}) {
+    return this.request({ type: 'card', bytes, keep }).then((d) => d.card);
   }
 
   /** A person's posts (an X archive, tweets.js, .jsonl or text File), read by the library:

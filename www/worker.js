@@ -1,7 +1,7 @@
 // The Web Worker that owns the WebAssembly module and the models; the only importer of pkg/.
 // It serves every widget of a page: each request names its widget, each distinct model is
 // loaded once and shared by the widgets that show it, and Stop stops one widget's generation.
-// In:  {type: 'info' | 'card', id, bytes?} | {type: 'posts', id, file} (a person's X archive or posts)
+// In:  {type: 'info', id} | {type: 'card', id, bytes, keep?} | {type: 'posts', id, file} (a person's X archive or posts)
 //      {type: 'train', id, widget, file, base, baseName, steps?} (a bot from those posts, fine-tuning
 //      the model at base) | {type: 'zip', id, handle, files} (a bot's folder as a zip)
 //      {type: 'load', id, widget, base | files: {name: File}, dtype?, params}
@@ -49,16 +49,29 @@ let startThreads = () => Promise.resolve();
  * them only by the URL they import the build's JS from: that URL names the build. (No
  * version.js: served without the service worker's builds.) */
 async function buildUrl(dir) {
-  const id = await import('./version.js').then(() => self.BOTCARD_BUILD?.id, () => undefined);
-  return `./${dir}/botcard.js${id ? `?build=${id}` : ''}`;
+  const id = await buildId;
+  return `./${dir}/${GLUE}${id ? `?build=${id}` : ''}`;
 }
+/** This build's id (undefined where there is no version.js). */
+const buildId = import('./version.js').then(() => self.BOTCARD_BUILD?.id, () => undefined);
+/** The files wasm-bindgen writes in each build's folder (./build.sh): the JS, and the
+ * WebAssembly it would fetch itself. */
+const GLUE = 'botcard.js';
+const WASM = 'botcard_bg.wasm';
 
 /** The library's exports, once its WebAssembly runs (its thread pool starts later: startThreads). */
 const ready = (async () => {
-  for (const build of BUILDS.filter((b) => b.usable(self.crossOriginIsolated))) {
+  const builds = BUILDS.filter((b) => b.usable(self.crossOriginIsolated));
+  // The first build's WebAssembly is asked for at once, not after its JS, which waits for the
+  // build's id: a first visit's largest download starts two round trips to the host sooner
+  // (version.js, then the JS). The service worker serves it from the build it pinned this
+  // worker to.
+  const first = fetch(`./${builds[0].dir}/${WASM}`);
+  first.catch(() => {});
+  for (const build of builds) {
     try {
       const lib = await import(await buildUrl(build.dir));
-      await lib.default();
+      await lib.default(build === builds[0] ? { module_or_path: first } : undefined);
       if (build.threads) {
         threadCount = navigator.hardwareConcurrency;
         let started = null;
@@ -108,6 +121,16 @@ const COPY_BACKLOG_BYTES = 8 << 20;
 // using right now are dropped (least recently used first) and reloaded, from the Cache API,
 // when their widget computes again. Two GPT-2 124M in f32 (498 MB each) fit, or eight in q8_0.
 const MAX_RESIDENT_BYTES = 1.2e9;
+
+// Cards this build has parsed, as JSON, by their bytes' SHA-256: a card seen before (each
+// visit to a bot's page) is drawn without parsing it again, and before the WebAssembly runs.
+// Only cards the page asks to keep are kept (a hub's; not a bot made here from a person's
+// posts, which must be gone from the browser once its maker deletes it).
+// The parse (YAML, Markdown, HTML and its sanitizer: code nothing else on a visit runs) took
+// 20-30 ms of this worker ahead of a cached model's load. Keys name the build that parsed them:
+// another build's parse of a card is not used (the rules may have changed), and is dropped
+// when this build keeps one.
+const CARDS = 'botcard-cards-v1';
 
 /** key -> {bot, weightBytes, widgets: Set, lastUsed, busy} for each model in memory. */
 const models = new Map();
@@ -564,6 +587,36 @@ removeScratches();
 
 const residentBytes = () => [...models.values()].reduce((n, m) => n + m.weightBytes, 0);
 
+/** The card of `bytes` (an ArrayBuffer) as the library parses it; with `keep`, from CARDS when
+ * this build has parsed it before, else kept there. Where there is no Cache API, no build id or
+ * no SubtleCrypto (a page neither https nor localhost), every card is parsed. */
+async function parsedCard(bytes, keep) {
+  let cache = null;
+  let key = null;
+  try {
+    const build = await buildId;
+    if (keep && build && self.crypto?.subtle) {
+      const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
+      key = new URL(`card/${build}/${Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('')}`, self.location).href;
+      cache = await caches.open(CARDS);
+      const hit = await cache.match(key);
+      if (hit) return await hit.json();
+    }
+  } catch { cache = null; /* parsed below */ }
+  const card = (await ready).parseCard(new Uint8Array(bytes));
+  if (cache) keepCard(cache, key, card);
+  return card;
+}
+
+/** Keeps `card` under `key` in `cache`, dropping the cards other builds parsed. */
+async function keepCard(cache, key, card) {
+  try {
+    await cache.put(key, Response.json(card));
+    const ours = key.slice(0, key.lastIndexOf('/') + 1);
+    for (const k of await cache.keys()) if (!k.url.startsWith(ours)) await cache.delete(k);
+  } catch { /* the next visit parses it again */ }
+}
+
 /** Drops models until `room` more bytes fit, least recently used first, never a busy one. */
 function makeRoom(room) {
   const idle = [...models.entries()].filter(([, m]) => !m.busy).sort((a, b) => a[1].lastUsed - b[1].lastUsed);
@@ -641,11 +694,13 @@ function release(widget) {
 
 async function handle(msg) {
   const { type, id, widget } = msg;
+  if (type === 'card') {
+    post({ type: 'card', id, card: await parsedCard(msg.bytes, msg.keep) });
+    return;
+  }
   const lib = await ready;
   if (type === 'info') {
     post({ type: 'info', id, prompt: lib.samplePrompt(), threads: threadCount, build: buildName, isolatedBuild: ISOLATED_BUILD });
-  } else if (type === 'card') {
-    post({ type: 'card', id, card: lib.parseCard(new Uint8Array(msg.bytes)) });
   } else if (type === 'train') {
     await train(msg);
   } else if (type === 'zip') {

@@ -130,6 +130,43 @@ test('the page opens on the default bot\'s card and Compute streams its samples'
   await p.context().close();
 });
 
+test('a card seen before is drawn as this build parsed it, not parsed again; another build\'s parse is not used', async () => {
+  const p = await page(b);
+  await p.goto(`${site.url}/`);
+  const names = p.locator('#card .names');
+  await names.waitFor();
+  const title = await names.textContent();
+  const build = readFileSync(join(ROOT, 'www/version.js'), 'utf8').match(/"id": "(\w+)"/)[1];
+  const cards = () => p.evaluate(async () => (await (await caches.open('botcard-cards-v1')).keys()).map((r) => r.url));
+  const [key] = await until(p, async () => {
+    const keys = (await (await caches.open('botcard-cards-v1')).keys()).map((r) => r.url);
+    return keys.length > 0 && keys;
+  });
+  assert.ok(key.includes(`/card/${build}/`), key);
+  /** Moves the kept parse from `from` to `to`, titled `title`. */
+  const edit = (from, to, title) => p.evaluate(async ([from, to, title]) => {
+    const cache = await caches.open('botcard-cards-v1');
+    const card = await (await cache.match(from)).json();
+    await cache.delete(from);
+    await cache.put(to, Response.json({ ...card, title }));
+  }, [from, to, title]);
+  // The next visit draws what the cache holds.
+  await edit(key, key, 'Parsed before');
+  await p.reload();
+  await names.filter({ hasText: 'Parsed before' }).waitFor();
+  // Another build's parse is passed by: the card is parsed again, and kept in its place.
+  await edit(key, key.replace(`/card/${build}/`, '/card/0123456789abcdef/'), 'Another build');
+  await p.reload();
+  await names.filter({ hasText: title }).waitFor();
+  await until(p, async ([key]) => {
+    const keys = (await (await caches.open('botcard-cards-v1')).keys()).map((r) => r.url);
+    return keys.length === 1 && keys[0] === key;
+  }, [key]);
+  assert.deepEqual(await cards(), [key]);
+  assert.deepEqual(p.errors, []);
+  await p.context().close();
+});
+
 test('greedy in the browser equals the CLI for a 2021-layout model from the hub', async () => {
   const cli = cliGenerate('tiny-2021', ['--greedy', '--max-new-tokens', '24', '--min-new-tokens', '24']);
   const p = await page(b);

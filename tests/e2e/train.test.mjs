@@ -132,6 +132,9 @@ test('a short training run in the tab makes a bot that is kept, writes, and down
   await p.getByRole('region', { name: 'Your bots' }).waitFor({ state: 'hidden' });
   await p.goto(`${site.url}/?mine=${encodeURIComponent(id)}`);
   await p.getByText('This bot is not kept in this browser').waitFor({ timeout: 30000 });
+  // Nor is its card: the worker keeps only the parses of cards the page asks it to (a hub's).
+  assert.equal(await p.evaluate(async () => ((await caches.has('botcard-cards-v1'))
+    ? (await (await caches.open('botcard-cards-v1')).keys()).length : 0)), 0);
   assert.deepEqual(p.errors, []);
   await p.context().close();
 });
