@@ -6,9 +6,10 @@
 // Caches of builds no open page uses are deleted.
 // Model files are not this cache's business: the worker keeps the models it loads, the default
 // bot included, in its own Cache API store.
-// Cross-origin isolation: a static host cannot send COOP/COEP headers, so every same-origin
-// response gets them here; from the second visit on the page is isolated and the worker runs
-// the multi-threaded build. `credentialless` lets other sites' avatars load without CORP.
+// Cross-origin isolation: a static host cannot send COOP/COEP headers, so the responses that
+// set it (a page's and a worker's) get them here; from the second visit on the page is
+// isolated and the worker runs the multi-threaded build. `credentialless` lets other sites'
+// avatars load without CORP.
 importScripts('version.js');
 const BUILD = self.BOTCARD_BUILD;
 const PREFIX = 'botcard-build-';
@@ -27,6 +28,9 @@ const PIN_GRACE_MS = 10000;
 // it shows the build installed last.
 const UPDATE_CHECK_MS = 3000;
 const UPDATE_INSTALL_MS = 10000;
+// A navigation's tidying waits this long: its Cache Storage work took CPU time from the page's
+// own load (its worker's WebAssembly and model) on a machine of few cores.
+const TIDY_AFTER_MS = 3000;
 
 const cacheName = (id) => PREFIX + id;
 const scoped = (path) => new URL(path, self.registration.scope).href;
@@ -37,6 +41,11 @@ function sitePath(url) {
   if (path === '' || path.endsWith('/')) path += 'index.html';
   return path;
 }
+
+/** Whether the response to `request` sets isolation: a document's or a worker's. The rest
+ * (scripts, wasm, models) is handed over as it is, which the browser reads without this
+ * worker's help. */
+const setsIsolation = (request) => request.mode === 'navigate' || request.destination.endsWith('worker');
 
 /** `res` with the headers that make a page cross-origin isolated. */
 function isolated(res) {
@@ -77,11 +86,19 @@ async function builds() {
   return found.sort((a, b) => b.installed - a.installed);
 }
 
+/** build id -> its manifest, for the whole builds this service worker has read one of (a
+ * whole build's manifest never changes; tidy forgets the builds it deletes). */
+const manifests = new Map();
+
 /** The manifest of build `id` when it is cached whole, else of the build installed last (null
  * when there is none). Asks only `id`'s cache first: this runs for every request. */
 async function manifestFor(id) {
+  if (id && manifests.has(id)) return manifests.get(id);
   const entry = id && await caches.match(MANIFEST, { cacheName: cacheName(id) });
-  return entry ? entry.json() : (await builds())[0] ?? null;
+  if (!entry) return (await builds())[0] ?? null;
+  const manifest = await entry.json();
+  manifests.set(id, manifest);
+  return manifest;
 }
 
 /** {build, at} for a client pinned to a build, else null. */
@@ -117,7 +134,11 @@ async function tidy() {
   const newest = (await builds())[0];
   if (newest) keep.add(newest.id);
   for (const name of await caches.keys()) {
-    if (name.startsWith(PREFIX) && !keep.has(name.slice(PREFIX.length))) await caches.delete(name);
+    const id = name.slice(PREFIX.length);
+    if (name.startsWith(PREFIX) && !keep.has(id)) {
+      manifests.delete(id);
+      await caches.delete(name);
+    }
   }
   // Before builds had ids, the shell lived in one hand-named cache.
   for (const name of await caches.keys()) if (name.startsWith('botcard-shell-')) await caches.delete(name);
@@ -179,12 +200,19 @@ async function buildForNavigation(e) {
   return manifestFor(host?.id);
 }
 
+let tidying = null;
+/** Tidies once, TIDY_AFTER_MS from now, however many navigations ask meanwhile. */
+function tidySoon() {
+  tidying ??= new Promise((r) => setTimeout(r, TIDY_AFTER_MS)).then(tidy).finally(() => { tidying = null; });
+  return tidying;
+}
+
 async function navigate(e, path) {
   const build = await buildForNavigation(e);
   const hit = build && await caches.match(scoped(path), { cacheName: cacheName(build.id) });
   if (!hit) return isolated(await fetch(e.request));
   await pin(e.resultingClientId, build.id);
-  e.waitUntil(tidy());
+  e.waitUntil(tidySoon());
   return isolated(hit);
 }
 
@@ -211,7 +239,8 @@ async function fromBuild(e, url, path) {
   // A worker started by a page (or by a worker) belongs to the same build.
   if (e.request.destination.endsWith('worker')) await pin(e.resultingClientId, manifest.id);
   const res = await cached(manifest, path);
-  return res ? isolated(res) : new Response(`not part of build ${manifest.id}`, { status: 503 });
+  if (!res) return new Response(`not part of build ${manifest.id}`, { status: 503 });
+  return setsIsolation(e.request) ? isolated(res) : res;
 }
 
 /** A file of `manifest`'s build from its cache; one that is not there yet (a file the worker
@@ -249,6 +278,8 @@ self.addEventListener('fetch', (e) => {
   e.respondWith((async () => {
     const page = e.request.mode === 'navigate' && (path === 'index.html' || path === 'embed.html');
     const res = page ? await navigate(e, path) : await fromBuild(e, url, path);
-    return res ?? isolated(await fetch(e.request));
+    if (res) return res;
+    const got = await fetch(e.request);
+    return setsIsolation(e.request) ? isolated(got) : got;
   })());
 });
