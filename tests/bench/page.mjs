@@ -30,7 +30,7 @@ async function visit(context) {
     addEventListener('bot-ready', () => { self.botReadyMs = performance.now(); }, { capture: true, once: true });
   });
   await p.goto(site.url + path);
-  await ready(p, 600000);
+  await ready(p, 120000);
   const [ms, build, isolated] = await p.evaluate(() => [self.botReadyMs, document.querySelector('bot-widget').dataset.build, self.crossOriginIsolated]);
   return { p, seconds: ms / 1000, build, isolated };
 }

@@ -124,6 +124,8 @@ export async function ready(target, timeout = 60000) {
     // What the widget said instead is what a failure report needs.
     const said = await status.allTextContents().catch(() => []);
     e.message = `${e.message}\nThe widget's status line: ${JSON.stringify(said)}`;
+    // The stack, which is what gets printed, was written with the message before this line.
+    e.stack = `${e.name}: ${e.message}`;
     throw e;
   }
 }
