@@ -29,6 +29,10 @@ const worker = new Worker('/worker.js', { type: 'module' });
 let next = 0;
 const pending = new Map();
 worker.onmessage = ({ data }) => pending.get(data.id)?.(data);
+// The worker's last message, for the bench to say where a run stalled.
+let last = { at: performance.now(), type: 'none' };
+worker.addEventListener('message', ({ data }) => { last = { at: performance.now(), type: data.type, file: data.file, loaded: data.loaded, message: data.message }; });
+window.lastMessage = () => ({ ...last, ageS: (performance.now() - last.at) / 1000 });
 // A model quantized at load is cached as held just after it is ready; a second visit is
 // measured once that write is done, as a visitor who stayed a moment would make it.
 let held = Promise.resolve();
@@ -121,6 +125,27 @@ window.job = async (prompt, params) => {
 };
 </script>`;
 
+/** Seconds without a message from the worker after which a wait is given up: a load sends
+ * progress and a generation tokens every few seconds at most. The error says what the worker
+ * said last, instead of the bench waiting for good. */
+const STALL_S = 120;
+
+/** `p.evaluate(fn, arg)` for a wait on the worker (a load, a job, the cache write, info). */
+async function watched(p, fn, arg) {
+  let timer;
+  const stalled = new Promise((_, reject) => {
+    timer = setInterval(async () => {
+      const said = await p.evaluate(() => window.lastMessage()).catch(() => null);
+      if (said?.ageS > STALL_S) reject(new Error(`the worker has said nothing for ${STALL_S} s; its last message: ${JSON.stringify(said)}`));
+    }, 5000);
+  });
+  try {
+    return await Promise.race([p.evaluate(fn, arg), stalled]);
+  } finally {
+    clearInterval(timer);
+  }
+}
+
 /** Cold visits per model in `ready` mode. */
 const VISITS = 3;
 
@@ -166,18 +191,18 @@ async function open(isolated, plain) {
     await p.goto(`${site.url}/bench.html`);
     if (!await p.evaluate(() => self.crossOriginIsolated)) throw new Error('the service worker did not isolate the page');
   }
-  const { threads, build } = await p.evaluate(() => window.info());
+  const { threads, build } = await watched(p, () => window.info());
   return { context, p, threads, build };
 }
 
 /** A second visit, once the model is cached (as held, where it is): page `p` closes and a new
  * page of its context loads the model from the Cache API. Returns that page and its ready time. */
 async function secondVisit(context, p, dtype) {
-  await p.evaluate(() => window.held());
+  await watched(p, () => window.held());
   const p2 = await context.newPage();
   await p.close();
   await p2.goto(`${site.url}/bench.html`);
-  return { p2, readyCached: await p2.evaluate(([u, d]) => window.load(u, d), [base, dtype]) };
+  return { p2, readyCached: await watched(p2, ([u, d]) => window.load(u, d), [base, dtype]) };
 }
 
 /** One visit in a fresh renderer: the model loaded cold (and cached as held), the renderer's
@@ -185,10 +210,10 @@ async function secondVisit(context, p, dtype) {
 async function visit(dtype, isolated, plain) {
   const before = pids();
   const { context, p, threads, build } = await open(isolated, plain);
-  const readyCold = await p.evaluate(([u, d]) => window.load(u, d), [base, dtype]);
+  const readyCold = await watched(p, ([u, d]) => window.load(u, d), [base, dtype]);
   const weightBytes = await p.evaluate(() => window.weightBytes());
   const held = await p.evaluate(() => window.heldAs());
-  await p.evaluate(() => window.held());
+  await watched(p, () => window.held());
   const peak = rendererPeak(before);
   const { readyCached } = await secondVisit(context, p, dtype);
   await context.close();
@@ -218,18 +243,18 @@ try {
     }
     const before = pids();
     const { context, p, threads, build } = await open(isolated, plain);
-    const readyCold = await p.evaluate(([u, d]) => window.load(u, d), [base, dtype]);
+    const readyCold = await watched(p, ([u, d]) => window.load(u, d), [base, dtype]);
     const weightBytes = await p.evaluate(() => window.weightBytes());
     // What the weights are held as: the dtype asked for, or a pre-quantized model.gguf's own.
     const held = await p.evaluate(() => window.heldAs());
-    const run = (prompt, settings) => p.evaluate(([t, s]) => window.job(t, s), [prompt, settings]);
+    const run = (prompt, settings) => watched(p, ([t, s]) => window.job(t, s), [prompt, settings]);
     const prefill = await timed(JOBS.reps, async () => {
       const r = await run(JOBS.prefill.prompt, JOBS.prefill.settings);
       return JOBS.prefill.tokens / (r.startedMs / 1000);
     });
     const greedy = await timed(JOBS.reps, () => run(JOBS.prompt, JOBS.greedy.settings));
     const widget = await timed(JOBS.reps, (i) => run(JOBS.prompt, { ...JOBS.widget.settings, seed: String(i + 1) }));
-    await p.evaluate(() => window.held());
+    await watched(p, () => window.held());
     const peak = rendererPeak(before);
     const { p2, readyCached } = await secondVisit(context, p, dtype);
     const copy = await p2.evaluate(() => window.copyBandwidth());

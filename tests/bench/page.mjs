@@ -41,7 +41,7 @@ try {
     const context = await profileContext();
     const cold = await visit(context);
     await serviceWorkerReady(cold.p);
-    await kept(cold.p, base, 600000);
+    await kept(cold.p, base, 120000);
     await cold.p.close();
     const second = await visit(context);
     await second.p.close();
