@@ -207,13 +207,15 @@ function tidySoon() {
   return tidying;
 }
 
+/** Page `path` of the build a navigation gets, its new page pinned to that build; null where no
+ * build is cached here (the host's page is fetched). */
 async function navigate(e, path) {
   const build = await buildForNavigation(e);
   const hit = build && await caches.match(scoped(path), { cacheName: cacheName(build.id) });
-  if (!hit) return isolated(await fetch(e.request));
+  if (!hit) return null;
   await pin(e.resultingClientId, build.id);
   e.waitUntil(tidySoon());
-  return isolated(hit);
+  return hit;
 }
 
 /** The build a URL names (`?build=`), if any. */
@@ -239,8 +241,7 @@ async function fromBuild(e, url, path) {
   // A worker started by a page (or by a worker) belongs to the same build.
   if (e.request.destination.endsWith('worker')) await pin(e.resultingClientId, manifest.id);
   const res = await cached(manifest, path);
-  if (!res) return new Response(`not part of build ${manifest.id}`, { status: 503 });
-  return setsIsolation(e.request) ? isolated(res) : res;
+  return res ?? new Response(`not part of build ${manifest.id}`, { status: 503 });
 }
 
 /** A file of `manifest`'s build from its cache; one that is not there yet (a file the worker
@@ -277,9 +278,7 @@ self.addEventListener('fetch', (e) => {
   const path = sitePath(url);
   e.respondWith((async () => {
     const page = e.request.mode === 'navigate' && (path === 'index.html' || path === 'embed.html');
-    const res = page ? await navigate(e, path) : await fromBuild(e, url, path);
-    if (res) return res;
-    const got = await fetch(e.request);
-    return setsIsolation(e.request) ? isolated(got) : got;
+    const res = (page ? await navigate(e, path) : await fromBuild(e, url, path)) ?? await fetch(e.request);
+    return setsIsolation(e.request) ? isolated(res) : res;
   })());
 });

@@ -84,6 +84,8 @@ const ready = (async () => {
       buildName = build.dir;
       return lib;
     } catch (e) {
+      // Its WebAssembly, asked for ahead, is not wanted (unread, the download would stay open).
+      if (build === builds[0]) first.then((res) => res.body?.cancel()).catch(() => {});
       if (build.dir === 'pkg') throw e;
       console.warn(`botcard: the ${build.dir} build did not start; trying the next.`, e);
     }
