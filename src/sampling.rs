@@ -55,14 +55,46 @@ pub fn top_k(logits: &mut [f32], k: usize) {
     if k >= logits.len() {
         return;
     }
-    let mut sorted = logits.to_vec();
-    let (_, kth, _) = sorted.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
-    let kth = *kth;
+    let kth = kth_largest(logits, k);
     for l in logits {
         if *l < kth {
             *l = f32::NEG_INFINITY;
         }
     }
+}
+
+/// The `k`-th largest of `values` (0 < k ≤ len) in `f32::total_cmp`'s order, as
+/// `select_nth_unstable_by` finds it, in one pass and without a copy of the vocabulary: the k
+/// largest so far sit in a min-heap, and most values only meet its smallest.
+fn kth_largest(values: &[f32], k: usize) -> f32 {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+
+    /// An f32 ordered by `total_cmp`.
+    #[derive(PartialEq)]
+    struct Total(f32);
+    impl Eq for Total {}
+    impl PartialOrd for Total {
+        fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+            Some(self.cmp(other))
+        }
+    }
+    impl Ord for Total {
+        fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+            self.0.total_cmp(&other.0)
+        }
+    }
+
+    let mut top: BinaryHeap<Reverse<Total>> =
+        values[..k].iter().map(|&v| Reverse(Total(v))).collect();
+    let mut least = top.peek().expect("k > 0").0 .0;
+    for &v in &values[k..] {
+        if v.total_cmp(&least).is_gt() {
+            *top.peek_mut().expect("k > 0") = Reverse(Total(v));
+            least = top.peek().expect("k > 0").0 .0;
+        }
+    }
+    least
 }
 
 /// `TopPLogitsWarper` (min_tokens_to_keep = 1): sorts ascending, removes tokens whose
@@ -112,29 +144,81 @@ pub fn sample(logits: &[f32], u: f32) -> u32 {
     if max == f32::NEG_INFINITY || max.is_nan() {
         return argmax(logits);
     }
-    // -inf (removed by top_k/top_p) weighs 0: skip its exp, most of the vocabulary after top_k.
-    let weights: Vec<f64> = logits
+    // Only tokens of weight > 0, in id order: -inf (removed by top_k/top_p, most of the
+    // vocabulary after top_k) weighs 0, and a zero adds nothing to the sums below.
+    let weights: Vec<(usize, f64)> = logits
         .iter()
-        .map(|&l| {
-            if l == f32::NEG_INFINITY {
-                0.0
-            } else {
-                f64::from(l - max).exp()
-            }
-        })
+        .enumerate()
+        .filter(|&(_, &l)| l != f32::NEG_INFINITY)
+        .map(|(i, &l)| (i, f64::from(l - max).exp()))
+        .filter(|&(_, w)| w > 0.0)
         .collect();
-    let total: f64 = weights.iter().sum();
+    let total: f64 = weights.iter().map(|&(_, w)| w).sum();
     let target = f64::from(u) * total;
     let mut cum = 0.0;
-    let mut last = 0;
-    for (i, w) in weights.iter().enumerate() {
-        if *w > 0.0 {
-            cum += w;
-            last = i;
-            if cum > target {
-                return i as u32;
+    for &(i, w) in &weights {
+        cum += w;
+        if cum > target {
+            return i as u32;
+        }
+    }
+    weights.last().map_or(0, |&(i, _)| i as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The k-th largest as the warper found it before: a sorted copy's k-th, by total order.
+    fn kth_by_selection(values: &[f32], k: usize) -> f32 {
+        let mut sorted = values.to_vec();
+        *sorted
+            .select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a))
+            .1
+    }
+
+    #[test]
+    fn kth_largest_equals_selection_with_ties_zeros_infinities_and_nans() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let special = [
+            0.0,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            -f32::NAN,
+            1.5,
+        ];
+        for case in 0..300 {
+            let n = 1 + (next() % 400) as usize;
+            let values: Vec<f32> = (0..n)
+                .map(|_| match next() % 10 {
+                    0 if case % 3 == 0 => special[(next() % special.len() as u64) as usize],
+                    1..=3 => (next() % 8) as f32 - 4.0, // many ties
+                    _ => (next() % 1_000_000) as f32 / 1000.0 - 500.0,
+                })
+                .collect();
+            for k in [1, 2, 5, 50, n / 2 + 1, n] {
+                let k = k.clamp(1, n);
+                let (a, b) = (kth_largest(&values, k), kth_by_selection(&values, k));
+                assert_eq!(a.to_bits(), b.to_bits(), "case {case}, k {k}");
             }
         }
     }
-    last as u32
+
+    #[test]
+    fn sampling_skips_removed_tokens_and_walks_in_id_order() {
+        let mut l = vec![f32::NEG_INFINITY; 10];
+        (l[2], l[5], l[7]) = (0.0, 0.0, 0.0);
+        assert_eq!(sample(&l, 0.0), 2);
+        assert_eq!(sample(&l, 0.5), 5);
+        assert_eq!(sample(&l, 0.99), 7);
+        assert_eq!(sample(&[f32::NEG_INFINITY; 4], 0.5), 0);
+    }
 }
