@@ -41,11 +41,11 @@ pub fn with_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
 }
 
 /// `x · Wᵀ` for `w` [rows, cols] and `x` of `m` rows of `cols` values: `m × rows` values,
-/// row-major; `then(o, values)` gets output feature `o`'s `m` values as soon as they are
-/// computed (a bias, an activation), on the thread that computed them.
+/// row-major; each value `v` of output feature `o` becomes `then(o, v)` (a bias, an
+/// activation) as soon as it is computed, on the thread that computed it.
 pub fn matmul_then<F>(w: &[f32], rows: usize, x: &[f32], m: usize, then: F) -> Result<Vec<f32>>
 where
-    F: Fn(usize, &mut [f32]) + Sync + Send,
+    F: Fn(usize, f32) -> f32 + Sync + Send,
 {
     if rows == 0 || !w.len().is_multiple_of(rows) || x.len() != m * (w.len() / rows) {
         return Err(Error::Parameter(format!(
@@ -56,22 +56,28 @@ where
     }
     let cols = w.len() / rows;
     Ok(crate::parallel::by_output_rows(rows, m, 1, |range, out| {
-        for (o, values) in range.zip(out.chunks_exact_mut(m)) {
+        let held = out.first().map_or(0, |r| r.len());
+        for (j, o) in (range.start..range.start + held).enumerate() {
             let w = &w[o * cols..(o + 1) * cols];
-            for (group, v) in x
-                .chunks(ACT_ROWS * cols.max(1))
-                .zip(values.chunks_mut(ACT_ROWS))
+            for (first, group) in (0..)
+                .step_by(ACT_ROWS)
+                .zip(x.chunks(ACT_ROWS * cols.max(1)))
             {
                 let xs = |r: usize| &group[r * cols..(r + 1) * cols];
-                match v.len() {
-                    4 => v.copy_from_slice(&kernel::dot_rows::<4>(w, std::array::from_fn(xs))),
-                    3 => v.copy_from_slice(&kernel::dot_rows::<3>(w, std::array::from_fn(xs))),
-                    2 => v.copy_from_slice(&kernel::dot_rows::<2>(w, std::array::from_fn(xs))),
-                    _ => v.copy_from_slice(&kernel::dot_rows::<1>(w, std::array::from_fn(xs))),
+                let mut put = |v: &[f32]| {
+                    for (i, &v) in v.iter().enumerate() {
+                        out[first + i][j] = v;
+                    }
+                };
+                match group.len() / cols.max(1) {
+                    4 => put(&kernel::dot_rows::<4>(w, std::array::from_fn(xs))),
+                    3 => put(&kernel::dot_rows::<3>(w, std::array::from_fn(xs))),
+                    2 => put(&kernel::dot_rows::<2>(w, std::array::from_fn(xs))),
+                    _ => put(&kernel::dot_rows::<1>(w, std::array::from_fn(xs))),
                 }
             }
-            then(o, values);
         }
+        crate::parallel::apply(range.start, out, &then);
     }))
 }
 

@@ -103,11 +103,11 @@ impl GgmlMatrix {
         }
     }
 
-    /// `x · Wᵀ` for `m` rows of `x`, row-major; `then(o, values)` gets output feature `o`'s
-    /// `m` values as soon as they are computed, on the thread that computed them.
+    /// `x · Wᵀ` for `m` rows of `x`, row-major; each value `v` of output feature `o` becomes
+    /// `then(o, v)` as soon as it is computed, on the thread that computed it.
     pub fn matmul_then<F>(&self, x: &[f32], m: usize, then: F) -> Vec<f32>
     where
-        F: Fn(usize, &mut [f32]) + Sync + Send,
+        F: Fn(usize, f32) -> f32 + Sync + Send,
     {
         match self {
             Self::Q4_0(b) => b.matmul_then(x, m, then),
@@ -209,7 +209,7 @@ impl<T: GgmlType> Blocks<T> {
 
     fn matmul_then<F>(&self, x: &[f32], m: usize, then: F) -> Vec<f32>
     where
-        F: Fn(usize, &mut [f32]) + Sync + Send,
+        F: Fn(usize, f32) -> f32 + Sync + Send,
     {
         let (cols, k) = (self.cols, self.per_row());
         // Activations in the kernel's partner format (q8_0 for q4_0, q8_K for q4_K), once.
@@ -219,13 +219,14 @@ impl<T: GgmlType> Blocks<T> {
             T::VecDotType::from_float(xi, qi);
         }
         crate::parallel::by_output_rows(self.rows, m, 1, |range, out| {
-            for (o, values) in range.zip(out.chunks_exact_mut(m)) {
+            let held = out.first().map_or(0, |r| r.len());
+            for (j, o) in (range.start..range.start + held).enumerate() {
                 let w = &self.data[o * k..(o + 1) * k];
-                for (v, qi) in values.iter_mut().zip(xq.chunks_exact(kx)) {
-                    *v = T::vec_dot(cols, w, qi);
+                for (row, qi) in out.iter_mut().zip(xq.chunks_exact(kx)) {
+                    row[j] = T::vec_dot(cols, w, qi);
                 }
-                then(o, values);
             }
+            crate::parallel::apply(range.start, out, &then);
         })
     }
 }

@@ -463,22 +463,20 @@ impl Linear {
     }
 }
 
-/// What a product hands each output feature's values to: add the bias, then apply `scalar`
-/// (the activation, when it has a scalar form; otherwise it is applied afterwards).
+/// What a product makes of each value of output feature `o`: add the bias, then apply
+/// `scalar` (the activation, when it has a scalar form; otherwise it is applied afterwards).
 fn bias_then(
     bias: Option<&[f32]>,
     scalar: Option<fn(f32) -> f32>,
-) -> impl Fn(usize, &mut [f32]) + Sync + Send + '_ {
-    move |o, ys| {
-        let b = bias.map_or(0.0, |b| b[o]);
-        for y in ys {
-            *y = scalar.map_or(*y + b, |f| f(*y + b));
-        }
+) -> impl Fn(usize, f32) -> f32 + Sync + Send + '_ {
+    move |o, y| {
+        let y = y + bias.map_or(0.0, |b| b[o]);
+        scalar.map_or(y, |f| f(y))
     }
 }
 
 /// `act` as a function of one value, where it has a cheap one: what our products apply as they
-/// go. Candle's op's formulas, with our [`tanh`] for GELU (within 1.5 ulp of candle's libm
+/// go (none for the identity, which [`activate`] leaves as it is). Candle's op's formulas, with our [`tanh`] for GELU (within 1.5 ulp of candle's libm
 /// `tanhf`, which candle's op — training, prompts over `dense::MAX_ROWS` rows in f32 — uses).
 fn scalar_activation(act: Activation) -> Option<fn(f32) -> f32> {
     match act {
@@ -487,7 +485,6 @@ fn scalar_activation(act: Activation) -> Option<fn(f32) -> f32> {
             0.5 * v * (1.0 + tanh(SQRT_TWO_OVER_PI * v * (1.0 + 0.044715 * v * v)))
         }),
         Activation::Relu => Some(|v| v.max(0.0)),
-        Activation::Identity => Some(|v| v),
         _ => None,
     }
 }

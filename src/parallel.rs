@@ -63,36 +63,57 @@ pub fn map_items<T: Send, R: Send>(
     items.iter_mut().map(f).collect()
 }
 
-/// A matrix product's `m × rows` values, row-major, computed by output row: `piece(range, out)`
-/// writes output rows `range` for all `m` activation rows into `out` (`range.len() × m`, all of
-/// one output row's values together), the ranges spread over the threads. Ranges start at
-/// multiples of `align` and are whole multiples of it long, so the last one may run past `rows`
-/// to the next multiple (what it writes there is dropped): for weights held in tiles of `align`
-/// rows.
+/// A matrix product's `m × rows` values, row-major, computed by output row: `piece(range,
+/// out)` writes output rows `range` for all `m` activation rows, `out[i]` holding activation
+/// row i's values of those outputs (the result's own memory, so nothing is copied or
+/// transposed afterwards), the ranges spread over the threads as [`for_each_chunk`] spreads
+/// its items. Ranges start at multiples of `align` and are whole multiples of it long, for
+/// weights held in tiles of `align` rows; the last may run past `rows` (to the next multiple of
+/// `align`), where its `out[i]` are shorter than the range.
 pub fn by_output_rows<F>(rows: usize, m: usize, align: usize, piece: F) -> Vec<f32>
 where
-    F: Fn(std::ops::Range<usize>, &mut [f32]) + Sync + Send,
+    F: Fn(std::ops::Range<usize>, &mut [&mut [f32]]) + Sync + Send,
 {
-    if m == 0 || rows == 0 {
-        return Vec::new();
-    }
-    let held = rows.div_ceil(align) * align;
-    let mut part = vec![0f32; m * held];
-    for_each_chunk(&mut part, m * align, held / align, |first, out| {
-        let first = first * align;
-        piece(first..first + out.len() / m, out)
-    });
-    if m == 1 {
-        part.truncate(rows);
-        return part;
-    }
     let mut out = vec![0f32; m * rows];
-    for o in 0..rows {
-        for i in 0..m {
-            out[i * rows + o] = part[o * m + i];
+    if m == 0 || rows == 0 {
+        return out;
+    }
+    let units = rows.div_ceil(align);
+    let per = units.div_ceil(pieces_for(units)) * align;
+    // parts[p][i]: activation row i's outputs of piece p.
+    let mut parts: Vec<(usize, Vec<&mut [f32]>)> = (0..rows.div_ceil(per))
+        .map(|p| (p * per, Vec::with_capacity(m)))
+        .collect();
+    for row in out.chunks_mut(rows) {
+        for (part, values) in parts.iter_mut().zip(row.chunks_mut(per)) {
+            part.1.push(values);
         }
     }
+    let held = units * align;
+    map_items(&mut parts, |(first, out)| {
+        piece(*first..held.min(*first + per), out)
+    });
     out
+}
+
+/// `then(o, v)` for every value `v` of output features `first..` in `out` (a piece of
+/// [`by_output_rows`]): the bias and activation of a product, on the thread that computed it.
+pub fn apply(first: usize, out: &mut [&mut [f32]], then: impl Fn(usize, f32) -> f32) {
+    for row in out.iter_mut() {
+        for (o, v) in (first..).zip(row.iter_mut()) {
+            *v = then(o, *v);
+        }
+    }
+}
+
+/// Pieces to split `items` items into: four runs per thread (see [`for_each_chunk`]).
+fn pieces_for(items: usize) -> usize {
+    let threads = threads();
+    if threads > 1 {
+        items.min(threads * 4)
+    } else {
+        1
+    }
 }
 
 /// Empty looks for work after which a thread kept awake by [`on_pool`] lets itself sleep: a

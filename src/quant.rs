@@ -349,37 +349,31 @@ impl Q8Matrix {
 
     /// `x · Wᵀ` for `x` of `m` rows of `cols` values: `m × rows` values, row-major.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
-        self.matmul_then(x, m, |_, _| {})
+        self.matmul_then(x, m, |_, v| v)
     }
 
-    /// [`matmul`](Q8Matrix::matmul), calling `then(o, values)` with output feature `o`'s `m`
-    /// values as soon as they are computed (a bias, an activation), on the same thread.
+    /// [`matmul`](Q8Matrix::matmul), each value `v` of output feature `o` becoming `then(o, v)`
+    /// (a bias, an activation) as soon as its piece is computed, on the same thread.
     pub fn matmul_then<F>(&self, x: &[f32], m: usize, then: F) -> Vec<f32>
     where
-        F: Fn(usize, &mut [f32]) + Sync + Send,
+        F: Fn(usize, f32) -> f32 + Sync + Send,
     {
         let xq = QuantizedRows::new(x, m, self.cols);
         crate::parallel::by_output_rows(self.rows, m, TILE, |range, out| {
-            let first = range.start;
-            self.matmul_rows(&xq, range, out);
-            for (o, values) in out.chunks_exact_mut(m).enumerate() {
-                if first + o < self.rows {
-                    then(first + o, values);
-                }
-            }
+            self.matmul_rows(&xq, range.clone(), out);
+            crate::parallel::apply(range.start, out, &then);
         })
     }
 
     /// Output rows `range` (whole tiles: it starts at a multiple of [`TILE`] and ends at one or
-    /// at `rows`) of `x · Wᵀ`, written to `out` output-row-major (`range.len() × m`: all of
-    /// output row r's activations together), so disjoint ranges can run on different threads
-    /// and be put together afterwards.
-    pub fn matmul_rows(&self, x: &QuantizedRows, range: Range<usize>, out: &mut [f32]) {
+    /// at `rows`) of `x · Wᵀ`: `out[i]` gets activation row i's values of those outputs (as
+    /// many as it holds), so disjoint ranges can run on different threads.
+    pub fn matmul_rows(&self, x: &QuantizedRows, range: Range<usize>, out: &mut [&mut [f32]]) {
         assert!(range.start.is_multiple_of(TILE) && range.end <= self.rows.div_ceil(TILE) * TILE);
         debug_assert_eq!(x.cols, self.cols);
-        debug_assert_eq!(out.len(), range.len() * x.m);
+        debug_assert_eq!(out.len(), x.m);
         let (cols, nb, m) = (self.cols, self.cols / BLOCK, x.m);
-        for (t, out_tile) in (range.start / TILE..).zip(out.chunks_mut(TILE * m)) {
+        for (n, t) in (range.start / TILE..range.end / TILE).enumerate() {
             let w = Tile {
                 qs: &self.qs[t * TILE * cols..][..TILE * cols],
                 scales: &self.scales[t * TILE * nb..][..TILE * nb],
@@ -390,7 +384,7 @@ impl Q8Matrix {
                 let ss = |i: usize| &x.scales[(first + i) * nb..][..nb];
                 let mut put = |i: usize, sums: [f32; TILE]| {
                     for (r, v) in sums.into_iter().enumerate() {
-                        if let Some(o) = out_tile.get_mut(r * m + first + i) {
+                        if let Some(o) = out[first + i].get_mut(n * TILE + r) {
                             *o = v;
                         }
                     }
