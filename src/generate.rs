@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::model::{Cache, Gpt2};
 use crate::sampling;
 use crate::settings::GenerationSettings;
+use crate::shortlist::Logits;
 use crate::tokenizer::{TextStream, Tokenizer};
 
 /// One token produced by a step, and the text it completed.
@@ -58,7 +59,7 @@ pub struct Session {
     /// so later steps compute only for the rows still writing.
     live: Vec<usize>,
     /// Logits for the next token of each live row.
-    next: Vec<Vec<f32>>,
+    next: Vec<Logits>,
     min_new: usize,
     max_new: usize,
     eos: Option<u32>,
@@ -193,7 +194,7 @@ impl Session {
         // Each row's processors and draw are independent, so rows spread over the threads
         // (each is a few passes over the whole vocabulary); the random numbers are drawn
         // first, one per row in order, so the text does not depend on the threads.
-        let mut picks: Vec<(usize, Vec<f32>, Option<f32>)> = self
+        let mut picks: Vec<(usize, Logits, Option<f32>)> = self
             .live
             .iter()
             .zip(std::mem::take(&mut self.next))
@@ -311,7 +312,7 @@ fn pick(
     generated: usize,
     min_new: usize,
     eos: Option<u32>,
-    l: &mut [f32],
+    l: &mut Logits,
     u: Option<f32>,
 ) -> u32 {
     if p.repetition_penalty != 1.0 {
@@ -319,17 +320,20 @@ fn pick(
     }
     sampling::no_repeat_ngram(l, context, p.no_repeat_ngram_size);
     sampling::min_new_tokens(l, generated, min_new, eos);
+    let values = l.values_mut();
     let Some(u) = u else {
-        return sampling::argmax(l);
+        let at = sampling::argmax(values);
+        return l.id(at);
     };
     if p.temperature != 1.0 {
-        sampling::temperature(l, p.temperature);
+        sampling::temperature(values, p.temperature);
     }
     if p.top_k > 0 {
-        sampling::top_k(l, p.top_k);
+        sampling::top_k(values, p.top_k);
     }
-    sampling::top_p(l, p.top_p);
-    sampling::sample(l, u)
+    sampling::top_p(values, p.top_p);
+    let at = sampling::sample(values, u);
+    l.id(at)
 }
 
 /// Runs a whole generation, calling `on_token` for every token as it is produced.

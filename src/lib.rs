@@ -24,6 +24,7 @@ pub mod recipe;
 pub mod sampling;
 pub mod screen;
 pub mod settings;
+pub mod shortlist;
 pub mod single_byte;
 pub mod stream;
 pub mod tokenizer;

@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::ggml::GgmlMatrix;
 use crate::quant::{self, Dtype, Q8Matrix};
 use crate::screen::Screen;
+use crate::shortlist::{self, Logits};
 use crate::weights::Weights;
 use candle_core::quantized::GgmlDType;
 
@@ -717,6 +718,8 @@ pub struct Gpt2 {
     /// For an f32 `lm_head` outside training: what lets a step compute only the logits its
     /// sampler can pick from ([`Gpt2::next_logits_for`]).
     screen: Option<Screen>,
+    /// Set by [`Gpt2::compute_every_logit`]: the sampler gets whole rows, not shortlists.
+    whole_rows: bool,
     cfg: Config,
     device: Device,
 }
@@ -756,6 +759,7 @@ impl Gpt2 {
                 bias: None,
             },
             screen,
+            whole_rows: false,
             cfg: cfg.clone(),
             device: Device::Cpu,
         })
@@ -937,35 +941,45 @@ impl Gpt2 {
         self.logits(&hidden.narrow(1, t - 1, 1)?.squeeze(1)?)
     }
 
-    /// Logits (one vector per row) of the next token after `ids`, for a sampler that picks
+    /// Logits of the next token after `ids`, one row per sequence, for a sampler that picks
     /// from the `top` most likely tokens (`None`: from any) once its processors have changed
-    /// the logits of the tokens in `exact[i]` (and only those). Every logit such a sampler can
-    /// pick from is exact; others may be −∞ (see [`crate::screen`]: an f32 model then reads a
-    /// quarter of its output matrix).
+    /// the logits of the tokens in `exact[i]` (and only those): with a `top`, each row is a
+    /// [`shortlist`](crate::shortlist) of the tokens it can pick from. An f32 model's output
+    /// matrix is then read through its [`crate::screen`], a quarter of its bytes.
     pub fn next_logits_for(
         &self,
         ids: &[Vec<u32>],
         cache: &mut Cache,
         top: Option<usize>,
         exact: &[&[u32]],
-    ) -> Result<Vec<Vec<f32>>> {
+    ) -> Result<Vec<Logits>> {
         let hidden = self.forward(ids, cache)?;
         let t = hidden.dim(1)?;
         let last = hidden.narrow(1, t - 1, 1)?.squeeze(1)?;
         let m = last.dim(0)?;
-        if let (Some(k), Some(screen), Matrix::F32(w)) = (top, &self.screen, &self.lm_head.weight) {
-            if m <= dense::MAX_ROWS {
+        let vocab = self.cfg.vocab_size;
+        let logits = match (top, &self.screen, &self.lm_head.weight) {
+            (Some(k), Some(screen), Matrix::F32(w)) if m <= dense::MAX_ROWS => {
                 let x = last.flatten_all()?.to_vec1::<f32>()?;
-                return dense::with_values(w, |w| screen.logits(w, &x, m, k, exact));
+                dense::with_values(w, |w| screen.logits(w, &x, m, k, exact))?.concat()
             }
-        }
-        Ok(self.logits(&last)?.to_vec2()?)
+            _ => self.logits(&last)?.flatten_all()?.to_vec1()?,
+        };
+        Ok(match top {
+            Some(k) if !self.whole_rows => shortlist::shortlists(logits, vocab, k, exact),
+            _ => logits
+                .chunks(vocab)
+                .map(|r| Logits::Every(r.to_vec()))
+                .collect(),
+        })
     }
 
-    /// Drops the output matrix's screen: every step computes every logit from then on, as a
-    /// model without one does (what the screen must not change the text of).
+    /// Drops the output matrix's screen and the shortlists: every step computes every logit
+    /// from then on and the sampler passes over all of them (what neither may change the text
+    /// of).
     pub fn compute_every_logit(&mut self) {
         self.screen = None;
+        self.whole_rows = true;
     }
 
     /// log P(ids[i+1] | ids[..=i]) for every i, computed in one pass.

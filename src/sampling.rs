@@ -4,12 +4,31 @@
 
 use std::collections::HashSet;
 
+/// Logits the processors reach by token id: a whole vocabulary's, or a shortlist's
+/// ([`crate::shortlist::Logits`]), which holds every token a processor changes.
+pub trait ByToken {
+    /// Token `id`'s logit; `None` where the row holds none for it.
+    fn logit(&mut self, id: u32) -> Option<&mut f32>;
+}
+
+impl ByToken for [f32] {
+    fn logit(&mut self, id: u32) -> Option<&mut f32> {
+        self.get_mut(id as usize)
+    }
+}
+
+impl ByToken for Vec<f32> {
+    fn logit(&mut self, id: u32) -> Option<&mut f32> {
+        self.get_mut(id as usize)
+    }
+}
+
 /// `RepetitionPenaltyLogitsProcessor`: every token already in `context` (prompt included) gets
 /// its logit divided by `penalty` if positive, multiplied if negative.
-pub fn repetition_penalty(logits: &mut [f32], context: &[u32], penalty: f32) {
+pub fn repetition_penalty(logits: &mut (impl ByToken + ?Sized), context: &[u32], penalty: f32) {
     let seen: HashSet<u32> = context.iter().copied().collect();
     for id in seen {
-        if let Some(l) = logits.get_mut(id as usize) {
+        if let Some(l) = logits.logit(id) {
             *l = if *l < 0.0 { *l * penalty } else { *l / penalty };
         }
     }
@@ -17,14 +36,14 @@ pub fn repetition_penalty(logits: &mut [f32], context: &[u32], penalty: f32) {
 
 /// `NoRepeatNGramLogitsProcessor`: bans every token that would complete an n-gram already
 /// present in `context`.
-pub fn no_repeat_ngram(logits: &mut [f32], context: &[u32], n: usize) {
+pub fn no_repeat_ngram(logits: &mut (impl ByToken + ?Sized), context: &[u32], n: usize) {
     if n == 0 || context.len() + 1 < n {
         return;
     }
     let tail = &context[context.len() + 1 - n..];
     for w in context.windows(n) {
         if &w[..n - 1] == tail {
-            if let Some(l) = logits.get_mut(w[n - 1] as usize) {
+            if let Some(l) = logits.logit(w[n - 1]) {
                 *l = f32::NEG_INFINITY;
             }
         }
@@ -33,9 +52,14 @@ pub fn no_repeat_ngram(logits: &mut [f32], context: &[u32], n: usize) {
 
 /// `MinNewTokensLengthLogitsProcessor` (and `MinLengthLogitsProcessor`): no end-of-text before
 /// `min_new` tokens have been generated.
-pub fn min_new_tokens(logits: &mut [f32], generated: usize, min_new: usize, eos: Option<u32>) {
+pub fn min_new_tokens(
+    logits: &mut (impl ByToken + ?Sized),
+    generated: usize,
+    min_new: usize,
+    eos: Option<u32>,
+) {
     if generated < min_new {
-        if let Some(l) = eos.and_then(|e| logits.get_mut(e as usize)) {
+        if let Some(l) = eos.and_then(|e| logits.logit(e)) {
             *l = f32::NEG_INFINITY;
         }
     }
@@ -66,24 +90,9 @@ pub fn top_k(logits: &mut [f32], k: usize) {
 /// The `k`-th largest of `values` (0 < k ≤ len) in `f32::total_cmp`'s order, as
 /// `select_nth_unstable_by` finds it, in one pass and without a copy of the vocabulary: the k
 /// largest so far sit in a min-heap, and most values only meet its smallest.
-fn kth_largest(values: &[f32], k: usize) -> f32 {
+pub(crate) fn kth_largest(values: &[f32], k: usize) -> f32 {
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
-
-    /// An f32 ordered by `total_cmp`.
-    #[derive(PartialEq)]
-    struct Total(f32);
-    impl Eq for Total {}
-    impl PartialOrd for Total {
-        fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-            Some(self.cmp(other))
-        }
-    }
-    impl Ord for Total {
-        fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-            self.0.total_cmp(&other.0)
-        }
-    }
 
     let mut top: BinaryHeap<Reverse<Total>> =
         values[..k].iter().map(|&v| Reverse(Total(v))).collect();
@@ -95,6 +104,21 @@ fn kth_largest(values: &[f32], k: usize) -> f32 {
         }
     }
     least
+}
+
+/// An f32 ordered by `total_cmp`, for heaps of logits.
+#[derive(PartialEq)]
+pub(crate) struct Total(pub f32);
+impl Eq for Total {}
+impl PartialOrd for Total {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Total {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
 }
 
 /// `TopPLogitsWarper` (min_tokens_to_keep = 1): sorts ascending, removes tokens whose

@@ -107,7 +107,7 @@ impl Screen {
                     k => {
                         let (_, kth, _) =
                             lower.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
-                        *kth - (kth.abs() / 1_048_576.0 + f32::MIN_POSITIVE)
+                        crate::shortlist::below(*kth)
                     }
                 };
                 let mut out = vec![f32::NEG_INFINITY; rows];

@@ -111,15 +111,26 @@ fn no_screen_where_q8_0_cannot_hold_the_matrix() {
 }
 
 #[test]
-fn an_f32_bot_writes_the_same_text_with_and_without_its_screen() {
+fn a_bot_writes_the_same_text_with_and_without_its_screen_and_shortlists() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("www/models/default");
-    let screened = crate::util::Files::read(&dir).load().unwrap();
-    let mut full = crate::util::Files::read(&dir).load().unwrap();
-    full.model.compute_every_logit();
-    assert!(
-        screened.model.weight_bytes() > full.model.weight_bytes(),
-        "the default bot in f32 has a screen"
-    );
+    let files = crate::util::Files::read(&dir);
+    for dtype in [botcard::Dtype::F32, botcard::Dtype::Q8_0] {
+        let screened = botcard::Bot::load(&files.model_files(), dtype).unwrap();
+        let mut full = botcard::Bot::load(&files.model_files(), dtype).unwrap();
+        full.model.compute_every_logit();
+        if dtype == botcard::Dtype::F32 {
+            assert!(
+                screened.model.weight_bytes() > full.model.weight_bytes(),
+                "the default bot in f32 has a screen"
+            );
+        }
+        same_text(&screened, &full);
+    }
+}
+
+/// Panics unless `screened` and `full` write the same text for greedy decoding and the sampling settings
+/// huggingtweets used, with and without processors.
+fn same_text(screened: &botcard::Bot, full: &botcard::Bot) {
     let base = screened.settings();
     let mut cases = Vec::new();
     // Greedy, end of text banned throughout.
@@ -154,7 +165,7 @@ fn an_f32_bot_writes_the_same_text_with_and_without_its_screen() {
         let run = |b: &botcard::Bot| {
             botcard::generate(&b.model, &b.tokenizer, "My dream is", p.clone(), |_| {}).unwrap()
         };
-        assert_eq!(run(&screened), run(&full), "{p:?}");
+        assert_eq!(run(screened), run(full), "{p:?}");
     }
 }
 

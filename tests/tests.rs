@@ -15,6 +15,7 @@ mod kernels;
 mod parity;
 mod sampling;
 mod screen;
+mod shortlist;
 mod stream;
 mod tokenizer;
 mod train;
