@@ -35,10 +35,9 @@ where
 {
     #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
     {
-        let threads = threads();
-        if threads > 1 && items > 1 {
+        if threads() > 1 && items > 1 {
             use rayon::prelude::*;
-            let per = items.div_ceil(threads * 4);
+            let per = items.div_ceil(pieces_for(items));
             out.par_chunks_mut((per * width).max(1))
                 .enumerate()
                 .for_each(|(i, c)| f(i * per, c));
@@ -106,7 +105,8 @@ pub fn apply(first: usize, out: &mut [&mut [f32]], then: impl Fn(usize, f32) -> 
     }
 }
 
-/// Pieces to split `items` items into: four runs per thread (see [`for_each_chunk`]).
+/// Pieces to split `items` items into: four runs per thread (see [`for_each_chunk`]), one
+/// without a pool.
 fn pieces_for(items: usize) -> usize {
     let threads = threads();
     if threads > 1 {

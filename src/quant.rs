@@ -373,7 +373,7 @@ impl Q8Matrix {
         debug_assert_eq!(x.cols, self.cols);
         debug_assert_eq!(out.len(), x.m);
         let (cols, nb, m) = (self.cols, self.cols / BLOCK, x.m);
-        for (n, t) in (range.start / TILE..range.end / TILE).enumerate() {
+        for (n, t) in (range.start / TILE..range.end.div_ceil(TILE)).enumerate() {
             let w = Tile {
                 qs: &self.qs[t * TILE * cols..][..TILE * cols],
                 scales: &self.scales[t * TILE * nb..][..TILE * nb],

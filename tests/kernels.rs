@@ -200,3 +200,20 @@ fn the_quantized_product_is_close_to_the_f32_product() {
         }
     }
 }
+
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn a_range_ending_at_the_last_row_computes_the_last_partial_tile() {
+    // 7 rows: tiles of four, the second one row short.
+    let (rows, cols, m) = (7, 2 * BLOCK, 2);
+    let w = Q8Matrix::quantize(&values(rows * cols, 21), rows, cols).unwrap();
+    let x = values(m * cols, 22);
+    let want = w.matmul(&x, m);
+    let mut got = vec![f32::NAN; m * rows];
+    let (a, b) = got.split_at_mut(rows);
+    w.matmul_rows(&QuantizedRows::new(&x, m, cols), 0..rows, &mut [a, b]);
+    assert_eq!(
+        got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
+}
