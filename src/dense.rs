@@ -56,8 +56,8 @@ where
     }
     let cols = w.len() / rows;
     Ok(crate::parallel::by_output_rows(rows, m, 1, |range, out| {
-        let held = out.first().map_or(0, |r| r.len());
-        for (j, o) in (range.start..range.start + held).enumerate() {
+        // Tiles of one row: no range runs past `rows`.
+        for (j, o) in range.clone().enumerate() {
             let w = &w[o * cols..(o + 1) * cols];
             for (first, group) in (0..)
                 .step_by(ACT_ROWS)

@@ -219,8 +219,8 @@ impl<T: GgmlType> Blocks<T> {
             T::VecDotType::from_float(xi, qi);
         }
         crate::parallel::by_output_rows(self.rows, m, 1, |range, out| {
-            let held = out.first().map_or(0, |r| r.len());
-            for (j, o) in (range.start..range.start + held).enumerate() {
+            // Tiles of one row: no range runs past `rows`.
+            for (j, o) in range.clone().enumerate() {
                 let w = &self.data[o * k..(o + 1) * k];
                 for (row, qi) in out.iter_mut().zip(xq.chunks_exact(kx)) {
                     row[j] = T::vec_dot(cols, w, qi);

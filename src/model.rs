@@ -477,8 +477,9 @@ fn bias_then(
 }
 
 /// `act` as a function of one value, where it has a cheap one: what our products apply as they
-/// go (none for the identity, which [`activate`] leaves as it is). Candle's op's formulas, with our [`tanh`] for GELU (within 1.5 ulp of candle's libm
-/// `tanhf`, which candle's op — training, prompts over `dense::MAX_ROWS` rows in f32 — uses).
+/// go (none for the identity, which [`activate`] leaves as it is). Candle's op's formulas, with
+/// our [`tanh`] for GELU (within 1.5 ulp of candle's libm `tanhf`, which candle's op —
+/// training, prompts over `dense::MAX_ROWS` rows in f32 — uses).
 fn scalar_activation(act: Activation) -> Option<fn(f32) -> f32> {
     match act {
         Activation::GeluTanh => Some(|v| {
@@ -967,10 +968,7 @@ impl Gpt2 {
         };
         Ok(match top {
             Some(k) if !self.whole_rows => shortlist::shortlists(logits, vocab, k, exact),
-            _ => logits
-                .chunks(vocab)
-                .map(|r| Logits::Every(r.to_vec()))
-                .collect(),
+            _ => shortlist::whole_rows(&logits, vocab),
         })
     }
 

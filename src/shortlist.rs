@@ -59,15 +59,20 @@ pub fn below(kth: f32) -> f32 {
     kth - (kth.abs() / 1_048_576.0 + f32::MIN_POSITIVE)
 }
 
+/// Each row of `logits` (`vocab` values each) whole.
+pub fn whole_rows(logits: &[f32], vocab: usize) -> Vec<Logits> {
+    logits
+        .chunks(vocab.max(1))
+        .map(|r| Logits::Every(r.to_vec()))
+        .collect()
+}
+
 /// The rows of `logits` (`vocab` values each) as a sampler that keeps at most the `k` most
 /// likely tokens needs them, the tokens of `exact[i]` always listed in row i. A row where a
 /// logit is NaN or +∞, or with fewer than `k` other tokens above −∞, is kept whole.
 pub fn shortlists(mut logits: Vec<f32>, vocab: usize, k: usize, exact: &[&[u32]]) -> Vec<Logits> {
     if k == 0 || vocab == 0 {
-        return logits
-            .chunks(vocab.max(1))
-            .map(|r| Logits::Every(r.to_vec()))
-            .collect();
+        return whole_rows(&logits, vocab);
     }
     let rows = logits.len() / vocab;
     // The tokens the processors change and their logits, which then read as −∞ to the scans:
