@@ -1,11 +1,13 @@
 //! Weight matrices in ggml's 4-bit block formats (q4_0, q4_K), as a pre-quantized GGUF file
-//! stores them, multiplied with candle's dot-product kernels (simd128 in wasm) on our threads.
+//! stores them: q4_K with our own kernels ([`crate::q4k`]), q4_0 with candle's dot-product
+//! kernels (simd128 in wasm) on our threads.
 //!
-//! Why candle's kernels here and not our own (as for q8_0, [`crate::quant`]): they are ggml's
-//! reference arithmetic, already vectorized for wasm, and a q4 file is chosen for its size, not
-//! for the last tok/s. Candle runs its quantized product on one thread in wasm, so the output
-//! rows are split over the threads here ([`crate::parallel::by_output_rows`]). Tensors of the
-//! other types a GGUF may hold are dequantized ([`dequantize`]).
+//! Why candle's kernels for q4_0: they are ggml's reference arithmetic, already vectorized for
+//! wasm, and a q4_0 file is chosen for its size, not for the last tok/s (q4_K, `botcard
+//! convert`'s smallest format of better quality, is the one worth its own kernels). Candle runs
+//! its quantized product on one thread in wasm, so the output rows are split over the threads
+//! here ([`crate::parallel::by_output_rows`]). Tensors of the other types a GGUF may hold are
+//! dequantized ([`dequantize`]).
 
 use std::ops::Range;
 
@@ -17,6 +19,7 @@ use candle_core::quantized::GgmlDType;
 use candle_core::DType;
 
 use crate::error::{Error, Result};
+use crate::q4k::Q4KMatrix;
 
 /// A [rows, cols] matrix of ggml blocks of one type, row-major, `cols / T::BLCK_SIZE` a row.
 pub struct Blocks<T> {
@@ -28,7 +31,7 @@ pub struct Blocks<T> {
 /// A weight matrix W [out, in] in a 4-bit ggml format.
 pub enum GgmlMatrix {
     Q4_0(Blocks<BlockQ4_0>),
-    Q4K(Blocks<BlockQ4K>),
+    Q4K(Q4KMatrix),
 }
 
 impl GgmlMatrix {
@@ -42,7 +45,7 @@ impl GgmlMatrix {
     ) -> Result<Option<Self>> {
         Ok(match dtype {
             GgmlDType::Q4_0 => Some(Self::Q4_0(Blocks::from_bytes(rows, cols, bytes)?)),
-            GgmlDType::Q4K => Some(Self::Q4K(Blocks::from_bytes(rows, cols, bytes)?)),
+            GgmlDType::Q4K => Some(Self::Q4K(Q4KMatrix::from_ggml_bytes(rows, cols, bytes)?)),
             _ => None,
         })
     }
@@ -67,7 +70,7 @@ impl GgmlMatrix {
     pub fn row_bytes(&self, rows: Range<usize>) -> Vec<u8> {
         match self {
             Self::Q4_0(b) => b.row_bytes(rows),
-            Self::Q4K(b) => b.row_bytes(rows),
+            Self::Q4K(b) => b.ggml_rows(rows),
         }
     }
 
@@ -75,7 +78,7 @@ impl GgmlMatrix {
     pub fn rows(&self) -> usize {
         match self {
             Self::Q4_0(b) => b.rows,
-            Self::Q4K(b) => b.rows,
+            Self::Q4K(b) => b.rows(),
         }
     }
 
@@ -83,7 +86,7 @@ impl GgmlMatrix {
     pub fn cols(&self) -> usize {
         match self {
             Self::Q4_0(b) => b.cols,
-            Self::Q4K(b) => b.cols,
+            Self::Q4K(b) => b.cols(),
         }
     }
 
@@ -91,7 +94,7 @@ impl GgmlMatrix {
     pub fn byte_size(&self) -> usize {
         match self {
             Self::Q4_0(b) => std::mem::size_of_val(b.data.as_slice()),
-            Self::Q4K(b) => std::mem::size_of_val(b.data.as_slice()),
+            Self::Q4K(b) => b.byte_size(),
         }
     }
 

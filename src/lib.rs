@@ -19,6 +19,7 @@ pub mod gguf;
 pub mod model;
 mod parallel;
 mod pickle;
+pub mod q4k;
 pub mod quant;
 pub mod recipe;
 pub mod sampling;

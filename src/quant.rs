@@ -103,42 +103,63 @@ fn quantize_blocks<const L: u8>(x: &[f32], qs: &mut [i8], scales: &mut [f32]) {
         .zip(qs.chunks_exact_mut(BLOCK))
         .zip(scales.iter_mut())
     {
-        *s = quantize_block::<L>(xb.try_into().expect("a block"), qb);
+        *s = quantize_block::<L>(
+            xb.try_into().expect("a block"),
+            qb.try_into().expect("a block"),
+        );
     }
 }
 
 /// One block: returns its scale and writes its values.
-#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-fn quantize_block<const L: u8>(xb: &[f32; BLOCK], qb: &mut [i8]) -> f32 {
-    let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let d = amax / f32::from(L);
-    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-    for (q, v) in qb.iter_mut().zip(xb) {
-        *q = (v * id).round() as i8;
-    }
+fn quantize_block<const L: u8>(xb: &[f32; BLOCK], qb: &mut [i8; BLOCK]) -> f32 {
+    let d = amax(xb) / f32::from(L);
+    round_scaled(xb, if d != 0.0 { 1.0 / d } else { 0.0 }, qb);
     d
 }
 
-/// One block with simd128: the same numbers as the scalar version (round half away from zero
-/// as truncation plus a step of ±1 where the fraction is at least ½; exact below 2²³), without
-/// a libm `roundf` call per value — quantizing a 124M model at load is 124M of them.
+/// The largest magnitude in a block (NaN is skipped, as `f32::max` skips it).
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+pub(crate) fn amax(xb: &[f32; BLOCK]) -> f32 {
+    xb.iter().fold(0f32, |m, v| m.max(v.abs()))
+}
+
+/// Writes `round(x · id)` for a block's values, rounded half away from zero (saturating; NaN
+/// gives 0): the one rounding rule of every quantized activation and weight.
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+pub(crate) fn round_scaled(xb: &[f32; BLOCK], id: f32, qb: &mut [i8; BLOCK]) {
+    for (q, v) in qb.iter_mut().zip(xb) {
+        *q = (v * id).round() as i8;
+    }
+}
+
+/// [`amax`] with simd128.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-fn quantize_block<const L: u8>(xb: &[f32; BLOCK], qb: &mut [i8]) -> f32 {
+pub(crate) fn amax(xb: &[f32; BLOCK]) -> f32 {
+    use core::arch::wasm32::*;
+    // SAFETY: xb is 32 f32 (8 unaligned v128 loads).
+    unsafe {
+        let p = xb.as_ptr() as *const v128;
+        let mut m = f32x4_abs(v128_load(p));
+        for i in 1..BLOCK / 4 {
+            m = f32x4_max(m, f32x4_abs(v128_load(p.add(i))));
+        }
+        f32x4_extract_lane::<0>(m)
+            .max(f32x4_extract_lane::<1>(m))
+            .max(f32x4_extract_lane::<2>(m))
+            .max(f32x4_extract_lane::<3>(m))
+    }
+}
+
+/// [`round_scaled`] with simd128: the same numbers (round half away from zero as truncation
+/// plus a step of ±1 where the fraction is at least ½; exact below 2²³), without a libm
+/// `roundf` call per value — quantizing a 124M model at load is 124M of them.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub(crate) fn round_scaled(xb: &[f32; BLOCK], id: f32, qb: &mut [i8; BLOCK]) {
     use core::arch::wasm32::*;
     // SAFETY: xb is 32 f32 (8 unaligned v128 loads); qb is 32 bytes (2 v128 stores).
     unsafe {
         let p = xb.as_ptr() as *const v128;
-        let v: [v128; 8] = core::array::from_fn(|i| v128_load(p.add(i)));
-        let mut m = f32x4_abs(v[0]);
-        for x in &v[1..] {
-            m = f32x4_max(m, f32x4_abs(*x));
-        }
-        let amax = f32x4_extract_lane::<0>(m)
-            .max(f32x4_extract_lane::<1>(m))
-            .max(f32x4_extract_lane::<2>(m))
-            .max(f32x4_extract_lane::<3>(m));
-        let d = amax / f32::from(L);
-        let id = f32x4_splat(if d != 0.0 { 1.0 / d } else { 0.0 });
+        let id = f32x4_splat(id);
         let round = |x: v128| -> v128 {
             let t = f32x4_mul(x, id);
             let r = f32x4_trunc(t);
@@ -148,12 +169,11 @@ fn quantize_block<const L: u8>(xb: &[f32; BLOCK], qb: &mut [i8]) -> f32 {
         };
         let q = qb.as_mut_ptr() as *mut v128;
         for half in 0..2 {
-            let w = &v[half * 4..half * 4 + 4];
-            let lo = i16x8_narrow_i32x4(round(w[0]), round(w[1]));
-            let hi = i16x8_narrow_i32x4(round(w[2]), round(w[3]));
+            let w: [v128; 4] = core::array::from_fn(|i| round(v128_load(p.add(half * 4 + i))));
+            let lo = i16x8_narrow_i32x4(w[0], w[1]);
+            let hi = i16x8_narrow_i32x4(w[2], w[3]);
             v128_store(q.add(half), i8x16_narrow_i16x8(lo, hi));
         }
-        d
     }
 }
 

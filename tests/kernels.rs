@@ -3,6 +3,7 @@
 //! the simd128 kernel runs).
 
 use botcard::dense;
+use botcard::q4k::{self, Q4KMatrix, Q8KRows};
 use botcard::quant::{dot_scalar, Q8Matrix, QuantizedRows, BLOCK};
 
 /// Values in [-2, 2) from a fixed generator.
@@ -216,4 +217,96 @@ fn a_range_ending_at_the_last_row_computes_the_last_partial_tile() {
         got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
         want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
     );
+}
+
+/// `rows` rows of `blocks` q4_K super-blocks as a GGUF file holds them: random nibbles, scales
+/// and minima, and finite positive `d` and `dmin`.
+fn q4k_bytes(rows: usize, blocks: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed;
+    let mut byte = || {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (s >> 33) as u8
+    };
+    (0..rows * blocks)
+        .flat_map(|_| {
+            let mut b: [u8; q4k::BLOCK_BYTES] = std::array::from_fn(|_| byte());
+            // f16 exponents 2^-10..2^-7: scales of a trained GPT-2's weights.
+            b[1] = 0x14 | (b[1] & 0x03);
+            b[3] = 0x14 | (b[3] & 0x03);
+            b
+        })
+        .collect()
+}
+
+/// Panics unless every output of `Q4KMatrix::matmul_then` equals, bit for bit, the scalar
+/// reference on the same quantized rows, for every activation row count the kernels group
+/// differently and matrices whose last tile is partial, and unless the product is within the
+/// quantization's error of the f32 product of the dequantized weights.
+pub fn q4k_kernel_equals_scalar_reference() {
+    for (rows, blocks) in [(7, 1), (37, 3)] {
+        let cols = blocks * q4k::QK_K;
+        let w = Q4KMatrix::from_ggml_bytes(rows, cols, &q4k_bytes(rows, blocks, 5)).unwrap();
+        let weight_rows: Vec<_> = (0..rows).map(|o| w.row(o)).collect();
+        let dense: Vec<Vec<f32>> = (0..rows).map(|o| w.dequantize_row(o)).collect();
+        for m in 1..=9 {
+            let x = values(m * cols, m as u64 + 21);
+            let got = w.matmul_then(&x, m, |_, v| v);
+            let xq = Q8KRows::new(&x, m, cols);
+            for i in 0..m {
+                let (xv, xd) = xq.parts(i);
+                let xi = &x[i * cols..(i + 1) * cols];
+                let top = xi.iter().fold(0f32, |a, v| a.max(v.abs()));
+                for (o, wo) in weight_rows.iter().enumerate() {
+                    let want = q4k::dot_scalar(wo, xv, xd);
+                    let g = got[i * rows + o];
+                    assert_eq!(g.to_bits(), want.to_bits(), "[{rows}, {cols}] row {o} of {m}");
+                    let exact: f32 = dense[o].iter().zip(xi).map(|(a, b)| a * b).sum();
+                    let scale: f32 = dense[o].iter().map(|a| a.abs()).sum::<f32>() * top;
+                    assert!(
+                        (g - exact).abs() <= scale / 127.0,
+                        "[{rows}, {cols}] row {o} of {m}: {g} vs {exact}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Panics unless a q4_K matrix reads back, row by row, as the bytes it was made from, and
+/// dequantizes to what candle's reference (`BlockQ4K::to_float`) makes of those bytes.
+pub fn q4k_matrix_round_trips_ggml_bytes() {
+    let (rows, blocks) = (9, 2);
+    let cols = blocks * q4k::QK_K;
+    let bytes = q4k_bytes(rows, blocks, 9);
+    let w = Q4KMatrix::from_ggml_bytes(rows, cols, &bytes).unwrap();
+    assert_eq!(w.ggml_rows(0..rows), bytes);
+    assert_eq!(w.ggml_rows(3..5), bytes[3 * blocks * 144..5 * blocks * 144]);
+    let reference = botcard::ggml::dequantize(
+        candle_core::quantized::GgmlDType::Q4K,
+        &bytes,
+        rows * cols,
+    )
+    .unwrap();
+    for r in 0..rows {
+        let got = w.dequantize_row(r);
+        let want = &reference[r * cols..(r + 1) * cols];
+        assert!(
+            got.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "row {r}"
+        );
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn q4k_kernel_equals_the_scalar_reference() {
+    q4k_kernel_equals_scalar_reference();
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn a_q4k_matrix_round_trips_its_ggml_bytes() {
+    q4k_matrix_round_trips_ggml_bytes();
 }

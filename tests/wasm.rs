@@ -24,6 +24,16 @@ fn f32_wasm_kernel_equals_the_scalar_reference() {
 }
 
 #[wasm_bindgen_test]
+fn q4k_wasm_kernel_equals_the_scalar_reference() {
+    kernels::q4k_kernel_equals_scalar_reference();
+}
+
+#[wasm_bindgen_test]
+fn a_q4k_matrix_round_trips_its_ggml_bytes_in_wasm() {
+    kernels::q4k_matrix_round_trips_ggml_bytes();
+}
+
+#[wasm_bindgen_test]
 fn simd128_activations_are_quantized_to_seven_bits() {
     kernels::activations_quantize_to_seven_bits();
 }
