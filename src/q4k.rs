@@ -137,7 +137,11 @@ pub fn dot_scalar(w: &[Block], x: &[i8], xd: &[f32]) -> f32 {
         let (mut sumi, mut summ) = (0i32, 0i32);
         for s in 0..SUBS {
             let (q, xs) = (&b.q[s * SUB..][..SUB], &xb[s * SUB..][..SUB]);
-            let dot: i32 = q.iter().zip(xs).map(|(&q, &x)| i32::from(q) * i32::from(x)).sum();
+            let dot: i32 = q
+                .iter()
+                .zip(xs)
+                .map(|(&q, &x)| i32::from(q) * i32::from(x))
+                .sum();
             let sum: i32 = xs.iter().map(|&x| i32::from(x)).sum();
             sumi += i32::from(b.scales[s]) * dot;
             summ += i32::from(b.mins[s]) * sum;
@@ -256,7 +260,9 @@ impl Q4KMatrix {
 
     /// Row `r`'s super-blocks, in order.
     pub fn row(&self, r: usize) -> Vec<Block> {
-        (0..self.blocks_per_row()).map(|b| self.block(r, b)).collect()
+        (0..self.blocks_per_row())
+            .map(|b| self.block(r, b))
+            .collect()
     }
 
     /// The super-blocks of rows `rows`, as GGUF stores them.
@@ -406,7 +412,9 @@ impl Q8KRows {
             .zip(qs.chunks_exact_mut(QK_K))
             .zip(d.iter_mut())
         {
-            let subs = xb.chunks_exact(SUB).map(|s| s.try_into().expect("a sub-block"));
+            let subs = xb
+                .chunks_exact(SUB)
+                .map(|s| s.try_into().expect("a sub-block"));
             let top = subs.clone().map(amax).fold(0f32, f32::max);
             *d = top / ACTIVATION_LEVELS;
             let id = if *d != 0.0 { 1.0 / *d } else { 0.0 };
@@ -682,11 +690,14 @@ mod kernel {
         portable(w, x)
     }
 
+    /// A kernel, as the tests call each one.
+    #[cfg(test)]
+    pub(super) type Kernel<const N: usize> = fn(Tile, [Row; N]) -> [[f32; TILE]; N];
+
     /// Every kernel this CPU runs, by name, for the tests.
     #[cfg(test)]
-    pub(super) fn every<const N: usize>() -> Vec<(&'static str, fn(Tile, [Row; N]) -> [[f32; TILE]; N])> {
-        let mut all: Vec<(&'static str, fn(Tile, [Row; N]) -> [[f32; TILE]; N])> =
-            vec![("portable", portable::<N>)];
+    pub(super) fn every<const N: usize>() -> Vec<(&'static str, Kernel<N>)> {
+        let mut all: Vec<(&'static str, Kernel<N>)> = vec![("portable", portable::<N>)];
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: listed only where the CPU has AVX2.
@@ -713,7 +724,9 @@ mod tests {
         let (rows, cols) = (4, 2 * QK_K);
         let mut s = 7u64;
         let mut byte = || {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (s >> 33) as u8
         };
         let bytes: Vec<u8> = (0..rows * 2)
@@ -726,7 +739,9 @@ mod tests {
             })
             .collect();
         let w = Q4KMatrix::from_ggml_bytes(rows, cols, &bytes).unwrap();
-        let x: Vec<f32> = (0..N * cols).map(|_| f32::from(byte()) / 64.0 - 2.0).collect();
+        let x: Vec<f32> = (0..N * cols)
+            .map(|_| f32::from(byte()) / 64.0 - 2.0)
+            .collect();
         let xq = Q8KRows::new(&x, N, cols);
         let nb = cols / QK_K;
         let tile = Tile {
@@ -742,7 +757,11 @@ mod tests {
                 let (xv, xd) = xq.parts(i);
                 for (r, g) in got.iter().enumerate() {
                     let want = dot_scalar(&w.row(r), xv, &xd[..nb]);
-                    assert_eq!(g.to_bits(), want.to_bits(), "{name} N={N} row {r}: {g} vs {want}");
+                    assert_eq!(
+                        g.to_bits(),
+                        want.to_bits(),
+                        "{name} N={N} row {r}: {g} vs {want}"
+                    );
                 }
             }
         }

@@ -261,7 +261,11 @@ pub fn q4k_kernel_equals_scalar_reference() {
                 for (o, wo) in weight_rows.iter().enumerate() {
                     let want = q4k::dot_scalar(wo, xv, xd);
                     let g = got[i * rows + o];
-                    assert_eq!(g.to_bits(), want.to_bits(), "[{rows}, {cols}] row {o} of {m}");
+                    assert_eq!(
+                        g.to_bits(),
+                        want.to_bits(),
+                        "[{rows}, {cols}] row {o} of {m}"
+                    );
                     let exact: f32 = dense[o].iter().zip(xi).map(|(a, b)| a * b).sum();
                     let scale: f32 = dense[o].iter().map(|a| a.abs()).sum::<f32>() * top;
                     assert!(
@@ -283,17 +287,16 @@ pub fn q4k_matrix_round_trips_ggml_bytes() {
     let w = Q4KMatrix::from_ggml_bytes(rows, cols, &bytes).unwrap();
     assert_eq!(w.ggml_rows(0..rows), bytes);
     assert_eq!(w.ggml_rows(3..5), bytes[3 * blocks * 144..5 * blocks * 144]);
-    let reference = botcard::ggml::dequantize(
-        candle_core::quantized::GgmlDType::Q4K,
-        &bytes,
-        rows * cols,
-    )
-    .unwrap();
+    let reference =
+        botcard::ggml::dequantize(candle_core::quantized::GgmlDType::Q4K, &bytes, rows * cols)
+            .unwrap();
     for r in 0..rows {
         let got = w.dequantize_row(r);
         let want = &reference[r * cols..(r + 1) * cols];
         assert!(
-            got.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits()),
+            got.iter()
+                .zip(want)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
             "row {r}"
         );
     }
