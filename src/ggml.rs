@@ -1,13 +1,6 @@
-//! Weight matrices in ggml's 4-bit block formats (q4_0, q4_K), as a pre-quantized GGUF file
-//! stores them: q4_K with our own kernels ([`crate::q4k`]), q4_0 with candle's dot-product
-//! kernels (simd128 in wasm) on our threads.
-//!
-//! Why candle's kernels for q4_0: they are ggml's reference arithmetic, already vectorized for
-//! wasm, and a q4_0 file is chosen for its size, not for the last tok/s (q4_K, `botcard
-//! convert`'s smallest format of better quality, is the one worth its own kernels). Candle runs
-//! its quantized product on one thread in wasm, so the output rows are split over the threads
-//! here ([`crate::parallel::by_output_rows`]). Tensors of the other types a GGUF may hold are
-//! dequantized ([`dequantize`]).
+//! Weight matrices as a pre-quantized GGUF file stores them: the 4-bit formats `botcard
+//! convert` writes (q4_0, q4_K), held and multiplied by [`crate::q4`]; tensors of the other
+//! types a GGUF may hold are dequantized ([`dequantize`]).
 
 use std::ops::Range;
 
@@ -19,18 +12,11 @@ use candle_core::quantized::GgmlDType;
 use candle_core::DType;
 
 use crate::error::{Error, Result};
-use crate::q4k::Q4KMatrix;
-
-/// A [rows, cols] matrix of ggml blocks of one type, row-major, `cols / T::BLCK_SIZE` a row.
-pub struct Blocks<T> {
-    rows: usize,
-    cols: usize,
-    data: Vec<T>,
-}
+use crate::q4::{Q4KMatrix, Q4_0Matrix};
 
 /// A weight matrix W [out, in] in a 4-bit ggml format.
 pub enum GgmlMatrix {
-    Q4_0(Blocks<BlockQ4_0>),
+    Q4_0(Q4_0Matrix),
     Q4K(Q4KMatrix),
 }
 
@@ -44,7 +30,7 @@ impl GgmlMatrix {
         bytes: &[u8],
     ) -> Result<Option<Self>> {
         Ok(match dtype {
-            GgmlDType::Q4_0 => Some(Self::Q4_0(Blocks::from_bytes(rows, cols, bytes)?)),
+            GgmlDType::Q4_0 => Some(Self::Q4_0(Q4_0Matrix::from_ggml_bytes(rows, cols, bytes)?)),
             GgmlDType::Q4K => Some(Self::Q4K(Q4KMatrix::from_ggml_bytes(rows, cols, bytes)?)),
             _ => None,
         })
@@ -69,7 +55,7 @@ impl GgmlMatrix {
     /// The blocks of rows `rows`, as GGUF stores them.
     pub fn row_bytes(&self, rows: Range<usize>) -> Vec<u8> {
         match self {
-            Self::Q4_0(b) => b.row_bytes(rows),
+            Self::Q4_0(b) => b.ggml_rows(rows),
             Self::Q4K(b) => b.ggml_rows(rows),
         }
     }
@@ -77,7 +63,7 @@ impl GgmlMatrix {
     /// Output features.
     pub fn rows(&self) -> usize {
         match self {
-            Self::Q4_0(b) => b.rows,
+            Self::Q4_0(b) => b.rows(),
             Self::Q4K(b) => b.rows(),
         }
     }
@@ -85,7 +71,7 @@ impl GgmlMatrix {
     /// Input features.
     pub fn cols(&self) -> usize {
         match self {
-            Self::Q4_0(b) => b.cols,
+            Self::Q4_0(b) => b.cols(),
             Self::Q4K(b) => b.cols(),
         }
     }
@@ -93,7 +79,7 @@ impl GgmlMatrix {
     /// Bytes held.
     pub fn byte_size(&self) -> usize {
         match self {
-            Self::Q4_0(b) => std::mem::size_of_val(b.data.as_slice()),
+            Self::Q4_0(b) => b.byte_size(),
             Self::Q4K(b) => b.byte_size(),
         }
     }
@@ -134,9 +120,9 @@ pub fn float_dtype(t: GgmlDType) -> Option<DType> {
 /// type's whole kernel set (products, quantizers) into the page's WebAssembly.
 pub fn dequantize(dtype: GgmlDType, bytes: &[u8], n: usize) -> Result<Vec<f32>> {
     fn blocks<T: GgmlType>(bytes: &[u8], n: usize) -> Result<Vec<f32>> {
-        let b = Blocks::<T>::from_bytes(1, n, bytes)?;
+        let blocks = read_blocks::<T>(n, bytes)?;
         let mut out = vec![0f32; n];
-        T::to_float(&b.data, &mut out);
+        T::to_float(&blocks, &mut out);
         Ok(out)
     }
     if let Some(stored) = float_dtype(dtype) {
@@ -167,69 +153,21 @@ pub fn dequantize(dtype: GgmlDType, bytes: &[u8], n: usize) -> Result<Vec<f32>> 
     }
 }
 
-impl<T: GgmlType> Blocks<T> {
-    fn per_row(&self) -> usize {
-        self.cols / T::BLCK_SIZE
+/// `n` values' ggml blocks of type `T`, read from `bytes`.
+fn read_blocks<T: GgmlType>(n: usize, bytes: &[u8]) -> Result<Vec<T>> {
+    let count = n / T::BLCK_SIZE;
+    if !n.is_multiple_of(T::BLCK_SIZE) || bytes.len() != count * std::mem::size_of::<T>() {
+        return Err(Error::Parameter(format!(
+            "{:?} data of {} bytes does not hold {n} values",
+            T::DTYPE,
+            bytes.len()
+        )));
     }
-
-    fn from_bytes(rows: usize, cols: usize, bytes: &[u8]) -> Result<Self> {
-        let size = std::mem::size_of::<T>();
-        let n = rows * (cols / T::BLCK_SIZE);
-        if !cols.is_multiple_of(T::BLCK_SIZE) || bytes.len() != n * size {
-            return Err(Error::Parameter(format!(
-                "{:?} data of {} bytes does not fit a [{rows}, {cols}] matrix",
-                T::DTYPE,
-                bytes.len()
-            )));
-        }
-        let mut data = vec![T::zeros(); n];
-        // SAFETY: ggml's blocks are `repr(C)` structs of f16 and byte arrays, for which every
-        // bit pattern is a value; `data` has room for exactly `bytes.len()` bytes (checked above).
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                bytes.as_ptr(),
-                data.as_mut_ptr().cast::<u8>(),
-                bytes.len(),
-            );
-        }
-        Ok(Self { rows, cols, data })
+    let mut data = vec![T::zeros(); count];
+    // SAFETY: ggml's blocks are `repr(C)` structs of f16 and byte arrays, for which every bit
+    // pattern is a value; `data` has room for exactly `bytes.len()` bytes (checked above).
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), data.as_mut_ptr().cast::<u8>(), bytes.len());
     }
-
-    fn row_bytes(&self, rows: Range<usize>) -> Vec<u8> {
-        let k = self.per_row();
-        let blocks = &self.data[rows.start * k..rows.end * k];
-        let n = std::mem::size_of_val(blocks);
-        // SAFETY: the blocks are `repr(C)` plain data (see `from_bytes`), `n` bytes long.
-        unsafe { std::slice::from_raw_parts(blocks.as_ptr().cast::<u8>(), n) }.to_vec()
-    }
-
-    fn dequantize_row(&self, r: usize) -> Vec<f32> {
-        let k = self.per_row();
-        let mut out = vec![0f32; self.cols];
-        T::to_float(&self.data[r * k..(r + 1) * k], &mut out);
-        out
-    }
-
-    fn matmul_then<F>(&self, x: &[f32], m: usize, then: F) -> Vec<f32>
-    where
-        F: Fn(usize, f32) -> f32 + Sync + Send,
-    {
-        let (cols, k) = (self.cols, self.per_row());
-        // Activations in the kernel's partner format (q8_0 for q4_0, q8_K for q4_K), once.
-        let kx = cols / T::VecDotType::BLCK_SIZE;
-        let mut xq = vec![T::VecDotType::zeros(); m * kx];
-        for (xi, qi) in x.chunks_exact(cols).zip(xq.chunks_exact_mut(kx)) {
-            T::VecDotType::from_float(xi, qi);
-        }
-        crate::parallel::by_output_rows(self.rows, m, 1, |range, out| {
-            // Tiles of one row: no range runs past `rows`.
-            for (j, o) in range.clone().enumerate() {
-                let w = &self.data[o * k..(o + 1) * k];
-                for (row, qi) in out.iter_mut().zip(xq.chunks_exact(kx)) {
-                    row[j] = T::vec_dot(cols, w, qi);
-                }
-            }
-            crate::parallel::apply(range.start, out, &then);
-        })
-    }
+    Ok(data)
 }

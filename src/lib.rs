@@ -19,7 +19,7 @@ pub mod gguf;
 pub mod model;
 mod parallel;
 mod pickle;
-pub mod q4k;
+pub mod q4;
 pub mod quant;
 pub mod recipe;
 pub mod sampling;

@@ -3,8 +3,10 @@
 //! the simd128 kernel runs).
 
 use botcard::dense;
-use botcard::q4k::{self, Q4KMatrix, Q8KRows};
+use botcard::ggml::GgmlMatrix;
+use botcard::q4::{self, ActivationRows};
 use botcard::quant::{dot_scalar, Q8Matrix, QuantizedRows, BLOCK};
+use candle_core::quantized::GgmlDType;
 
 /// Values in [-2, 2) from a fixed generator.
 fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -219,9 +221,16 @@ fn a_range_ending_at_the_last_row_computes_the_last_partial_tile() {
     );
 }
 
-/// `rows` rows of `blocks` q4_K super-blocks as a GGUF file holds them: random nibbles, scales
-/// and minima, and finite positive `d` and `dmin`.
-fn q4k_bytes(rows: usize, blocks: usize, seed: u64) -> Vec<u8> {
+/// The 4-bit formats, each with its GGUF block's size in bytes and values, where its f16
+/// scales' high bytes are, and how many activations share a scale.
+const FORMATS: [(GgmlDType, usize, usize, &[usize], usize); 2] = [
+    (GgmlDType::Q4K, q4::BLOCK_BYTES, q4::QK_K, &[1, 3], q4::QK_K),
+    (GgmlDType::Q4_0, q4::Q4_0_BYTES, 32, &[1], 32),
+];
+
+/// `rows` rows of `blocks` blocks as a GGUF file holds them: random nibbles (and q4_K's
+/// scales and minima), and finite positive f16 scales.
+fn q4_bytes(size: usize, scales: &[usize], rows: usize, blocks: usize, seed: u64) -> Vec<u8> {
     let mut s = seed;
     let mut byte = || {
         s = s
@@ -229,87 +238,94 @@ fn q4k_bytes(rows: usize, blocks: usize, seed: u64) -> Vec<u8> {
             .wrapping_add(1442695040888963407);
         (s >> 33) as u8
     };
-    (0..rows * blocks)
-        .flat_map(|_| {
-            let mut b: [u8; q4k::BLOCK_BYTES] = std::array::from_fn(|_| byte());
+    let mut out: Vec<u8> = (0..rows * blocks * size).map(|_| byte()).collect();
+    for block in out.chunks_exact_mut(size) {
+        for &at in scales {
             // f16 exponents 2^-10..2^-7: scales of a trained GPT-2's weights.
-            b[1] = 0x14 | (b[1] & 0x03);
-            b[3] = 0x14 | (b[3] & 0x03);
-            b
-        })
-        .collect()
+            block[at] = 0x14 | (block[at] & 0x03);
+        }
+    }
+    out
 }
 
-/// Panics unless every output of `Q4KMatrix::matmul_then` equals, bit for bit, the scalar
-/// reference on the same quantized rows, for every activation row count the kernels group
-/// differently and matrices whose last tile is partial, and unless the product is within the
-/// quantization's error of the f32 product of the dequantized weights.
-pub fn q4k_kernel_equals_scalar_reference() {
-    for (rows, blocks) in [(7, 1), (37, 3)] {
-        let cols = blocks * q4k::QK_K;
-        let w = Q4KMatrix::from_ggml_bytes(rows, cols, &q4k_bytes(rows, blocks, 5)).unwrap();
-        let weight_rows: Vec<_> = (0..rows).map(|o| w.row(o)).collect();
-        let dense: Vec<Vec<f32>> = (0..rows).map(|o| w.dequantize_row(o)).collect();
-        for m in 1..=9 {
-            let x = values(m * cols, m as u64 + 21);
-            let got = w.matmul_then(&x, m, |_, v| v);
-            let xq = Q8KRows::new(&x, m, cols);
-            for i in 0..m {
-                let (xv, xd) = xq.parts(i);
-                let xi = &x[i * cols..(i + 1) * cols];
-                let top = xi.iter().fold(0f32, |a, v| a.max(v.abs()));
-                for (o, wo) in weight_rows.iter().enumerate() {
-                    let want = q4k::dot_scalar(wo, xv, xd);
-                    let g = got[i * rows + o];
-                    assert_eq!(
-                        g.to_bits(),
-                        want.to_bits(),
-                        "[{rows}, {cols}] row {o} of {m}"
-                    );
-                    let exact: f32 = dense[o].iter().zip(xi).map(|(a, b)| a * b).sum();
-                    let scale: f32 = dense[o].iter().map(|a| a.abs()).sum::<f32>() * top;
-                    assert!(
-                        (g - exact).abs() <= scale / 127.0,
-                        "[{rows}, {cols}] row {o} of {m}: {g} vs {exact}"
-                    );
+/// Weight row `o` of `w` times activation row `i` of `xq`, as the format's reference computes.
+fn reference_dot(w: &GgmlMatrix, o: usize, xq: &ActivationRows, i: usize) -> f32 {
+    let (xv, xd) = xq.parts(i);
+    match w {
+        GgmlMatrix::Q4K(w) => q4::dot_q4k(&w.row(o), xv, xd),
+        GgmlMatrix::Q4_0(w) => q4::dot_q4_0(&w.row(o), xv, xd),
+    }
+}
+
+/// Panics unless every output of the q4_K and q4_0 products equals, bit for bit, the format's
+/// scalar reference on the same quantized rows, for every activation row count the kernels
+/// group differently and matrices whose last tile is partial, and unless the product is within
+/// the quantization's error of the f32 product of the dequantized weights.
+pub fn q4_kernels_equal_scalar_reference() {
+    for (dtype, size, per_block, scales, per) in FORMATS {
+        for (rows, blocks) in [(7, 256 / per_block), (37, 768 / per_block)] {
+            let cols = blocks * per_block;
+            let bytes = q4_bytes(size, scales, rows, blocks, 5);
+            let w = GgmlMatrix::from_bytes(dtype, rows, cols, &bytes)
+                .unwrap()
+                .unwrap();
+            let dense: Vec<Vec<f32>> = (0..rows).map(|o| w.dequantize_row(o)).collect();
+            for m in 1..=9 {
+                let x = values(m * cols, m as u64 + 21);
+                let got = w.matmul_then(&x, m, |_, v| v);
+                let xq = ActivationRows::new(&x, m, cols, per);
+                for i in 0..m {
+                    let xi = &x[i * cols..(i + 1) * cols];
+                    let top = xi.iter().fold(0f32, |a, v| a.max(v.abs()));
+                    for (o, wo) in dense.iter().enumerate() {
+                        let want = reference_dot(&w, o, &xq, i);
+                        let g = got[i * rows + o];
+                        let at = format!("{dtype:?} [{rows}, {cols}] row {o} of {m}");
+                        assert_eq!(g.to_bits(), want.to_bits(), "{at}");
+                        let exact: f32 = wo.iter().zip(xi).map(|(a, b)| a * b).sum();
+                        let scale: f32 = wo.iter().map(|a| a.abs()).sum::<f32>() * top;
+                        assert!((g - exact).abs() <= scale / 127.0, "{at}: {g} vs {exact}");
+                    }
                 }
             }
         }
     }
 }
 
-/// Panics unless a q4_K matrix reads back, row by row, as the bytes it was made from, and
-/// dequantizes to what candle's reference (`BlockQ4K::to_float`) makes of those bytes.
-pub fn q4k_matrix_round_trips_ggml_bytes() {
-    let (rows, blocks) = (9, 2);
-    let cols = blocks * q4k::QK_K;
-    let bytes = q4k_bytes(rows, blocks, 9);
-    let w = Q4KMatrix::from_ggml_bytes(rows, cols, &bytes).unwrap();
-    assert_eq!(w.ggml_rows(0..rows), bytes);
-    assert_eq!(w.ggml_rows(3..5), bytes[3 * blocks * 144..5 * blocks * 144]);
-    let reference =
-        botcard::ggml::dequantize(candle_core::quantized::GgmlDType::Q4K, &bytes, rows * cols)
+/// Panics unless a q4_K or q4_0 matrix reads back, row by row, as the bytes it was made from,
+/// and dequantizes to what candle's reference (`to_float`) makes of those bytes.
+pub fn q4_matrices_round_trip_ggml_bytes() {
+    for (dtype, size, per_block, scales, _) in FORMATS {
+        let (rows, blocks) = (9, 512 / per_block);
+        let cols = blocks * per_block;
+        let bytes = q4_bytes(size, scales, rows, blocks, 9);
+        let w = GgmlMatrix::from_bytes(dtype, rows, cols, &bytes)
+            .unwrap()
             .unwrap();
-    for r in 0..rows {
-        let got = w.dequantize_row(r);
-        let want = &reference[r * cols..(r + 1) * cols];
-        assert!(
-            got.iter()
+        assert_eq!(w.row_bytes(0..rows), bytes, "{dtype:?}");
+        let row = blocks * size;
+        assert_eq!(w.row_bytes(3..5), bytes[3 * row..5 * row], "{dtype:?}");
+        let reference = botcard::ggml::dequantize(dtype, &bytes, rows * cols).unwrap();
+        for r in 0..rows {
+            let got = w.dequantize_row(r);
+            let want = &reference[r * cols..(r + 1) * cols];
+            let same = got
+                .iter()
                 .zip(want)
-                .all(|(a, b)| a.to_bits() == b.to_bits()),
-            "row {r}"
-        );
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{dtype:?} row {r}");
+        }
     }
 }
 
 #[cfg(not(target_arch = "wasm32"))]
 #[test]
-fn q4k_kernel_equals_the_scalar_reference() {
-    q4k_kernel_equals_scalar_reference();
+fn q4_kernels_equal_the_scalar_reference() {
+    q4_kernels_equal_scalar_reference();
 }
 
 #[cfg(not(target_arch = "wasm32"))]
 #[test]
-fn a_q4k_matrix_round_trips_its_ggml_bytes() {
-    q4k_matrix_round_trips_ggml_bytes();
+fn q4_matrices_round_trip_their_ggml_bytes() {
+    q4_matrices_round_trip_ggml_bytes();
 }

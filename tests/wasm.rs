@@ -24,13 +24,13 @@ fn f32_wasm_kernel_equals_the_scalar_reference() {
 }
 
 #[wasm_bindgen_test]
-fn q4k_wasm_kernel_equals_the_scalar_reference() {
-    kernels::q4k_kernel_equals_scalar_reference();
+fn q4_wasm_kernels_equal_the_scalar_reference() {
+    kernels::q4_kernels_equal_scalar_reference();
 }
 
 #[wasm_bindgen_test]
-fn a_q4k_matrix_round_trips_its_ggml_bytes_in_wasm() {
-    kernels::q4k_matrix_round_trips_ggml_bytes();
+fn q4_matrices_round_trip_their_ggml_bytes_in_wasm() {
+    kernels::q4_matrices_round_trip_ggml_bytes();
 }
 
 #[wasm_bindgen_test]

@@ -1,6 +1,7 @@
-// A hub folder whose weights are a pre-quantized model.gguf (`botcard convert --dtype q8_0|q4k`):
-// the widget loads it from the hub like any other, holds the weights as the file stores them,
-// and a q8_0 file writes exactly the CLI's text (and that of the f32 checkpoint quantized at load).
+// A hub folder whose weights are a pre-quantized model.gguf (`botcard convert --dtype
+// q8_0|q4k|q4_0`): the widget loads it from the hub like any other, holds the weights as the file
+// stores them, and writes exactly the CLI's text (a q8_0 file also that of the f32 checkpoint
+// quantized at load).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -23,18 +24,18 @@ function cli(dir, args = []) {
 
 before(async () => {
   rmSync(WORK, { recursive: true, force: true });
-  for (const t of ['q8_0', 'q4k']) {
+  for (const t of ['q8_0', 'q4k', 'q4_0']) {
     mkdirSync(WORK, { recursive: true });
     execFileSync(BIN, ['convert', '--model', DEFAULT, '--out', join(WORK, t), '--dtype', t], { stdio: 'ignore' });
   }
-  hub = await mockHub({ repos: { 'local/q8': join(WORK, 'q8_0'), 'local/q4k': join(WORK, 'q4k') } });
+  hub = await mockHub({ repos: { 'local/q8': join(WORK, 'q8_0'), 'local/q4k': join(WORK, 'q4k'), 'local/q40': join(WORK, 'q4_0') } });
   const widget = (id, model) => `<bot-widget id="${id}" model="${model}" hub="${hub.url}" seed="11"
     num_return_sequences="2" max_new_tokens="30"></bot-widget>`;
   site = await staticServer({
     extraPages: {
       '/gguf.html': () => `<!doctype html><meta charset="utf-8"><title>GGUF bots</title>
         <script type="module" src="/widget.js"></script>
-        ${widget('q8', 'local/q8')} ${widget('q4k', 'local/q4k')}`,
+        ${widget('q8', 'local/q8')} ${widget('q4k', 'local/q4k')} ${widget('q40', 'local/q40')}`,
     },
   });
   b = await browser();
@@ -55,7 +56,7 @@ async function run(p, w) {
   return { texts: await texts(p, w), weights: await p.locator(`#${w}`).getAttribute('data-weights') };
 }
 
-test('a model.gguf on the hub loads in the widget and keeps its format; q8_0 and q4k write the CLI text', async () => {
+test('a model.gguf on the hub loads in the widget and keeps its format; q8_0, q4k and q4_0 write the CLI text', async () => {
   const p = await page(b);
   await p.goto(`${site.url}/gguf.html`);
   const q8 = await run(p, 'q8');
@@ -67,6 +68,10 @@ test('a model.gguf on the hub loads in the widget and keeps its format; q8_0 and
   assert.equal(q4.weights, 'q4k');
   assert.deepEqual(q4.texts, cli(join(WORK, 'q4k')));
   assert.notDeepEqual(q4.texts, expected, 'q4k is not q8_0 under another name');
+  const q40 = await run(p, 'q40');
+  assert.equal(q40.weights, 'q4_0');
+  assert.deepEqual(q40.texts, cli(join(WORK, 'q4_0')));
+  assert.notDeepEqual(q40.texts, q4.texts, 'q4_0 is not q4k under another name');
   await shot(p, 'gguf');
   assert.deepEqual(p.errors, []);
   await p.context().close();
