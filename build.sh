@@ -181,14 +181,18 @@ bench() {
       RAYON_NUM_THREADS=$threads target/release/examples/bench "$model" "$dtype" gpt2-124m | tee -a "$results"
     done
   done
-  step "botcard natively, a 4-bit model.gguf (botcard convert --dtype q4k)"
-  target/release/botcard convert --model "$model" --out "$out/gpt2-124m-q4k" --dtype q4k
-  for threads in 1 2; do
-    RAYON_NUM_THREADS=$threads target/release/examples/bench "$out/gpt2-124m-q4k" q8_0 gpt2-124m | tee -a "$results"
+  step "botcard natively, 4-bit model.gguf files (botcard convert --dtype q4k|q4_0)"
+  for q in q4k q4_0; do
+    target/release/botcard convert --model "$model" --out "$out/gpt2-124m-$q" --dtype $q
+    for threads in 1 2; do
+      RAYON_NUM_THREADS=$threads target/release/examples/bench "$out/gpt2-124m-$q" q8_0 gpt2-124m | tee -a "$results"
+    done
   done
   step "botcard in Chromium"
   node tests/bench/browser.mjs "$model" q8_0:1,q8_0:2,q8_0:1:pkg,f32:1,f32:2 gpt2-124m | tee -a "$results"
-  node tests/bench/browser.mjs "$out/gpt2-124m-q4k" q8_0:1,q8_0:2 gpt2-124m | tee -a "$results"
+  for q in q4k q4_0; do
+    node tests/bench/browser.mjs "$out/gpt2-124m-$q" q8_0:1,q8_0:2 gpt2-124m | tee -a "$results"
+  done
   node tests/bench/browser.mjs "$model" q8_0:1 gpt2-124m-load ready | tee -a "$results"
   node tests/bench/browser.mjs www/models/default q8_0:1 default ready | tee -a "$results"
   step "model ready on the card page itself"
