@@ -5,35 +5,40 @@
 //!
 //! Why our own kernels rather than candle's `vec_dot_q4k_q8k`/`vec_dot_q4_0_q8_0`: candle's
 //! simd128 q4_K kernel widens every eight values to i32 and multiplies them there, one weight
-//! row and one activation row at a time; in the tab it decoded at a ninth of its native speed
-//! (18.8 tok/s against 92.5 for q8_0 on one thread). Here, as for q8_0 ([`crate::quant`]),
-//! weight rows are held interleaved in tiles of four ([`Q4KMatrix`]), so that one integer dot
-//! product gives four rows' partial sums and no horizontal sums are needed, activations are
-//! quantized once per product, and every weight is loaded once for all activation rows. Both
+//! row and one activation row at a time; in the tab a 124M decoded at 18.8 tok/s on one
+//! thread, against 172.7 natively and 92.5 for q8_0 in the tab. Here, as for q8_0
+//! ([`crate::quant`]), weight rows are held interleaved in tiles of four ([`Q4KMatrix`]), so
+//! that one integer dot product gives four rows' partial sums and no horizontal sums are
+//! needed, activations are quantized once per product, and every weight is loaded once for up
+//! to five activation rows ([`crate::quant::tiles_into`]). Both
 //! formats are runs of 32 four-bit values of four rows, which one kernel ([`SUB_BYTES`] per run
 //! of a tile) multiplies; they differ in the float steps around it. The nibbles are the small
 //! operand of the integer dot products (0..=15: exact in wasm's relaxed
 //! `i32x4.relaxed_dot_i8x16_i7x16`, whose second operand must be below 128, and in x86's
 //! unsigned × signed `pmaddubsw`).
 //!
-//! The arithmetic is ggml's (activations in 8 bits, amax / 127 per 256 values for q4_K as
-//! q8_K, per 32 for q4_0 as q8_0), with one order of the float steps, [`dot_q4k`]'s and
-//! [`dot_q4_0`]'s, that every kernel keeps: the CLI, the plain simd128 build and the
-//! relaxed-simd build write the same text.
+//! The arithmetic is ggml's but for the activations' scales: 8-bit activations with one f32
+//! scale amax / 127 per 256 values for q4_K (where ggml's q8_K takes −127 / the signed maximum
+//! and rounds half to even) and per 32 for q4_0 (ggml's q8_0, but the scale not rounded to
+//! f16), rounded as q8_0 rounds ([`crate::quant::round_scaled`]); and with one order of the
+//! float steps, [`dot_q4k`]'s and [`dot_q4_0`]'s, that every kernel keeps: the CLI, the plain
+//! simd128 build and the relaxed-simd build write the same text.
 
 use std::ops::Range;
 
 use half::f16;
 
 use crate::error::{Error, Result};
-use crate::quant::{amax, round_scaled, TILE};
+use crate::quant::{
+    amax, round_scaled, scale_for, tiles_into, TilePass, BLOCK, Q8_LEVELS, ROW_GROUP, TILE,
+};
 
 /// Values per q4_K super-block.
 pub const QK_K: usize = 256;
 
 /// Values per q4_K sub-block (one scale and one minimum) and per q4_0 block: what one pass of
-/// the kernel multiplies.
-const SUB: usize = 32;
+/// the kernel multiplies, and one block of activations' rounding.
+const SUB: usize = BLOCK;
 
 /// Sub-blocks per super-block.
 const SUBS: usize = QK_K / SUB;
@@ -47,9 +52,6 @@ pub const Q4_0_BYTES: usize = 2 + SUB / 2;
 
 /// Bytes of a run of 32 values of a tile's four rows, two values a byte.
 pub const SUB_BYTES: usize = SUB * TILE / 2;
-
-/// Activation levels each side of zero (ggml's q8_K and q8_0).
-const ACTIVATION_LEVELS: f32 = 127.0;
 
 /// Writes 32 four-bit values `q` of lane (row) `lane` into a tile's run `run`: byte 4·lane + u
 /// of vector v holds value 8v + u in its low nibble and 8v + 4 + u in its high one.
@@ -211,7 +213,7 @@ impl Q4KMatrix {
     /// values (a multiple of [`QK_K`]).
     pub fn from_ggml_bytes(rows: usize, cols: usize, bytes: &[u8]) -> Result<Self> {
         let nb = cols / QK_K;
-        if !cols.is_multiple_of(QK_K) || bytes.len() != rows * nb * BLOCK_BYTES {
+        if cols == 0 || !cols.is_multiple_of(QK_K) || bytes.len() != rows * nb * BLOCK_BYTES {
             return Err(Error::Parameter(format!(
                 "q4_K data of {} bytes does not fit a [{rows}, {cols}] matrix",
                 bytes.len()
@@ -259,6 +261,7 @@ impl Q4KMatrix {
 
     /// Super-block `b` of row `r`.
     pub fn block(&self, r: usize, b: usize) -> Block {
+        assert!(r < self.rows, "row {r} of {}", self.rows);
         let (tb, lane) = (self.tile_block(r, b), r % TILE);
         let mut block = Block {
             d: self.d[tb * TILE + lane],
@@ -286,9 +289,13 @@ impl Q4KMatrix {
 
     /// The super-blocks of rows `rows`, as GGUF stores them.
     pub fn ggml_rows(&self, rows: Range<usize>) -> Vec<u8> {
-        rows.flat_map(|r| self.row(r))
-            .flat_map(|b| b.to_ggml())
-            .collect()
+        let mut out = Vec::with_capacity(rows.len() * self.blocks_per_row() * BLOCK_BYTES);
+        for r in rows {
+            for b in 0..self.blocks_per_row() {
+                out.extend_from_slice(&self.block(r, b).to_ggml());
+            }
+        }
+        out
     }
 
     /// Output features.
@@ -418,7 +425,7 @@ impl Q4_0Matrix {
     /// values (a multiple of 32).
     pub fn from_ggml_bytes(rows: usize, cols: usize, bytes: &[u8]) -> Result<Self> {
         let nb = cols / SUB;
-        if !cols.is_multiple_of(SUB) || bytes.len() != rows * nb * Q4_0_BYTES {
+        if cols == 0 || !cols.is_multiple_of(SUB) || bytes.len() != rows * nb * Q4_0_BYTES {
             return Err(Error::Parameter(format!(
                 "q4_0 data of {} bytes does not fit a [{rows}, {cols}] matrix",
                 bytes.len()
@@ -434,7 +441,7 @@ impl Q4_0Matrix {
         for (r, row) in bytes.chunks_exact(nb * Q4_0_BYTES).enumerate() {
             for (b, block) in row.chunks_exact(Q4_0_BYTES).enumerate() {
                 let block = Block0::from_ggml(block.try_into().expect("a block"));
-                let tb = r / TILE * nb + b;
+                let tb = m.tile_block(r, b);
                 m.d[tb * TILE + r % TILE] = block.d;
                 pack_run(&block.q, r % TILE, &mut m.qs[tb * SUB_BYTES..][..SUB_BYTES]);
             }
@@ -442,9 +449,15 @@ impl Q4_0Matrix {
         Ok(m)
     }
 
+    /// Where block `b` of row `r`'s tile starts, counted in blocks of a tile.
+    fn tile_block(&self, r: usize, b: usize) -> usize {
+        r / TILE * (self.cols / SUB) + b
+    }
+
     /// Block `b` of row `r`.
     pub fn block(&self, r: usize, b: usize) -> Block0 {
-        let tb = r / TILE * (self.cols / SUB) + b;
+        assert!(r < self.rows, "row {r} of {}", self.rows);
+        let tb = self.tile_block(r, b);
         let mut q = [0u8; SUB];
         unpack_run(&self.qs[tb * SUB_BYTES..][..SUB_BYTES], r % TILE, &mut q);
         Block0 {
@@ -460,9 +473,13 @@ impl Q4_0Matrix {
 
     /// The blocks of rows `rows`, as GGUF stores them.
     pub fn ggml_rows(&self, rows: Range<usize>) -> Vec<u8> {
-        rows.flat_map(|r| self.row(r))
-            .flat_map(|b| b.to_ggml())
-            .collect()
+        let mut out = Vec::with_capacity(rows.len() * self.cols / SUB * Q4_0_BYTES);
+        for r in rows {
+            for b in 0..self.cols / SUB {
+                out.extend_from_slice(&self.block(r, b).to_ggml());
+            }
+        }
+        out
     }
 
     /// Output features.
@@ -482,12 +499,14 @@ impl Q4_0Matrix {
 
     /// Row `r` as f32, as ggml's `dequantize_row_q4_0` computes it.
     pub fn dequantize_row(&self, r: usize) -> Vec<f32> {
-        self.row(r)
-            .iter()
-            .flat_map(|b| {
-                b.q.map(|q| f32::from(i8::try_from(q).expect("4 bits") - 8) * b.d)
-            })
-            .collect()
+        let mut out = vec![0f32; self.cols];
+        for (b, o) in out.chunks_exact_mut(SUB).enumerate() {
+            let block = self.block(r, b);
+            for (o, &q) in o.iter_mut().zip(&block.q) {
+                *o = f32::from(i16::from(q) - 8) * block.d;
+            }
+        }
+        out
     }
 
     /// `x · Wᵀ`, as [`Q4KMatrix::matmul_then`].
@@ -537,48 +556,39 @@ trait Tiles: Sync {
 }
 
 /// `x · Wᵀ` for `x` of `m` rows: activations quantized once, output rows split in whole tiles
-/// over the threads, each tile met by up to [`ROW_GROUP`] activation rows at a time.
+/// over the threads ([`tiles_into`]).
 fn matmul_then<T: Tiles, F>(w: &T, x: &[f32], m: usize, then: F) -> Vec<f32>
 where
     F: Fn(usize, f32) -> f32 + Sync + Send,
 {
     let (rows, cols) = w.shape();
-    let xq = ActivationRows::new(x, m, cols, T::PER);
+    let x = ActivationRows::new(x, m, cols, T::PER);
     crate::parallel::by_output_rows(rows, m, TILE, |range, out| {
-        for (n, t) in (range.start / TILE..range.end.div_ceil(TILE)).enumerate() {
-            let tile = w.tile(t);
-            for first in (0..m).step_by(ROW_GROUP) {
-                let act = |i: usize| xq.row(first + i);
-                let mut put = |i: usize, sums: [f32; TILE]| {
-                    for (r, v) in sums.into_iter().enumerate() {
-                        if let Some(o) = out[first + i].get_mut(n * TILE + r) {
-                            *o = v;
-                        }
-                    }
-                };
-                macro_rules! group {
-                    ($n:literal) => {{
-                        let got = T::dot_tile::<$n>(tile, std::array::from_fn(act));
-                        for (i, v) in got.into_iter().enumerate() {
-                            put(i, v);
-                        }
-                    }};
-                }
-                match (m - first).min(ROW_GROUP) {
-                    5 => group!(5),
-                    4 => group!(4),
-                    3 => group!(3),
-                    2 => group!(2),
-                    _ => group!(1),
-                }
-            }
-        }
+        tiles_into(&Pass { w, x: &x }, m, range.clone(), out);
         crate::parallel::apply(range.start, out, &then);
     })
 }
 
-/// Activation rows sharing one pass over a tile: five, the widget's five samples, as for q8_0.
-const ROW_GROUP: usize = 5;
+/// A 4-bit matrix and activation rows, as [`tiles_into`] passes over them.
+struct Pass<'a, T> {
+    w: &'a T,
+    x: &'a ActivationRows,
+}
+
+impl<T: Tiles> TilePass for Pass<'_, T> {
+    /// A full group in one pass; fewer rows (a job's last steps, when some samples have ended)
+    /// one at a time, so that each format's kernel exists for two group sizes, not five: the
+    /// page's WebAssembly is 6 KB (gzipped) smaller, and q4 files are not the default.
+    #[inline(always)]
+    fn pass<const N: usize>(&self, t: usize, first: usize) -> [[f32; TILE]; N] {
+        let tile = self.w.tile(t);
+        if N == ROW_GROUP {
+            T::dot_tile::<N>(tile, std::array::from_fn(|i| self.x.row(first + i)))
+        } else {
+            std::array::from_fn(|i| T::dot_tile::<1>(tile, [self.x.row(first + i)])[0])
+        }
+    }
+}
 
 /// One q4_K tile of weight rows as the kernels take it (see [`Q4KMatrix`]).
 #[derive(Clone, Copy)]
@@ -620,9 +630,9 @@ impl Q4_0Tile<'_> {
     }
 }
 
-/// Activation rows in 8 bits (`per` values share one scale amax / 127, values rounded half
-/// away from zero: ggml's q8_K for `per` 256, q8_0 for 32 but with the scale kept as f32), with
-/// each 32 values' sum, for q4_K's minima and q4_0's zero; made once per product.
+/// Activation rows in 8 bits (`per` values share one f32 scale amax / 127, values rounded
+/// half away from zero; see the module comment), with each 32 values' sum, for q4_K's minima
+/// and q4_0's zero; made once per product.
 pub struct ActivationRows {
     cols: usize,
     per: usize,
@@ -663,9 +673,8 @@ impl ActivationRows {
             let subs = xb
                 .chunks_exact(SUB)
                 .map(|s| s.try_into().expect("32 values"));
-            let top = subs.clone().map(amax).fold(0f32, f32::max);
-            *d = top / ACTIVATION_LEVELS;
-            let id = if *d != 0.0 { 1.0 / *d } else { 0.0 };
+            let id;
+            (*d, id) = scale_for(subs.clone().map(amax).fold(0f32, f32::max), Q8_LEVELS);
             for (s, q) in subs.zip(qb.chunks_exact_mut(SUB)) {
                 round_scaled(s, id, q.try_into().expect("32 values"));
             }
@@ -711,7 +720,7 @@ mod kernel {
     //! do. With relaxed-simd, 16 products per `i32x4.relaxed_dot_i8x16_i7x16_add_s` (the
     //! nibbles are the 7-bit operand); without it, both widen to i16 and `i32x4.dot_i16x8_s`
     //! multiplies and pairs them, the pairs of two rows added once per run.
-    use super::{Q4KTile, Q4_0Tile, Row, QK_K, SUB, SUBS, SUB_BYTES, TILE};
+    use super::{Q4KTile, Q4_0Tile, Row, SUB, SUBS, SUB_BYTES, TILE};
     use core::arch::wasm32::*;
 
     /// A q4_K tile's rows times `N` activation rows: `[activation row][weight row]`.
@@ -725,23 +734,27 @@ mod kernel {
             let widen = |p: *const u8| {
                 u32x4_extend_low_u16x8(u16x8_extend_low_u8x16(v128_load32_zero(p as *const u32)))
             };
-            for b in 0..nb {
-                let mut sumi = [i32x4_splat(0); N];
-                let mut summ = [i32x4_splat(0); N];
-                for s in 0..SUBS {
-                    let at = (b * SUBS + s) * TILE;
-                    let scale = widen(w.scales.as_ptr().add(at));
-                    let min = widen(w.mins.as_ptr().add(at));
-                    let sums = run_sums::<N>(
-                        w.qs.as_ptr().add((b * SUBS + s) * SUB_BYTES),
-                        std::array::from_fn(|i| x[i].qs.as_ptr().add(b * QK_K + s * SUB)),
-                    );
-                    for i in 0..N {
-                        sumi[i] = i32x4_add(sumi[i], i32x4_mul(sums[i], scale));
-                        let xs = i32x4_splat(*x[i].sums.get_unchecked(b * SUBS + s));
-                        summ[i] = i32x4_add(summ[i], i32x4_mul(min, xs));
-                    }
+            let mut sumi = [i32x4_splat(0); N];
+            let mut summ = [i32x4_splat(0); N];
+            // One loop over every run of the row, the float step after each super-block's
+            // last: a loop the compiler does not unroll eight times (the page's size).
+            for run in 0..nb * SUBS {
+                let at = run * TILE;
+                let scale = widen(w.scales.as_ptr().add(at));
+                let min = widen(w.mins.as_ptr().add(at));
+                let sums = run_sums::<N>(
+                    w.qs.as_ptr().add(run * SUB_BYTES),
+                    std::array::from_fn(|i| x[i].qs.as_ptr().add(run * SUB)),
+                );
+                for i in 0..N {
+                    sumi[i] = i32x4_add(sumi[i], i32x4_mul(sums[i], scale));
+                    let xs = i32x4_splat(*x[i].sums.get_unchecked(run));
+                    summ[i] = i32x4_add(summ[i], i32x4_mul(min, xs));
                 }
+                if run % SUBS != SUBS - 1 {
+                    continue;
+                }
+                let b = run / SUBS;
                 let d = v128_load(w.d.as_ptr().add(b * TILE) as *const v128);
                 let dmin = v128_load(w.dmin.as_ptr().add(b * TILE) as *const v128);
                 for i in 0..N {
@@ -751,6 +764,7 @@ mod kernel {
                         f32x4_mul(f32x4_mul(dmin, dx), f32x4_convert_i32x4(summ[i])),
                     );
                     totals[i] = f32x4_add(totals[i], t);
+                    (sumi[i], summ[i]) = (i32x4_splat(0), i32x4_splat(0));
                 }
             }
             totals.map(|t| core::mem::transmute(t))
@@ -908,12 +922,17 @@ mod kernel {
 
         /// One run of a tile (at `wp`) times `N` activation rows' 32 values (at `xp`): per
         /// activation row, the four weight rows' exact sums of q·x.
-        #[inline(always)]
+        #[target_feature(enable = "avx2")]
+        #[inline]
         unsafe fn run_sums<const N: usize>(wp: *const u8, xp: [*const i8; N]) -> [__m128i; N] {
             // Activation runs for (low nibbles, high nibbles) of vectors 0–1 and 2–3: run k is
             // values 4k..4k + 3, and vector v holds runs 2v (low) and 2v + 1 (high).
-            let runs = |a: i32, b: i32| _mm256_setr_epi32(a, a, a, a, b, b, b, b);
-            let spread = [runs(0, 2), runs(1, 3), runs(4, 6), runs(5, 7)];
+            let spread = [
+                _mm256_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2),
+                _mm256_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3),
+                _mm256_setr_epi32(4, 4, 4, 4, 6, 6, 6, 6),
+                _mm256_setr_epi32(5, 5, 5, 5, 7, 7, 7, 7),
+            ];
             let mask = _mm256_set1_epi8(0xF);
             let w01 = _mm256_loadu_si256(wp as *const __m256i);
             let w23 = _mm256_loadu_si256(wp.add(32) as *const __m256i);
@@ -923,8 +942,8 @@ mod kernel {
                 _mm256_and_si256(w23, mask),
                 _mm256_and_si256(_mm256_srli_epi16::<4>(w23), mask),
             ];
-            // A loop, not `xp.map(..)`: a closure would not inherit the caller's features, and
-            // its intrinsics would become calls.
+            // A loop, not `xp.map(..)`: a closure would not inherit the function's features,
+            // and its intrinsics would become calls.
             let mut sums = [_mm_setzero_si128(); N];
             for (sum, xp) in sums.iter_mut().zip(xp) {
                 let xv = _mm256_loadu_si256(xp as *const __m256i);
@@ -942,7 +961,7 @@ mod kernel {
             sums
         }
 
-        #[inline(always)]
+        #[inline]
         unsafe fn store(t: __m128) -> [f32; TILE] {
             let mut out = [0f32; TILE];
             _mm_storeu_ps(out.as_mut_ptr(), t);
@@ -991,7 +1010,11 @@ mod kernel {
                     totals[i] = _mm_add_ps(totals[i], t);
                 }
             }
-            totals.map(|t| store(t))
+            let mut out = [[0f32; TILE]; N];
+            for (o, t) in out.iter_mut().zip(totals) {
+                *o = store(t);
+            }
+            out
         }
 
         #[target_feature(enable = "avx2")]
@@ -1018,21 +1041,18 @@ mod kernel {
                     totals[i] = _mm_add_ps(totals[i], t);
                 }
             }
-            totals.map(|t| store(t))
+            let mut out = [[0f32; TILE]; N];
+            for (o, t) in out.iter_mut().zip(totals) {
+                *o = store(t);
+            }
+            out
         }
-    }
-
-    fn avx2() -> bool {
-        #[cfg(target_arch = "x86_64")]
-        return std::arch::is_x86_feature_detected!("avx2");
-        #[cfg(not(target_arch = "x86_64"))]
-        false
     }
 
     /// A q4_K tile's rows times `N` activation rows with the best kernel this CPU runs.
     pub(super) fn dot_q4k_tile<const N: usize>(w: Q4KTile, x: [Row; N]) -> [[f32; TILE]; N] {
         #[cfg(target_arch = "x86_64")]
-        if avx2() {
+        if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the kernel runs only on a CPU with the feature it was compiled for.
             return unsafe { x86::q4k(w, x) };
         }
@@ -1042,17 +1062,11 @@ mod kernel {
     /// A q4_0 tile's rows times `N` activation rows with the best kernel this CPU runs.
     pub(super) fn dot_q4_0_tile<const N: usize>(w: Q4_0Tile, x: [Row; N]) -> [[f32; TILE]; N] {
         #[cfg(target_arch = "x86_64")]
-        if avx2() {
+        if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: as above.
             return unsafe { x86::q4_0(w, x) };
         }
         portable_q4_0(w, x)
-    }
-
-    /// Whether the tests can check the AVX2 kernels on this CPU.
-    #[cfg(test)]
-    pub(super) fn has_avx2() -> bool {
-        avx2()
     }
 }
 
@@ -1073,13 +1087,14 @@ mod tests {
             .collect()
     }
 
-    /// Rows of random blocks of `size` bytes with finite f16 scales at `scales` (byte offsets of
-    /// the f16s' high bytes), between 2^-10 and 2^-6.
+    /// Rows of random blocks of `size` bytes with positive f16 scales at `scales` (byte offsets
+    /// of the f16s' high bytes), from 2^-10 to 2^-6.
     fn blocks(rows_blocks: usize, size: usize, scales: &[usize], seed: u64) -> Vec<u8> {
         let mut b = bytes(rows_blocks * size, seed);
         for block in b.chunks_exact_mut(size) {
             for &at in scales {
-                block[at] = 0x14 | (block[at] & 0x83);
+                // Exponent 5..=8 (biased), the top two bits of the mantissa random.
+                block[at] = ((5 + (block[at] >> 6)) << 2) | (block[at] & 3);
             }
         }
         b
@@ -1093,18 +1108,22 @@ mod tests {
         ActivationRows::new(&x, N, cols, per)
     }
 
-    /// Every native q4_K and q4_0 kernel (the portable ones, and AVX2's where the CPU has it)
-    /// gives, per weight row and activation row, the scalar reference's value bit for bit.
+    /// Every native q4_K and q4_0 kernel (the portable ones, and AVX2's where the CPU has it:
+    /// the integration tests reach only the best one) gives, per weight row and activation row,
+    /// the scalar reference's value bit for bit, for every group size.
     #[test]
     fn every_native_kernel_equals_the_scalar_reference() {
         check::<1>();
         check::<2>();
+        check::<3>();
+        check::<4>();
         check::<5>();
     }
 
     fn check<const N: usize>() {
         let (rows, cols) = (4, 2 * QK_K);
-        let avx2 = kernel::has_avx2();
+        #[cfg(target_arch = "x86_64")]
+        let avx2 = std::arch::is_x86_feature_detected!("avx2");
         // q4_K.
         let w = Q4KMatrix::from_ggml_bytes(rows, cols, &blocks(rows * 2, BLOCK_BYTES, &[1, 3], 7))
             .unwrap();

@@ -31,10 +31,11 @@ pub const BLOCK: usize = 32;
 /// Activation rows that share one pass over a tile of weight rows: five, the widget's five
 /// samples (one pass for all of them decoded 8% faster in the relaxed-simd build than passes of
 /// four and one).
-const ROW_GROUP: usize = 5;
+pub(crate) const ROW_GROUP: usize = 5;
 
-/// Largest quantized weight magnitude (ggml's q8_0).
-const WEIGHT_LEVELS: u8 = 127;
+/// Largest magnitude of ggml's 8-bit quantization: q8_0 weights, and the activations of the
+/// 4-bit products ([`crate::q4`]).
+pub(crate) const Q8_LEVELS: u8 = 127;
 
 /// Largest quantized activation magnitude: 7 bits, see the module comment.
 const ACTIVATION_LEVELS: u8 = 63;
@@ -112,9 +113,16 @@ fn quantize_blocks<const L: u8>(x: &[f32], qs: &mut [i8], scales: &mut [f32]) {
 
 /// One block: returns its scale and writes its values.
 fn quantize_block<const L: u8>(xb: &[f32; BLOCK], qb: &mut [i8; BLOCK]) -> f32 {
-    let d = amax(xb) / f32::from(L);
-    round_scaled(xb, if d != 0.0 { 1.0 / d } else { 0.0 }, qb);
+    let (d, id) = scale_for(amax(xb), L);
+    round_scaled(xb, id, qb);
     d
+}
+
+/// The scale of values whose largest magnitude is `amax`, quantized with `levels` each side of
+/// zero, and its inverse, which the values are multiplied by (0 for an all-zero block).
+pub(crate) fn scale_for(amax: f32, levels: u8) -> (f32, f32) {
+    let d = amax / f32::from(levels);
+    (d, if d != 0.0 { 1.0 / d } else { 0.0 })
 }
 
 /// The largest magnitude in a block (NaN is skipped, as `f32::max` skips it).
@@ -124,7 +132,7 @@ pub(crate) fn amax(xb: &[f32; BLOCK]) -> f32 {
 }
 
 /// Writes `round(x · id)` for a block's values, rounded half away from zero (saturating; NaN
-/// gives 0): the one rounding rule of every quantized activation and weight.
+/// gives 0): the one rounding rule of q8_0 weights and of every quantized activation.
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 pub(crate) fn round_scaled(xb: &[f32; BLOCK], id: f32, qb: &mut [i8; BLOCK]) {
     for (q, v) in qb.iter_mut().zip(xb) {
@@ -139,9 +147,11 @@ pub(crate) fn amax(xb: &[f32; BLOCK]) -> f32 {
     // SAFETY: xb is 32 f32 (8 unaligned v128 loads).
     unsafe {
         let p = xb.as_ptr() as *const v128;
-        let mut m = f32x4_abs(v128_load(p));
-        for i in 1..BLOCK / 4 {
-            m = f32x4_max(m, f32x4_abs(v128_load(p.add(i))));
+        // `pmax` from zero keeps the running maximum where a value is NaN, as the scalar
+        // `f32::max` does (`f32x4_max` would make the lane NaN).
+        let mut m = f32x4_splat(0.0);
+        for i in 0..BLOCK / 4 {
+            m = f32x4_pmax(m, f32x4_abs(v128_load(p.add(i))));
         }
         f32x4_extract_lane::<0>(m)
             .max(f32x4_extract_lane::<1>(m))
@@ -391,55 +401,74 @@ impl Q8Matrix {
     pub fn matmul_rows(&self, x: &QuantizedRows, range: Range<usize>, out: &mut [&mut [f32]]) {
         assert!(range.start.is_multiple_of(TILE) && range.end <= self.rows.div_ceil(TILE) * TILE);
         debug_assert_eq!(x.cols, self.cols);
-        debug_assert_eq!(out.len(), x.m);
-        let (cols, nb, m) = (self.cols, self.cols / BLOCK, x.m);
-        for (n, t) in (range.start / TILE..range.end.div_ceil(TILE)).enumerate() {
-            let w = Tile {
-                qs: &self.qs[t * TILE * cols..][..TILE * cols],
-                scales: &self.scales[t * TILE * nb..][..TILE * nb],
-                sums: &self.sums[t * TILE * nb..][..TILE * nb],
-            };
-            for first in (0..m).step_by(ROW_GROUP) {
-                let xs = |i: usize| &x.qs[(first + i) * cols..][..cols];
-                let ss = |i: usize| &x.scales[(first + i) * nb..][..nb];
-                let mut put = |i: usize, sums: [f32; TILE]| {
-                    for (r, v) in sums.into_iter().enumerate() {
+        tiles_into(&Q8Pass { w: self, x }, x.m, range, out);
+    }
+}
+
+/// One pass of a tiled product's kernel ([`tiles_into`]).
+pub(crate) trait TilePass: Sync {
+    /// Weight tile `tile` times the `N` activation rows from `first`: `[activation row][weight
+    /// row]`.
+    fn pass<const N: usize>(&self, tile: usize, first: usize) -> [[f32; TILE]; N];
+}
+
+/// Output rows `range` (whole tiles) of a tiled product with `m` activation rows: `out[i]`
+/// gets activation row i's values of those outputs (as many as it holds, so the last tile's
+/// rows past the matrix are dropped), each tile met by up to [`ROW_GROUP`] activation rows a
+/// pass. Never inlined: one copy of each format's kernels in the page's WebAssembly.
+#[inline(never)]
+pub(crate) fn tiles_into<P: TilePass>(
+    p: &P,
+    m: usize,
+    range: Range<usize>,
+    out: &mut [&mut [f32]],
+) {
+    assert!(range.start.is_multiple_of(TILE) && out.len() == m);
+    for (n, t) in (range.start / TILE..range.end.div_ceil(TILE)).enumerate() {
+        for first in (0..m).step_by(ROW_GROUP) {
+            let mut put = |got: &[[f32; TILE]]| {
+                for (i, sums) in got.iter().enumerate() {
+                    for (r, &v) in sums.iter().enumerate() {
                         if let Some(o) = out[first + i].get_mut(n * TILE + r) {
                             *o = v;
                         }
                     }
-                };
-                macro_rules! group {
-                    ($n:literal) => {
-                        let got = kernel::dot_tile::<$n>(
-                            w,
-                            std::array::from_fn(xs),
-                            std::array::from_fn(ss),
-                        );
-                        for (i, v) in got.into_iter().enumerate() {
-                            put(i, v);
-                        }
-                    };
                 }
-                match (m - first).min(ROW_GROUP) {
-                    5 => {
-                        group!(5);
-                    }
-                    4 => {
-                        group!(4);
-                    }
-                    3 => {
-                        group!(3);
-                    }
-                    2 => {
-                        group!(2);
-                    }
-                    _ => {
-                        group!(1);
-                    }
-                }
+            };
+            // One arm per group size up to ROW_GROUP.
+            const _: () = assert!(ROW_GROUP == 5);
+            match (m - first).min(ROW_GROUP) {
+                5 => put(&p.pass::<5>(t, first)),
+                4 => put(&p.pass::<4>(t, first)),
+                3 => put(&p.pass::<3>(t, first)),
+                2 => put(&p.pass::<2>(t, first)),
+                _ => put(&p.pass::<1>(t, first)),
             }
         }
+    }
+}
+
+/// A q8_0 matrix and quantized activation rows, as [`tiles_into`] passes over them.
+struct Q8Pass<'a> {
+    w: &'a Q8Matrix,
+    x: &'a QuantizedRows,
+}
+
+impl TilePass for Q8Pass<'_> {
+    #[inline(always)]
+    fn pass<const N: usize>(&self, t: usize, first: usize) -> [[f32; TILE]; N] {
+        let (cols, nb) = (self.w.cols, self.w.cols / BLOCK);
+        let w = Tile {
+            qs: &self.w.qs[t * TILE * cols..][..TILE * cols],
+            scales: &self.w.scales[t * TILE * nb..][..TILE * nb],
+            sums: &self.w.sums[t * TILE * nb..][..TILE * nb],
+        };
+        let x = &self.x;
+        kernel::dot_tile::<N>(
+            w,
+            std::array::from_fn(|i| &x.qs[(first + i) * cols..][..cols]),
+            std::array::from_fn(|i| &x.scales[(first + i) * nb..][..nb]),
+        )
     }
 }
 
@@ -499,7 +528,7 @@ impl Q8Builder {
             "whole rows"
         );
         for row in values.chunks_exact(cols) {
-            quantize_blocks::<WEIGHT_LEVELS>(row, &mut self.qs, &mut self.scales);
+            quantize_blocks::<Q8_LEVELS>(row, &mut self.qs, &mut self.scales);
             // Scales are stored as ggml stores them: f16.
             for s in &mut self.scales {
                 *s = f16::from_f32(*s).to_f32();

@@ -241,8 +241,9 @@ fn q4_bytes(size: usize, scales: &[usize], rows: usize, blocks: usize, seed: u64
     let mut out: Vec<u8> = (0..rows * blocks * size).map(|_| byte()).collect();
     for block in out.chunks_exact_mut(size) {
         for &at in scales {
-            // f16 exponents 2^-10..2^-7: scales of a trained GPT-2's weights.
-            block[at] = 0x14 | (block[at] & 0x03);
+            // Positive f16s from 2^-10 to 2^-6 (biased exponent 5..=8): scales of a trained
+            // GPT-2's weights.
+            block[at] = ((5 + (block[at] >> 6)) << 2) | (block[at] & 3);
         }
     }
     out
@@ -280,7 +281,8 @@ pub fn q4_kernels_equal_scalar_reference() {
                     for (o, wo) in dense.iter().enumerate() {
                         let want = reference_dot(&w, o, &xq, i);
                         let g = got[i * rows + o];
-                        let at = format!("{dtype:?} [{rows}, {cols}] row {o} of {m}");
+                        let at =
+                            format!("{dtype:?} [{rows}, {cols}] row {o}, activation {i} of {m}");
                         assert_eq!(g.to_bits(), want.to_bits(), "{at}");
                         let exact: f32 = wo.iter().zip(xi).map(|(a, b)| a * b).sum();
                         let scale: f32 = wo.iter().map(|a| a.abs()).sum::<f32>() * top;
