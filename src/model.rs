@@ -1019,12 +1019,20 @@ mod tests {
     /// bit, over every 997th f32 bit pattern (NaN, infinities and subnormals included).
     #[test]
     fn sigmoid_equals_candle_nns() {
-        let values: Vec<f32> = (0..u32::MAX / 997).map(|i| f32::from_bits(i * 997)).collect();
+        let values: Vec<f32> = (0..u32::MAX / 997)
+            .map(|i| f32::from_bits(i * 997))
+            .collect();
         let h = candle_core::Tensor::new(values.as_slice(), &candle_core::Device::Cpu).unwrap();
         let ours = super::sigmoid(&h).unwrap().to_vec1::<f32>().unwrap();
-        let theirs = candle_nn::ops::sigmoid(&h).unwrap().to_vec1::<f32>().unwrap();
+        let theirs = candle_nn::ops::sigmoid(&h)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         for ((a, b), v) in ours.iter().zip(&theirs).zip(&values) {
-            assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "{v}: {a} vs {b}");
+            assert!(
+                a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                "{v}: {a} vs {b}"
+            );
         }
     }
 
