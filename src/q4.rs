@@ -10,12 +10,11 @@
 //! ([`crate::quant`]), weight rows are held interleaved in tiles of four ([`Q4KMatrix`]), so
 //! that one integer dot product gives four rows' partial sums and no horizontal sums are
 //! needed, activations are quantized once per product, and every weight is loaded once for up
-//! to five activation rows ([`crate::quant::tiles_into`]). Both
-//! formats are runs of 32 four-bit values of four rows, which one kernel ([`SUB_BYTES`] per run
-//! of a tile) multiplies; they differ in the float steps around it. The nibbles are the small
-//! operand of the integer dot products (0..=15: exact in wasm's relaxed
-//! `i32x4.relaxed_dot_i8x16_i7x16`, whose second operand must be below 128, and in x86's
-//! unsigned × signed `pmaddubsw`).
+//! to five activation rows ([`crate::quant::tiles_into`]). Both formats are runs of 32 four-bit
+//! values of four rows, which one kernel ([`SUB_BYTES`] per run of a tile) multiplies; they
+//! differ in the float steps around it. The nibbles are the small operand of the integer dot
+//! products (0..=15: exact in wasm's relaxed `i32x4.relaxed_dot_i8x16_i7x16`, whose second
+//! operand must be below 128, and in x86's unsigned × signed `pmaddubsw`).
 //!
 //! The arithmetic is ggml's but for the activations' scales: 8-bit activations with one f32
 //! scale amax / 127 per 256 values for q4_K (where ggml's q8_K takes −127 / the signed maximum
@@ -29,9 +28,7 @@ use std::ops::Range;
 use half::f16;
 
 use crate::error::{Error, Result};
-use crate::quant::{
-    amax, round_scaled, scale_for, tiles_into, TilePass, BLOCK, Q8_LEVELS, ROW_GROUP, TILE,
-};
+use crate::quant::{amax, round_scaled, scale_for, tiles_into, TilePass, BLOCK, Q8_LEVELS, TILE};
 
 /// Values per q4_K super-block.
 pub const QK_K: usize = 256;
@@ -576,17 +573,12 @@ struct Pass<'a, T> {
 }
 
 impl<T: Tiles> TilePass for Pass<'_, T> {
-    /// A full group in one pass; fewer rows (a job's last steps, when some samples have ended)
-    /// one at a time, so that each format's kernel exists for two group sizes, not five: the
-    /// page's WebAssembly is 6 KB (gzipped) smaller, and q4 files are not the default.
     #[inline(always)]
     fn pass<const N: usize>(&self, t: usize, first: usize) -> [[f32; TILE]; N] {
-        let tile = self.w.tile(t);
-        if N == ROW_GROUP {
-            T::dot_tile::<N>(tile, std::array::from_fn(|i| self.x.row(first + i)))
-        } else {
-            std::array::from_fn(|i| T::dot_tile::<1>(tile, [self.x.row(first + i)])[0])
-        }
+        T::dot_tile::<N>(
+            self.w.tile(t),
+            std::array::from_fn(|i| self.x.row(first + i)),
+        )
     }
 }
 
