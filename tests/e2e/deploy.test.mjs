@@ -115,12 +115,14 @@ test('a new deploy reaches the next page whole, and an open page keeps its own b
 
   // Once no page uses build A, its cache is deleted.
   await p1.close();
-  // The service worker tidies on each navigation.
+  // The service worker tidies on each navigation. Each reload waits only for the service
+  // worker's answer (the commit), not for the page's load: a reload once took over 30 s to load
+  // on a busy machine, while the page before it was still loading its model and threads.
   const end = Date.now() + 60000;
   while ((await buildCaches(p2)).length !== 1) {
     assert.ok(Date.now() < end, `build caches left: ${await buildCaches(p2)}`);
     await new Promise((r) => setTimeout(r, 1000));
-    await p2.reload();
+    await p2.reload({ waitUntil: 'commit' });
   }
   await p2.context().close();
 });
