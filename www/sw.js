@@ -24,13 +24,10 @@ const pins = new Map();
 // A page's pin is written before the page exists as a client (while its navigation is answered),
 // so pins this young are kept whether or not their client is open yet.
 const PIN_GRACE_MS = 10000;
-// How long a navigation waits to hear of a newer deploy, and then for it to download, before
-// it shows the build installed last.
-const UPDATE_CHECK_MS = 3000;
-const UPDATE_INSTALL_MS = 10000;
-// A navigation's tidying waits this long: its Cache Storage work took CPU time from the page's
-// own load (its worker's WebAssembly and model) on a machine of few cores.
-const TIDY_AFTER_MS = 3000;
+// A navigation's background work (asking the host for a new deploy, then tidying) waits this
+// long: its network and Cache Storage work took CPU time from the page's own load (its worker's
+// WebAssembly and model) on a machine of few cores.
+const AFTER_NAVIGATION_MS = 3000;
 
 const cacheName = (id) => PREFIX + id;
 const scoped = (path) => new URL(path, self.registration.scope).href;
@@ -86,8 +83,9 @@ async function builds() {
   return found.sort((a, b) => b.installed - a.installed);
 }
 
-/** build id -> its manifest, for the whole builds this service worker has read one of (a
- * whole build's manifest never changes; tidy forgets the builds it deletes). */
+/** build id -> its manifest, for the whole builds this service worker has read one of (the
+ * files of a whole build never change, only when it counts as installed; tidy forgets the
+ * builds it deletes). */
 const manifests = new Map();
 
 /** The manifest of build `id` when it is cached whole, else of the build installed last (null
@@ -131,8 +129,8 @@ async function tidy() {
     if (entry && (open.has(id) || Date.now() - entry.at < PIN_GRACE_MS)) keep.add(entry.build);
     else { pins.delete(id); await pinCache.delete(key); }
   }
-  const newest = (await builds())[0];
-  if (newest) keep.add(newest.id);
+  const last = (await builds())[0];
+  if (last) keep.add(last.id);
   for (const name of await caches.keys()) {
     const id = name.slice(PREFIX.length);
     if (name.startsWith(PREFIX) && !keep.has(id)) {
@@ -179,42 +177,49 @@ self.addEventListener('install', (e) => {
 
 self.addEventListener('activate', (e) => e.waitUntil(tidy()));
 
-const within = (ms, promise) => Promise.race([promise, new Promise((r) => setTimeout(() => r(null), ms))]);
-
-/** The build a navigation gets: the one the host has now (its version.js), installed here first
- * if need be, when that takes a bounded time; else (offline, a half-uploaded deploy, a slow
- * host) the build installed last. Any service worker installs any build: the browser's own
- * update of sw.js is not waited for. */
-async function buildForNavigation(e) {
+/** Asks the host for its build (its version.js) and installs it, whole, for the next
+ * navigation: the build last heard of from the host is the one installed last, even where it
+ * was installed before a build the host has since replaced (a rollback). Offline, or with a
+ * deploy caught half uploaded, nothing changes. Any service worker installs any build: the
+ * browser's own update of sw.js is not waited for. */
+async function checkForDeploy() {
   let host = null;
   try {
-    const res = await within(UPDATE_CHECK_MS, fetch(scoped('version.js'), { cache: 'no-cache' }));
-    const text = res?.ok ? await res.text() : '';
+    const res = await fetch(scoped('version.js'), { cache: 'no-cache' });
+    const text = res.ok ? await res.text() : '';
     host = JSON.parse(text.slice(text.indexOf('{'), text.lastIndexOf('}') + 1));
-  } catch { /* offline, or no version.js there */ }
-  if (host?.id && host.shell && host.lazy) {
-    const done = install(host).then(() => true, () => false);
-    e.waitUntil(done);
-    await within(UPDATE_INSTALL_MS, done);
+  } catch { return; /* offline, or no version.js there */ }
+  if (!(host?.id && host.shell && host.lazy)) return;
+  await install(host);
+  if ((await builds())[0]?.id !== host.id) {
+    await (await caches.open(cacheName(host.id))).put(MANIFEST, Response.json({ ...host, installed: Date.now() }));
   }
-  return manifestFor(host?.id);
 }
 
-let tidying = null;
-/** Tidies once, TIDY_AFTER_MS from now, however many navigations ask meanwhile. */
-function tidySoon() {
-  tidying ??= new Promise((r) => setTimeout(r, TIDY_AFTER_MS)).then(tidy).finally(() => { tidying = null; });
-  return tidying;
+let background = null;
+/** A navigation's background work, once, AFTER_NAVIGATION_MS from now, however many navigations
+ * ask meanwhile: a new deploy on the host is installed, then the builds no page uses are
+ * deleted. */
+function afterNavigation() {
+  background ??= new Promise((r) => setTimeout(r, AFTER_NAVIGATION_MS))
+    .then(() => checkForDeploy().catch((err) => console.warn('botcard: a new deploy could not be installed.', err)))
+    .then(tidy)
+    .finally(() => { background = null; });
+  return background;
 }
 
-/** Page `path` of the build a navigation gets, its new page pinned to that build; null where no
- * build is cached here (the host's page is fetched). */
+/** Page `path` of the build installed last, its new page pinned to that build; null where no
+ * build is cached here (the host's page is fetched). The host is asked for a newer build only
+ * afterwards, for the next navigation (afterNavigation): waiting for its answer made every visit
+ * a round trip to the host slower before its model was ready, and seconds slower on a
+ * connection that answers nothing. */
 async function navigate(e, path) {
-  const build = await buildForNavigation(e);
+  e.waitUntil(afterNavigation());
+  const build = (await builds())[0];
   const hit = build && await caches.match(scoped(path), { cacheName: cacheName(build.id) });
   if (!hit) return null;
-  await pin(e.resultingClientId, build.id);
-  e.waitUntil(tidySoon());
+  // Its pin is held here at once and written down meanwhile, not waited for.
+  e.waitUntil(pin(e.resultingClientId, build.id));
   return hit;
 }
 

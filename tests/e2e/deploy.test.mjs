@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { cpSync, readFileSync, rmSync, appendFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT, browser, compute, page, ready, shot, staticServer, serviceWorkerReady } from './helpers.mjs';
+import { ROOT, browser, compute, page, ready, shot, staticServer, serviceWorkerReady, until } from './helpers.mjs';
 
 const WORK = join(ROOT, 'target', 'e2e-deploy');
 const WASM = ['pkg/botcard_bg.wasm', 'pkg-relaxed/botcard_bg.wasm', 'pkg-threads/botcard_bg.wasm'];
@@ -64,6 +64,13 @@ async function computeBuild(p) {
 
 const buildCaches = (p) => p.evaluate(async () => (await caches.keys()).filter((k) => k.startsWith('botcard-build-')));
 
+/** The id ./build.sh stamped build `dir` with. */
+const idOf = (dir) => readFileSync(join(dir, 'version.js'), 'utf8').match(/"id": "(\w+)"/)[1];
+
+/** Waits until the service worker of `p`'s origin has installed build `dir` whole, as it does
+ * in the background once a navigation has heard of it. */
+const installed = (p, dir) => until(p, async (id) => Boolean(await caches.match('/botcard-build-manifest', { cacheName: `botcard-build-${id}` })), idOf(dir), 60000);
+
 test('a new deploy reaches the next page whole, and an open page keeps its own build', async () => {
   const p1 = await page(b);
   site.root = A;
@@ -87,9 +94,14 @@ test('a new deploy reaches the next page whole, and an open page keeps its own b
   assert.equal(wasm, 'pkg-threads');
   assert.equal(await fromWorker(p1, 'pkg-relaxed/botcard_bg.wasm'), 503);
 
-  // A page opened now is build B, whole: its HTML, JS and wasm.
+  // A page opened now is still build A, at once, without waiting for the host; its navigation
+  // told the service worker of build B, which it installs meanwhile. The next page is build B,
+  // whole: its HTML, JS and wasm.
   const p2 = await p1.context().newPage();
   await p2.goto(`${site.url}/`);
+  assert.equal(await footer(p2), 'A');
+  await installed(p2, B);
+  await p2.reload();
   assert.equal(await footer(p2), 'B');
   assert.equal(await p2.evaluate(() => fetch('app.js').then((r) => r.text())), readFileSync(join(B, 'app.js'), 'utf8'));
   const wasm2 = await computeBuild(p2);
@@ -100,8 +112,7 @@ test('a new deploy reaches the next page whole, and an open page keeps its own b
   // own imports name it in their referrer. (The helpers themselves cannot be asked: they wait
   // for work. A blob: worker started by the page's worker stands in for them.) Unnamed, a
   // request of theirs would get the newest build.
-  const idA = readFileSync(join(A, 'version.js'), 'utf8').match(/"id": "(\w+)"/)[1];
-  const glue = `${site.url}/pkg-threads/botcard.js?build=${idA}`;
+  const glue = `${site.url}/pkg-threads/botcard.js?build=${idOf(A)}`;
   const helper = HELPER;
   const worker = p1.workers().find((w) => w.url().endsWith('/worker.js'));
   const blob = await worker.evaluate(async ([glue, helper]) => {
@@ -139,13 +150,23 @@ test('a deploy caught half uploaded is never installed: pages stay on the whole 
   cpSync(C, half, { recursive: true });
   for (const f of WASM) cpSync(join(B, f), join(half, f));
   site.root = half;
+  const asked = site.requests.length;
   await p.reload();
   assert.equal(await footer(p), 'B');
   const wasm = await computeBuild(p);
   assert.equal(await fromWorker(p, `${wasm}/botcard_bg.wasm`), sha(B, `${wasm}/botcard_bg.wasm`));
-  assert.equal((await buildCaches(p)).length, 1, 'nothing of the half deploy is kept');
-  // The upload finishes: the next page is build C.
+  // Meanwhile the navigation told the service worker of build C, which downloaded it, met build
+  // B's wasm among its files, and kept nothing of it.
+  const end = Date.now() + 60000;
+  while (!site.requests.slice(asked).includes('/pkg/botcard_bg.wasm') || (await buildCaches(p)).length !== 1) {
+    assert.ok(Date.now() < end, `build caches: ${await buildCaches(p)}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  // The upload finishes: the next navigation hears of it, and the one after is build C.
   site.root = C;
+  await p.reload();
+  assert.equal(await footer(p), 'B');
+  await installed(p, C);
   await p.reload();
   assert.equal(await footer(p), 'C');
   const wasmC = await computeBuild(p);

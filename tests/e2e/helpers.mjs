@@ -38,13 +38,15 @@ async function sendFile(req, res, path, extraHeaders = {}) {
 
 /** Serves www/ (or `root`) like any static host would (validators, no special headers), plus
  * `extraPages` (path -> a function giving HTML), pages of someone else's site on the same origin. Setting
- * the returned server's `root` deploys another folder; `requests` lists the paths asked for. */
+ * the returned server's `root` deploys another folder; setting its `delay` (ms) answers every
+ * request that much later, as a host that far away would; `requests` lists the paths asked for. */
 export function staticServer({ extraPages = {}, root = join(ROOT, 'www') } = {}) {
   const requests = [];
   const site = { root, requests };
   return listen(async (req, res) => {
     let path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
     requests.push(req.url);
+    if (site.delay) await new Promise((r) => setTimeout(r, site.delay));
     if (extraPages[path]) { res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(extraPages[path]()); return; }
     if (path.endsWith('/')) path += 'index.html';
     const file = normalize(join(site.root, path));
