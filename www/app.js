@@ -97,7 +97,7 @@ if (creating) {
 
 if ('serviceWorker' in navigator) {
   // The host is asked for sw.js and version.js on each visit (not the HTTP cache): a new build
-  // is found on the visit after it is deployed.
+  // is found on the first visit after it is deployed, and opens on the next.
   navigator.serviceWorker.register('sw.js', { updateViaCache: 'none' }).catch(() => { /* offline support is a bonus */ });
   if (!self.crossOriginIsolated) {
     // The service worker makes the next visit cross-origin isolated, where the worker runs

@@ -2,8 +2,9 @@
 // files with their SHA-256. A build is cached whole (or not at all) in its own cache, and every
 // page is served from one build: its HTML, JS and wasm always belong together, even while a new
 // deploy is half uploaded or an old tab is still open. A page and the workers it starts are
-// pinned to the build their page came from; a navigation gets the build the host has now.
-// Caches of builds no open page uses are deleted.
+// pinned to the build their page came from; a navigation gets the build installed last, and
+// then asks the host for a newer one for the next. Caches of builds no open page uses are
+// deleted.
 // Model files are not this cache's business: the worker keeps the models it loads, the default
 // bot included, in its own Cache API store.
 // Cross-origin isolation: a static host cannot send COOP/COEP headers, so the responses that
@@ -72,6 +73,22 @@ async function download(manifest, path) {
   return new Response(bytes, { headers });
 }
 
+/** The cache that names the build a navigation opens (`{id}` under NEXT_KEY): the build
+ * installed last, or the one the host named last where that was installed before (a rollback).
+ * A navigation reads this one entry, not every build's manifest. */
+const NEXT = 'botcard-next-build';
+const NEXT_KEY = '/next';
+
+/** The id of the build a navigation opens; null before one was named. */
+async function nextBuild() {
+  const hit = await caches.match(NEXT_KEY, { cacheName: NEXT });
+  return hit ? (await hit.json()).id : null;
+}
+
+async function setNextBuild(id) {
+  await (await caches.open(NEXT)).put(NEXT_KEY, Response.json({ id }));
+}
+
 /** The manifests of the whole builds cached here, newest first. */
 async function builds() {
   const found = [];
@@ -83,9 +100,8 @@ async function builds() {
   return found.sort((a, b) => b.installed - a.installed);
 }
 
-/** build id -> its manifest, for the whole builds this service worker has read one of (the
- * files of a whole build never change, only when it counts as installed; tidy forgets the
- * builds it deletes). */
+/** build id -> its manifest, for the whole builds this service worker has read one of (a
+ * whole build's manifest never changes; tidy forgets the builds it deletes). */
 const manifests = new Map();
 
 /** The manifest of build `id` when it is cached whole, else of the build installed last (null
@@ -129,8 +145,8 @@ async function tidy() {
     if (entry && (open.has(id) || Date.now() - entry.at < PIN_GRACE_MS)) keep.add(entry.build);
     else { pins.delete(id); await pinCache.delete(key); }
   }
-  const last = (await builds())[0];
-  if (last) keep.add(last.id);
+  keep.add(await nextBuild());
+  keep.add((await builds())[0]?.id);
   for (const name of await caches.keys()) {
     const id = name.slice(PREFIX.length);
     if (name.startsWith(PREFIX) && !keep.has(id)) {
@@ -161,6 +177,7 @@ function install(build) {
           await cache.put(scoped(path), res);
         }
         await cache.put(MANIFEST, Response.json({ ...build, installed: Date.now() }));
+        await setNextBuild(build.id);
       } catch (err) {
         await caches.delete(name);
         throw err;
@@ -175,13 +192,15 @@ self.addEventListener('install', (e) => {
   e.waitUntil(install(BUILD).then(() => self.skipWaiting()));
 });
 
-self.addEventListener('activate', (e) => e.waitUntil(tidy()));
+// No tidying here: navigations wait for an activation to finish before they are served, and
+// with tidying in it a navigation now and then did not commit within 30 s (the deploy test, about
+// one run in five). The round after the next navigation tidies (afterNavigation).
 
 /** Asks the host for its build (its version.js) and installs it, whole, for the next
- * navigation: the build last heard of from the host is the one installed last, even where it
- * was installed before a build the host has since replaced (a rollback). Offline, or with a
- * deploy caught half uploaded, nothing changes. Any service worker installs any build: the
- * browser's own update of sw.js is not waited for. */
+ * navigation, which opens the build last heard of from the host, even where that was installed
+ * before a build the host has since replaced (a rollback). Offline, or with a deploy caught
+ * half uploaded, nothing changes. Any service worker installs any build: the browser's own
+ * update of sw.js is not waited for. */
 async function checkForDeploy() {
   let host = null;
   try {
@@ -191,20 +210,28 @@ async function checkForDeploy() {
   } catch { return; /* offline, or no version.js there */ }
   if (!(host?.id && host.shell && host.lazy)) return;
   await install(host);
-  if ((await builds())[0]?.id !== host.id) {
-    await (await caches.open(cacheName(host.id))).put(MANIFEST, Response.json({ ...host, installed: Date.now() }));
-  }
+  if (await nextBuild() !== host.id) await setNextBuild(host.id);
 }
 
 let background = null;
-/** A navigation's background work, once, AFTER_NAVIGATION_MS from now, however many navigations
- * ask meanwhile: a new deploy on the host is installed, then the builds no page uses are
- * deleted. */
+/** Whether a navigation came after the running round of background work asked the host. */
+let askedAgain = false;
+/** A navigation's background work, AFTER_NAVIGATION_MS from now: a new deploy on the host is
+ * installed, then the builds no page uses are deleted. One round serves every navigation that
+ * comes before it asks the host; one that comes later gets another round. */
 function afterNavigation() {
-  background ??= new Promise((r) => setTimeout(r, AFTER_NAVIGATION_MS))
-    .then(() => checkForDeploy().catch((err) => console.warn('botcard: a new deploy could not be installed.', err)))
-    .then(tidy)
-    .finally(() => { background = null; });
+  if (background) {
+    askedAgain = true;
+    return background;
+  }
+  background = (async () => {
+    do {
+      await new Promise((r) => setTimeout(r, AFTER_NAVIGATION_MS));
+      askedAgain = false;
+      await checkForDeploy().catch((err) => console.warn('botcard: a new deploy could not be installed.', err));
+      await tidy();
+    } while (askedAgain);
+  })().finally(() => { background = null; });
   return background;
 }
 
@@ -215,7 +242,7 @@ function afterNavigation() {
  * connection that answers nothing. */
 async function navigate(e, path) {
   e.waitUntil(afterNavigation());
-  const build = (await builds())[0];
+  const build = await manifestFor(await nextBuild());
   const hit = build && await caches.match(scoped(path), { cacheName: cacheName(build.id) });
   if (!hit) return null;
   // Its pin is held here at once and written down meanwhile, not waited for.

@@ -64,6 +64,15 @@ async function computeBuild(p) {
 
 const buildCaches = (p) => p.evaluate(async () => (await caches.keys()).filter((k) => k.startsWith('botcard-build-')));
 
+/** Resolves once `done()` holds (checked every 100 ms, for up to a minute). */
+async function waitFor(done, what = String(done)) {
+  const end = Date.now() + 60000;
+  while (!(await done())) {
+    assert.ok(Date.now() < end, `timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 /** The id ./build.sh stamped build `dir` with. */
 const idOf = (dir) => readFileSync(join(dir, 'version.js'), 'utf8').match(/"id": "(\w+)"/)[1];
 
@@ -77,10 +86,13 @@ test('a new deploy reaches the next page whole, and an open page keeps its own b
   await p1.goto(`${site.url}/`);
   await ready(p1);
   await serviceWorkerReady(p1);
+  const asked = site.requests.length;
   await p1.reload();
   assert.equal(await footer(p1), 'A');
   const wasm = await computeBuild(p1);
   assert.equal(await fromWorker(p1, `${wasm}/botcard_bg.wasm`), sha(A, `${wasm}/botcard_bg.wasm`));
+  // A few seconds after that navigation, the service worker asks the host for its build (A).
+  await waitFor(() => site.requests.slice(asked).includes('/version.js'));
 
   // Build B is deployed. The open page still runs, and gets build A's files only.
   site.root = B;
@@ -94,9 +106,9 @@ test('a new deploy reaches the next page whole, and an open page keeps its own b
   assert.equal(wasm, 'pkg-threads');
   assert.equal(await fromWorker(p1, 'pkg-relaxed/botcard_bg.wasm'), 503);
 
-  // A page opened now is still build A, at once, without waiting for the host; its navigation
-  // told the service worker of build B, which it installs meanwhile. The next page is build B,
-  // whole: its HTML, JS and wasm.
+  // A page opened now is still build A, at once, without waiting for the host: its navigation
+  // has the service worker ask the host afterwards, and install build B for the next page,
+  // which is build B, whole: its HTML, JS and wasm.
   const p2 = await p1.context().newPage();
   await p2.goto(`${site.url}/`);
   assert.equal(await footer(p2), 'A');
@@ -126,15 +138,14 @@ test('a new deploy reaches the next page whole, and an open page keeps its own b
 
   // Once no page uses build A, its cache is deleted.
   await p1.close();
-  // The service worker tidies on each navigation. Each reload waits only for the service
-  // worker's answer (the commit), not for the page's load: a reload once took over 30 s to load
-  // on a busy machine, while the page before it was still loading its model and threads.
-  const end = Date.now() + 60000;
-  while ((await buildCaches(p2)).length !== 1) {
-    assert.ok(Date.now() < end, `build caches left: ${await buildCaches(p2)}`);
-    await new Promise((r) => setTimeout(r, 1000));
+  // The service worker tidies a few seconds after a navigation. (Each reload waits only for
+  // the service worker's answer, the commit, not for the page's load.)
+  await waitFor(async () => {
+    if ((await buildCaches(p2)).length === 1) return true;
     await p2.reload({ waitUntil: 'commit' });
-  }
+    await new Promise((r) => setTimeout(r, 1000));
+    return false;
+  }, 'build A\'s cache to be deleted');
   await p2.context().close();
 });
 
@@ -157,11 +168,8 @@ test('a deploy caught half uploaded is never installed: pages stay on the whole 
   assert.equal(await fromWorker(p, `${wasm}/botcard_bg.wasm`), sha(B, `${wasm}/botcard_bg.wasm`));
   // Meanwhile the navigation told the service worker of build C, which downloaded it, met build
   // B's wasm among its files, and kept nothing of it.
-  const end = Date.now() + 60000;
-  while (!site.requests.slice(asked).includes('/pkg/botcard_bg.wasm') || (await buildCaches(p)).length !== 1) {
-    assert.ok(Date.now() < end, `build caches: ${await buildCaches(p)}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  await waitFor(async () => site.requests.slice(asked).includes('/pkg/botcard_bg.wasm') && (await buildCaches(p)).length === 1,
+    'the half deploy to be tried and dropped');
   // The upload finishes: the next navigation hears of it, and the one after is build C.
   site.root = C;
   await p.reload();
