@@ -2,8 +2,9 @@
 // files with their SHA-256. A build is cached whole (or not at all) in its own cache, and every
 // page is served from one build: its HTML, JS and wasm always belong together, even while a new
 // deploy is half uploaded or an old tab is still open. A page and the workers it starts are
-// pinned to the build their page came from; a navigation gets the build installed last, and
-// then asks the host for a newer one for the next. Caches of builds no open page uses are
+// pinned to the build their page came from; a navigation gets the build the last ones settled
+// on (installed last, or the host's after a rollback), and then asks the host for a newer one
+// for the next. Caches of builds no open page uses are
 // deleted.
 // Model files are not this cache's business: the worker keeps the models it loads, the default
 // bot included, in its own Cache API store.
@@ -104,12 +105,16 @@ async function builds() {
  * whole build's manifest never changes; tidy forgets the builds it deletes). */
 const manifests = new Map();
 
-/** The manifest of build `id` when it is cached whole, else of the build installed last (null
- * when there is none). Asks only `id`'s cache first: this runs for every request. */
+/** The manifest of build `id` when it is cached whole, else of the build a navigation opens
+ * (nextBuild), else of the build installed last (null when there is none). Asks only `id`'s
+ * cache first: this runs for every request. */
 async function manifestFor(id) {
   if (id && manifests.has(id)) return manifests.get(id);
   const entry = id && await caches.match(MANIFEST, { cacheName: cacheName(id) });
-  if (!entry) return (await builds())[0] ?? null;
+  if (!entry) {
+    const next = await nextBuild();
+    return next && next !== id ? manifestFor(next) : (await builds())[0] ?? null;
+  }
   const manifest = await entry.json();
   manifests.set(id, manifest);
   return manifest;
@@ -235,8 +240,8 @@ function afterNavigation() {
   return background;
 }
 
-/** Page `path` of the build installed last, its new page pinned to that build; null where no
- * build is cached here (the host's page is fetched). The host is asked for a newer build only
+/** Page `path` of the build a navigation opens (nextBuild), its new page pinned to that build;
+ * null where no build is cached here (the host's page is fetched). The host is asked for a newer build only
  * afterwards, for the next navigation (afterNavigation): waiting for its answer made every visit
  * a round trip to the host slower before its model was ready, and seconds slower on a
  * connection that answers nothing. */

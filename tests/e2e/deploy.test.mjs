@@ -76,9 +76,10 @@ async function waitFor(done, what = String(done)) {
 /** The id ./build.sh stamped build `dir` with. */
 const idOf = (dir) => readFileSync(join(dir, 'version.js'), 'utf8').match(/"id": "(\w+)"/)[1];
 
-/** Waits until the service worker of `p`'s origin has installed build `dir` whole, as it does
- * in the background once a navigation has heard of it. */
-const installed = (p, dir) => until(p, async (id) => Boolean(await caches.match('/botcard-build-manifest', { cacheName: `botcard-build-${id}` })), idOf(dir), 60000);
+/** Waits until the next navigation in `p`'s origin opens build `dir`: the service worker has
+ * heard of it from the host (it asks a few seconds after a navigation) and it is installed whole
+ * here (www/sw.js names it in its cache botcard-next-build). */
+const opensNext = (p, dir) => until(p, async (id) => (await (await caches.match('/next', { cacheName: 'botcard-next-build' }))?.json())?.id === id, idOf(dir), 60000);
 
 test('a new deploy reaches the next page whole, and an open page keeps its own build', async () => {
   const p1 = await page(b);
@@ -112,7 +113,7 @@ test('a new deploy reaches the next page whole, and an open page keeps its own b
   const p2 = await p1.context().newPage();
   await p2.goto(`${site.url}/`);
   assert.equal(await footer(p2), 'A');
-  await installed(p2, B);
+  await opensNext(p2, B);
   await p2.reload();
   assert.equal(await footer(p2), 'B');
   assert.equal(await p2.evaluate(() => fetch('app.js').then((r) => r.text())), readFileSync(join(B, 'app.js'), 'utf8'));
@@ -174,10 +175,35 @@ test('a deploy caught half uploaded is never installed: pages stay on the whole 
   site.root = C;
   await p.reload();
   assert.equal(await footer(p), 'B');
-  await installed(p, C);
+  await opensNext(p, C);
   await p.reload();
   assert.equal(await footer(p), 'C');
   const wasmC = await computeBuild(p);
   assert.equal(await fromWorker(p, `${wasmC}/botcard_bg.wasm`), sha(C, `${wasmC}/botcard_bg.wasm`));
+  await p.context().close();
+});
+
+test('a rollback on the host opens the earlier build again', async () => {
+  const p = await page(b);
+  site.root = A;
+  await p.goto(`${site.url}/`);
+  await serviceWorkerReady(p);
+  await p.reload();
+  assert.equal(await footer(p), 'A');
+  site.root = B;
+  await p.reload();
+  await opensNext(p, B);
+  await p.reload();
+  assert.equal(await footer(p), 'B');
+  // Build B is taken down and A put back: A is still installed here, and is what the next
+  // navigation opens once a navigation has asked the host.
+  site.root = A;
+  await p.reload();
+  assert.equal(await footer(p), 'B');
+  await opensNext(p, A);
+  await p.reload();
+  assert.equal(await footer(p), 'A');
+  const wasm = await computeBuild(p);
+  assert.equal(await fromWorker(p, `${wasm}/botcard_bg.wasm`), sha(A, `${wasm}/botcard_bg.wasm`));
   await p.context().close();
 });
