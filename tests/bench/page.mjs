@@ -11,7 +11,7 @@ import { resolve } from 'node:path';
 import { kept, mockHub, profileContext, ready, serviceWorkerReady, staticServer, until } from '../e2e/helpers.mjs';
 
 const [what, label, rtt = '0'] = process.argv.slice(2);
-if (!what || !label) throw new Error('usage: node tests/bench/page.mjs default|MODEL_DIR LABEL');
+if (!what || !label) throw new Error('usage: node tests/bench/page.mjs default|MODEL_DIR LABEL [RTT_MS]');
 /** Fresh profiles, each visited three times. */
 const PROFILES = 3;
 
