@@ -4,8 +4,7 @@
 // deploy is half uploaded or an old tab is still open. A page and the workers it starts are
 // pinned to the build their page came from; a navigation gets the build the last ones settled
 // on (installed last, or the host's after a rollback), and then asks the host for a newer one
-// for the next. Caches of builds no open page uses are
-// deleted.
+// for the next. Caches of builds no open page uses are deleted.
 // Model files are not this cache's business: the worker keeps the models it loads, the default
 // bot included, in its own Cache API store.
 // Cross-origin isolation: a static host cannot send COOP/COEP headers, so the responses that
@@ -241,10 +240,10 @@ function afterNavigation() {
 }
 
 /** Page `path` of the build a navigation opens (nextBuild), its new page pinned to that build;
- * null where no build is cached here (the host's page is fetched). The host is asked for a newer build only
- * afterwards, for the next navigation (afterNavigation): waiting for its answer made every visit
- * a round trip to the host slower before its model was ready, and seconds slower on a
- * connection that answers nothing. */
+ * null where no build is cached here (the host's page is fetched). The host is asked for a
+ * newer build only afterwards, for the next navigation (afterNavigation): waiting for its answer
+ * made every visit a round trip to the host slower before its model was ready, and seconds
+ * slower on a connection that answers nothing. */
 async function navigate(e, path) {
   e.waitUntil(afterNavigation());
   const build = await manifestFor(await nextBuild());

@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { cpSync, readFileSync, rmSync, appendFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT, browser, compute, page, ready, shot, staticServer, serviceWorkerReady, until } from './helpers.mjs';
+import { ROOT, browser, compute, page, ready, shot, staticServer, serviceWorkerReady, until, waitFor } from './helpers.mjs';
 
 const WORK = join(ROOT, 'target', 'e2e-deploy');
 const WASM = ['pkg/botcard_bg.wasm', 'pkg-relaxed/botcard_bg.wasm', 'pkg-threads/botcard_bg.wasm'];
@@ -64,15 +64,6 @@ async function computeBuild(p) {
 
 const buildCaches = (p) => p.evaluate(async () => (await caches.keys()).filter((k) => k.startsWith('botcard-build-')));
 
-/** Resolves once `done()` holds (checked every 100 ms, for up to a minute). */
-async function waitFor(done, what = String(done)) {
-  const end = Date.now() + 60000;
-  while (!(await done())) {
-    assert.ok(Date.now() < end, `timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
 /** The id ./build.sh stamped build `dir` with. */
 const idOf = (dir) => readFileSync(join(dir, 'version.js'), 'utf8').match(/"id": "(\w+)"/)[1];
 
@@ -80,6 +71,18 @@ const idOf = (dir) => readFileSync(join(dir, 'version.js'), 'utf8').match(/"id":
  * heard of it from the host (it asks a few seconds after a navigation) and it is installed whole
  * here (www/sw.js names it in its cache botcard-next-build). */
 const opensNext = (p, dir) => until(p, async (id) => (await (await caches.match('/next', { cacheName: 'botcard-next-build' }))?.json())?.id === id, idOf(dir), 60000);
+
+/** Deploys build `dir` (footer `name`) on the host while `p` shows build `was`: a reload is still
+ * `was`, served without waiting for the host, and once the service worker has heard of `dir`,
+ * the next one is `name`. */
+async function deployAndReach(p, dir, name, was) {
+  site.root = dir;
+  await p.reload();
+  assert.equal(await footer(p), was);
+  await opensNext(p, dir);
+  await p.reload();
+  assert.equal(await footer(p), name);
+}
 
 test('a new deploy reaches the next page whole, and an open page keeps its own build', async () => {
   const p1 = await page(b);
@@ -93,7 +96,7 @@ test('a new deploy reaches the next page whole, and an open page keeps its own b
   const wasm = await computeBuild(p1);
   assert.equal(await fromWorker(p1, `${wasm}/botcard_bg.wasm`), sha(A, `${wasm}/botcard_bg.wasm`));
   // A few seconds after that navigation, the service worker asks the host for its build (A).
-  await waitFor(() => site.requests.slice(asked).includes('/version.js'));
+  await waitFor(() => site.requests.slice(asked).includes('/version.js'), 'the host to be asked', 60000);
 
   // Build B is deployed. The open page still runs, and gets build A's files only.
   site.root = B;
@@ -146,7 +149,7 @@ test('a new deploy reaches the next page whole, and an open page keeps its own b
     await p2.reload({ waitUntil: 'commit' });
     await new Promise((r) => setTimeout(r, 1000));
     return false;
-  }, 'build A\'s cache to be deleted');
+  }, 'build A\'s cache to be deleted', 60000);
   await p2.context().close();
 });
 
@@ -170,14 +173,9 @@ test('a deploy caught half uploaded is never installed: pages stay on the whole 
   // Meanwhile the navigation told the service worker of build C, which downloaded it, met build
   // B's wasm among its files, and kept nothing of it.
   await waitFor(async () => site.requests.slice(asked).includes('/pkg/botcard_bg.wasm') && (await buildCaches(p)).length === 1,
-    'the half deploy to be tried and dropped');
+    'the half deploy to be tried and dropped', 60000);
   // The upload finishes: the next navigation hears of it, and the one after is build C.
-  site.root = C;
-  await p.reload();
-  assert.equal(await footer(p), 'B');
-  await opensNext(p, C);
-  await p.reload();
-  assert.equal(await footer(p), 'C');
+  await deployAndReach(p, C, 'C', 'B');
   const wasmC = await computeBuild(p);
   assert.equal(await fromWorker(p, `${wasmC}/botcard_bg.wasm`), sha(C, `${wasmC}/botcard_bg.wasm`));
   await p.context().close();
@@ -190,19 +188,10 @@ test('a rollback on the host opens the earlier build again', async () => {
   await serviceWorkerReady(p);
   await p.reload();
   assert.equal(await footer(p), 'A');
-  site.root = B;
-  await p.reload();
-  await opensNext(p, B);
-  await p.reload();
-  assert.equal(await footer(p), 'B');
+  await deployAndReach(p, B, 'B', 'A');
   // Build B is taken down and A put back: A is still installed here, and is what the next
   // navigation opens once a navigation has asked the host.
-  site.root = A;
-  await p.reload();
-  assert.equal(await footer(p), 'B');
-  await opensNext(p, A);
-  await p.reload();
-  assert.equal(await footer(p), 'A');
+  await deployAndReach(p, A, 'A', 'B');
   const wasm = await computeBuild(p);
   assert.equal(await fromWorker(p, `${wasm}/botcard_bg.wasm`), sha(A, `${wasm}/botcard_bg.wasm`));
   await p.context().close();

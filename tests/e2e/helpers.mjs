@@ -164,14 +164,20 @@ export async function serviceWorkerReady(p) {
 export const kept = (p, base, timeout) => until(p, async (url) => Boolean((await (await caches.open('botcard-models-v1')).match(url))?.headers.get('x-botcard-held')
   && await (await caches.open('botcard-records-v1')).match(url)), `${base}model.gguf`, timeout);
 
-/** Waits until `fn(arg)`, evaluated in `p` (it may be async), is truthy, and returns it.
- * Playwright's waitForFunction does not wait for an async function: its promise is truthy. */
-export async function until(p, fn, arg, timeout = 30000) {
+/** Waits until `done()` (it may be async) is truthy, checked every 100 ms, and returns it;
+ * throws after `timeout` ms, naming `what`. */
+export async function waitFor(done, what = String(done), timeout = 30000) {
   const end = Date.now() + timeout;
   for (;;) {
-    const value = await p.evaluate(fn, arg);
+    const value = await done();
     if (value) return value;
-    if (Date.now() > end) throw new Error(`timed out after ${timeout} ms waiting for ${fn}`);
+    if (Date.now() > end) throw new Error(`timed out after ${timeout} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/** Waits until `fn(arg)`, evaluated in `p` (it may be async), is truthy, and returns it.
+ * Playwright's waitForFunction does not wait for an async function: its promise is truthy. */
+export function until(p, fn, arg, timeout = 30000) {
+  return waitFor(() => p.evaluate(fn, arg), String(fn), timeout);
 }
