@@ -74,13 +74,16 @@ const opensNext = (p, dir) => until(p, async (id) => (await (await caches.match(
 
 /** Deploys build `dir` (footer `name`) on the host while `p` shows build `was`: a reload is still
  * `was`, served without waiting for the host, and once the service worker has heard of `dir`,
- * the next one is `name`. */
+ * the next one is `name`. (The first reload may already be `name` where the browser's own update
+ * of sw.js, which the last page's registration asks for, fetched the new version.js first: that
+ * new service worker installs its build as it installs.) */
 async function deployAndReach(p, dir, name, was) {
   site.root = dir;
   await p.reload();
-  assert.equal(await footer(p), was);
+  const first = await footer(p);
+  assert.ok([was, name].includes(first), `build ${first} after deploying ${name} over ${was}`);
   await opensNext(p, dir);
-  await p.reload();
+  if (first === was) await p.reload();
   assert.equal(await footer(p), name);
 }
 
