@@ -618,6 +618,18 @@ mod kernel {
     //! products per `i32x4.relaxed_dot_i8x16_i7x16_add_s`; without it, weights and activations
     //! widen to i16 as they load, `i32x4.dot_i16x8_s` multiplies and pairs them, and the pairs of
     //! two rows are added once per block.
+    //!
+    //! With several activation rows, a block's eight steps stay a loop, whose count LLVM is not
+    //! shown ([`core::hint::black_box`]). LLVM unrolls a loop of a constant eight, reassociates
+    //! the exact integer sums, and puts every operand of the block first: for five rows 48
+    //! vectors, where V8 has 16 registers on x86, so most were stored to the stack and loaded
+    //! back. With relaxed-simd it also fuses the widening add into
+    //! `i32x4.relaxed_dot_i8x16_i7x16_add_s`, which V8 lowers without AVX-VNNI as three
+    //! instructions plus two that make its vector of ones again at every use; spelled as an
+    //! `i16x8` dot and an `i32x4.dot_i16x8_s` by ones held in a register, it is three. In
+    //! Chromium the relaxed-simd build's widget job (five rows a step) then took a fifth less
+    //! time; the plain build's took the same either way. One row keeps the unrolled form: its
+    //! operands fit, and it has no other rows to share a loop's overhead with.
     use super::{Tile, BIAS_SHIFT, BLOCK, RUN, TILE};
     use core::arch::wasm32::*;
 
@@ -631,14 +643,21 @@ mod kernel {
     ) -> [[f32; TILE]; N] {
         let nb = w.blocks(&x, &xs);
         let mut totals = [f32x4_splat(0.0); N];
+        // BLOCK / RUN, kept from LLVM (see the module comment).
+        let steps = core::hint::black_box(BLOCK / RUN);
+        assert!(steps == BLOCK / RUN);
         // SAFETY: for every block j < nb, w.qs[j·128..+128], w.scales/sums[j·4..+4], x[i][j·32
-        // ..+32] and xs[i][j] are in bounds by `Tile::blocks`'s checks; v128 loads need no
-        // alignment.
+        // ..+32] and xs[i][j] are in bounds by `Tile::blocks`'s checks (and `steps` is BLOCK /
+        // RUN); v128 loads need no alignment.
         unsafe {
             for j in 0..nb {
                 let wp = w.qs.as_ptr().add(j * TILE * BLOCK);
-                let sums =
-                    block_sums::<N>(wp, std::array::from_fn(|i| x[i].as_ptr().add(j * BLOCK)));
+                let xp = std::array::from_fn(|i| x[i].as_ptr().add(j * BLOCK));
+                let sums = if N == 1 {
+                    block_sums::<N>(wp, xp)
+                } else {
+                    block_sums_looped::<N>(wp, xp, steps)
+                };
                 let wscale = v128_load(w.scales.as_ptr().add(j * TILE) as *const v128);
                 let bias = i32x4_shl(
                     i32x4_load_extend_i16x4(w.sums.as_ptr().add(j * TILE)),
@@ -675,12 +694,46 @@ mod kernel {
         acc.map(|[a, b]| i32x4_add(a, b))
     }
 
+    /// [`block_sums`] for several activation rows, as a loop of `steps` (see the module
+    /// comment).
+    #[cfg(target_feature = "relaxed-simd")]
+    #[inline(always)]
+    unsafe fn block_sums_looped<const N: usize>(
+        wp: *const i8,
+        xp: [*const u8; N],
+        steps: usize,
+    ) -> [v128; N] {
+        let ones = i16x8_splat(1);
+        let mut acc = [i32x4_splat(0); N];
+        for k in 0..steps {
+            let wv = v128_load(wp.add(k * TILE * RUN) as *const v128);
+            for i in 0..N {
+                let xv = v128_load32_splat(xp[i].add(k * RUN) as *const u32);
+                // Pairs of products (exact in i16: at most 2·127·127), then pairs of pairs.
+                let pairs = i16x8_relaxed_dot_i8x16_i7x16(wv, xv);
+                acc[i] = i32x4_add(acc[i], i32x4_dot_i16x8(pairs, ones));
+            }
+        }
+        acc
+    }
+
     #[cfg(not(target_feature = "relaxed-simd"))]
     #[inline(always)]
     unsafe fn block_sums<const N: usize>(wp: *const i8, xp: [*const u8; N]) -> [v128; N] {
+        block_sums_looped(wp, xp, BLOCK / RUN)
+    }
+
+    /// [`block_sums`], as a loop of `steps` for several rows (see the module comment).
+    #[cfg(not(target_feature = "relaxed-simd"))]
+    #[inline(always)]
+    unsafe fn block_sums_looped<const N: usize>(
+        wp: *const i8,
+        xp: [*const u8; N],
+        steps: usize,
+    ) -> [v128; N] {
         // Per activation row, rows 0–1's and rows 2–3's pairs of products.
         let mut acc = [[i32x4_splat(0); 2]; N];
-        for k in 0..BLOCK / RUN {
+        for k in 0..steps {
             let w01 = i16x8_load_extend_i8x8(wp.add(k * TILE * RUN));
             let w23 = i16x8_load_extend_i8x8(wp.add(k * TILE * RUN + 2 * RUN));
             for i in 0..N {

@@ -1,17 +1,19 @@
-// Where a decode step's time goes in the tab: runs greedy decoding of a model folder with the
-// relaxed-simd build on a page's main thread in headless Chromium under the CPU profiler, and
-// prints the share of samples per function (self time). Not a test, and not part of the bench.
-//   node tests/bench/profile.mjs MODEL_DIR [DTYPE=q8_0] [TOKENS=128]
+// Where a decode step's time goes in the tab: runs greedy decoding of a model folder (or, with
+// JOB=widget, the bench's widget job from jobs.json) with the relaxed-simd build on a page's
+// main thread in headless Chromium under the CPU profiler, and prints the share of samples per
+// function (self time). Not a test, and not part of the bench.
+//   node tests/bench/profile.mjs MODEL_DIR [DTYPE=q8_0] [TOKENS=128] [JOB=greedy|widget]
 // It needs the relaxed-simd build's wasm from `./build.sh` (target/relaxed/…/botcard.wasm):
 // wasm-bindgen is run again on it without --remove-name-section, into target/profile/, so that
 // the profile names Rust functions.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { browser, mockHub, ROOT, staticServer } from '../e2e/helpers.mjs';
 
-const [dir, dtype = 'q8_0', tokens = '128'] = process.argv.slice(2);
-if (!dir) throw new Error('usage: node tests/bench/profile.mjs MODEL_DIR [DTYPE] [TOKENS]');
+const [dir, dtype = 'q8_0', tokens = '128', job = 'greedy'] = process.argv.slice(2);
+if (!dir || !['greedy', 'widget'].includes(job)) throw new Error('usage: node tests/bench/profile.mjs MODEL_DIR [DTYPE] [TOKENS] [greedy|widget]');
+const JOBS = JSON.parse(readFileSync(new URL('./jobs.json', import.meta.url), 'utf8'));
 const out = join(ROOT, 'target/profile');
 mkdirSync(out, { recursive: true });
 execFileSync('wasm-bindgen', ['--target', 'web', '--no-typescript', '--out-dir', join(out, 'pkg-relaxed'),
@@ -37,9 +39,9 @@ try {
       if (lib.isStreamed(name)) loader.push(name, bytes); else loader.add(name, bytes);
     }
     self.bot = loader.finish();
-    /** Greedy decoding of `n` tokens; returns tokens per second. */
-    self.decode = (n) => {
-      const s = self.bot.start('My dream is', { do_sample: 'false', max_new_tokens: String(n), min_new_tokens: String(n) });
+    /** Runs `settings` after "My dream is"; returns new tokens (of all sequences) per second. */
+    self.run = (settings) => {
+      const s = self.bot.start('My dream is', settings);
       const t = performance.now();
       let k = 0;
       while (!s.isDone()) k += s.step(self.bot).length;
@@ -47,13 +49,16 @@ try {
       s.free();
       return k / seconds;
     };
-    self.decode(8); // warm-up: the optimizing compiler takes over the hot functions
+    self.run({ do_sample: 'false', max_new_tokens: '8' }); // warm-up: the optimizing compiler takes over the hot functions
   }, [`${hub.url}/local/model/resolve/main/`, dtype]);
   const cdp = await p.context().newCDPSession(p);
   await cdp.send('Profiler.enable');
   await cdp.send('Profiler.setSamplingInterval', { interval: 200 });
   await cdp.send('Profiler.start');
-  const rate = await p.evaluate((n) => self.decode(n), Number(tokens));
+  const settings = job === 'widget'
+    ? { ...JOBS.widget.settings, max_new_tokens: tokens, min_new_tokens: tokens }
+    : { do_sample: 'false', max_new_tokens: tokens, min_new_tokens: tokens };
+  const rate = await p.evaluate((s) => self.run(s), settings);
   const { profile } = await cdp.send('Profiler.stop');
   const self_ = new Map();
   let total = 0;
@@ -62,7 +67,7 @@ try {
     self_.set(name, (self_.get(name) ?? 0) + n.hitCount);
     total += n.hitCount;
   }
-  console.log(`${dtype}, 1 thread, greedy: ${rate.toFixed(1)} tok/s; self time by function:`);
+  console.log(`${dtype}, 1 thread, ${job}: ${rate.toFixed(1)} tok/s; self time by function:`);
   for (const [name, hits] of [...self_].sort((a, c) => c[1] - a[1]).slice(0, 20)) {
     console.log(`${(100 * hits / total).toFixed(1).padStart(5)}%  ${name.replace(/::h[0-9a-f]{16}$/, '')}`);
   }
