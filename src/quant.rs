@@ -615,21 +615,23 @@ mod kernel {
     //! added up per lane into the tile's four exact block sums of w·(x + 64). The bias comes off
     //! with the weight sums and the scaled sums go to each activation row's f32x4 of running
     //! totals, one lane per weight row, as [`super::dot_scalar`] adds. With relaxed-simd, 16
-    //! products per `i32x4.relaxed_dot_i8x16_i7x16_add_s`; without it, weights and activations
-    //! widen to i16 as they load, `i32x4.dot_i16x8_s` multiplies and pairs them, and the pairs of
-    //! two rows are added once per block.
+    //! products per `i16x8.relaxed_dot_i8x16_i7x16_s` (below); without it, weights and
+    //! activations widen to i16 as they load, `i32x4.dot_i16x8_s` multiplies and pairs them,
+    //! and the pairs of two rows are added once per block.
     //!
     //! With several activation rows, a block's eight steps stay a loop, whose count LLVM is not
     //! shown ([`core::hint::black_box`]). LLVM unrolls a loop of a constant eight, reassociates
     //! the exact integer sums, and puts every operand of the block first: for five rows 48
     //! vectors, where V8 has 16 registers on x86, so most were stored to the stack and loaded
-    //! back. With relaxed-simd it also fuses the widening add into
-    //! `i32x4.relaxed_dot_i8x16_i7x16_add_s`, which V8 lowers without AVX-VNNI as three
-    //! instructions plus two that make its vector of ones again at every use; spelled as an
-    //! `i16x8` dot and an `i32x4.dot_i16x8_s` by ones held in a register, it is three. In
-    //! Chromium the relaxed-simd build's widget job (five rows a step) then took a fifth less
-    //! time; the plain build's took the same either way. One row keeps the unrolled form: its
-    //! operands fit, and it has no other rows to share a loop's overhead with.
+    //! back. In Chromium the relaxed-simd build's widget job (five rows a step) then took a
+    //! fifth less time; the plain build's took the same either way. One row keeps the unrolled
+    //! form: its operands fit, and it has no other rows to share a loop's overhead with.
+    //!
+    //! With relaxed-simd, the dot products are spelled as an `i16x8` relaxed dot (pairs of
+    //! products, exact in i16: at most 2·127·127) and an `i32x4.dot_i16x8_s` by a vector of
+    //! ones, not as `i32x4.relaxed_dot_i8x16_i7x16_add_s`: V8 lowers that, without AVX-VNNI, to
+    //! the same two multiplies and an add plus two instructions that make its ones again at
+    //! every use. Greedy decoding (one row) was 6–7% faster so.
     use super::{Tile, BIAS_SHIFT, BLOCK, RUN, TILE};
     use core::arch::wasm32::*;
 
@@ -681,14 +683,16 @@ mod kernel {
     #[cfg(target_feature = "relaxed-simd")]
     #[inline(always)]
     unsafe fn block_sums<const N: usize>(wp: *const i8, xp: [*const u8; N]) -> [v128; N] {
-        // One activation row: two chains of dot products, so that each waits on the other less.
+        // One activation row: two chains of sums, so that each waits on the other less.
+        let ones = i16x8_splat(1);
         let mut acc = [[i32x4_splat(0); 2]; N];
         for k in 0..BLOCK / RUN {
             let wv = v128_load(wp.add(k * TILE * RUN) as *const v128);
             for i in 0..N {
                 let c = if N == 1 { k % 2 } else { 0 };
                 let xv = v128_load32_splat(xp[i].add(k * RUN) as *const u32);
-                acc[i][c] = i32x4_relaxed_dot_i8x16_i7x16_add(wv, xv, acc[i][c]);
+                let pairs = i16x8_relaxed_dot_i8x16_i7x16(wv, xv);
+                acc[i][c] = i32x4_add(acc[i][c], i32x4_dot_i16x8(pairs, ones));
             }
         }
         acc.map(|[a, b]| i32x4_add(a, b))
@@ -709,7 +713,6 @@ mod kernel {
             let wv = v128_load(wp.add(k * TILE * RUN) as *const v128);
             for i in 0..N {
                 let xv = v128_load32_splat(xp[i].add(k * RUN) as *const u32);
-                // Pairs of products (exact in i16: at most 2·127·127), then pairs of pairs.
                 let pairs = i16x8_relaxed_dot_i8x16_i7x16(wv, xv);
                 acc[i] = i32x4_add(acc[i], i32x4_dot_i16x8(pairs, ones));
             }
