@@ -22,6 +22,8 @@ mod pickle;
 pub mod q4;
 pub mod quant;
 pub mod recipe;
+#[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+pub mod relaxed_dot;
 pub mod sampling;
 pub mod screen;
 pub mod settings;

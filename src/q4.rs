@@ -709,21 +709,31 @@ mod kernel {
     //! them by the rows' 6-bit scales in i32, meets the minima with the activations' sums the
     //! same way and takes one float step per super-block; q4_0 takes the zero off and one
     //! float step per block; both as the references ([`super::dot_q4k`], [`super::dot_q4_0`])
-    //! do. With relaxed-simd, 16 products per `i16x8.relaxed_dot_i8x16_i7x16_s` (the nibbles
-    //! are the 7-bit operand), whose pairs of products (at most 2·127·15) add up in i16 over
-    //! the run (eight of them: at most 30,480) and widen to i32 once per run, by an
-    //! `i32x4.dot_i16x8_s` with ones: two thirds of the multiplies of widening every dot
-    //! product (`i32x4.relaxed_dot_i8x16_i7x16_add_s`, which V8 lowers without AVX-VNNI as two
-    //! multiplies and an add, plus two instructions that make its ones again at every use).
-    //! The widget job (five rows) on q4_K and q4_0 then took a fifth less time in Chromium,
-    //! greedy decoding about a tenth. Without relaxed-simd, both widen to i16 and
-    //! `i32x4.dot_i16x8_s` multiplies and pairs them, the pairs of two rows added once per run.
+    //! do. With relaxed-simd, 16 products per `i32x4.relaxed_dot_i8x16_i7x16_add_s` (the
+    //! nibbles are the 7-bit operand) where that is one instruction; else per
+    //! `i16x8.relaxed_dot_i8x16_i7x16_s`, whose pairs of products (at most 2·127·15) add up in
+    //! i16 over the run (eight of them: at most 30,480) and widen to i32 once per run, by an
+    //! `i32x4.dot_i16x8_s` with ones ([`crate::relaxed_dot`]): in Chromium on a Zen 4 the
+    //! widget job (five rows) on q4_K and q4_0 then took a fifth less time, greedy decoding
+    //! about a tenth. Without relaxed-simd, both widen to i16 and `i32x4.dot_i16x8_s`
+    //! multiplies and pairs them, the pairs of two rows added once per run.
     use super::{Q4KTile, Q4_0Tile, Row, SUB, SUBS, SUB_BYTES, TILE};
     use core::arch::wasm32::*;
 
     /// A q4_K tile's rows times `N` activation rows: `[activation row][weight row]`.
     #[inline(always)]
     pub(super) fn dot_q4k_tile<const N: usize>(w: Q4KTile, x: [Row; N]) -> [[f32; TILE]; N] {
+        #[cfg(target_feature = "relaxed-simd")]
+        if crate::relaxed_dot::spelling() == crate::relaxed_dot::Spelling::Fused {
+            return q4k_tile::<N, true>(w, x);
+        }
+        q4k_tile::<N, false>(w, x)
+    }
+
+    /// [`dot_q4k_tile`], its dot products fused or not (see [`crate::relaxed_dot`]; one
+    /// spelling without relaxed-simd).
+    #[inline(always)]
+    fn q4k_tile<const N: usize, const FUSED: bool>(w: Q4KTile, x: [Row; N]) -> [[f32; TILE]; N] {
         let nb = w.blocks(&x);
         let mut totals = [f32x4_splat(0.0); N];
         // SAFETY: every offset below is within the lengths `Q4KTile::blocks` checked; v128
@@ -740,7 +750,7 @@ mod kernel {
                 let at = run * TILE;
                 let scale = widen(w.scales.as_ptr().add(at));
                 let min = widen(w.mins.as_ptr().add(at));
-                let sums = run_sums::<N>(
+                let sums = run_sums::<N, FUSED>(
                     w.qs.as_ptr().add(run * SUB_BYTES),
                     std::array::from_fn(|i| x[i].qs.as_ptr().add(run * SUB)),
                 );
@@ -772,12 +782,22 @@ mod kernel {
     /// A q4_0 tile's rows times `N` activation rows: `[activation row][weight row]`.
     #[inline(always)]
     pub(super) fn dot_q4_0_tile<const N: usize>(w: Q4_0Tile, x: [Row; N]) -> [[f32; TILE]; N] {
+        #[cfg(target_feature = "relaxed-simd")]
+        if crate::relaxed_dot::spelling() == crate::relaxed_dot::Spelling::Fused {
+            return q4_0_tile::<N, true>(w, x);
+        }
+        q4_0_tile::<N, false>(w, x)
+    }
+
+    /// [`dot_q4_0_tile`], its dot products fused or not (as [`q4k_tile`]).
+    #[inline(always)]
+    fn q4_0_tile<const N: usize, const FUSED: bool>(w: Q4_0Tile, x: [Row; N]) -> [[f32; TILE]; N] {
         let nb = w.blocks(&x);
         let mut totals = [f32x4_splat(0.0); N];
         // SAFETY: every offset below is within the lengths `Q4_0Tile::blocks` checked.
         unsafe {
             for b in 0..nb {
-                let sums = run_sums::<N>(
+                let sums = run_sums::<N, FUSED>(
                     w.qs.as_ptr().add(b * SUB_BYTES),
                     std::array::from_fn(|i| x[i].qs.as_ptr().add(b * SUB)),
                 );
@@ -800,7 +820,31 @@ mod kernel {
     /// activation row, the four weight rows' exact sums of q·x.
     #[cfg(target_feature = "relaxed-simd")]
     #[inline(always)]
-    unsafe fn run_sums<const N: usize>(wp: *const u8, xp: [*const i8; N]) -> [v128; N] {
+    unsafe fn run_sums<const N: usize, const FUSED: bool>(
+        wp: *const u8,
+        xp: [*const i8; N],
+    ) -> [v128; N] {
+        if !FUSED {
+            return run_sums_split(wp, xp);
+        }
+        let mut acc = [[i32x4_splat(0); 2]; N];
+        for v in 0..SUB_BYTES / 16 {
+            let wv = v128_load(wp.add(16 * v) as *const v128);
+            let (lo, hi) = (v128_and(wv, u8x16_splat(0xF)), u8x16_shr(wv, 4));
+            for i in 0..N {
+                let xl = v128_load32_splat(xp[i].add(8 * v) as *const u32);
+                let xh = v128_load32_splat(xp[i].add(8 * v + 4) as *const u32);
+                acc[i][0] = i32x4_relaxed_dot_i8x16_i7x16_add(xl, lo, acc[i][0]);
+                acc[i][1] = i32x4_relaxed_dot_i8x16_i7x16_add(xh, hi, acc[i][1]);
+            }
+        }
+        acc.map(|[a, b]| i32x4_add(a, b))
+    }
+
+    /// [`run_sums`] without the fused dot product (see the module comment).
+    #[cfg(target_feature = "relaxed-simd")]
+    #[inline(always)]
+    unsafe fn run_sums_split<const N: usize>(wp: *const u8, xp: [*const i8; N]) -> [v128; N] {
         // Per activation row, lane 2r + h: half h of weight row r's pairs of products, in i16
         // (exact: see the module comment).
         let mut acc = [i16x8_splat(0); N];
@@ -819,7 +863,10 @@ mod kernel {
 
     #[cfg(not(target_feature = "relaxed-simd"))]
     #[inline(always)]
-    unsafe fn run_sums<const N: usize>(wp: *const u8, xp: [*const i8; N]) -> [v128; N] {
+    unsafe fn run_sums<const N: usize, const FUSED: bool>(
+        wp: *const u8,
+        xp: [*const i8; N],
+    ) -> [v128; N] {
         // Per activation row, rows 0–1's and rows 2–3's pairs of products.
         let mut acc = [[i32x4_splat(0); 2]; N];
         for v in 0..SUB_BYTES / 16 {

@@ -627,11 +627,9 @@ mod kernel {
     //! fifth less time; the plain build's took the same either way. One row keeps the unrolled
     //! form: its operands fit, and it has no other rows to share a loop's overhead with.
     //!
-    //! With relaxed-simd, the dot products are spelled as an `i16x8` relaxed dot (pairs of
-    //! products, exact in i16: at most 2·127·127) and an `i32x4.dot_i16x8_s` by a vector of
-    //! ones, not as `i32x4.relaxed_dot_i8x16_i7x16_add_s`: V8 lowers that, without AVX-VNNI, to
-    //! the same two multiplies and an add plus two instructions that make its ones again at
-    //! every use. Greedy decoding (one row) was 6–7% faster so.
+    //! With relaxed-simd, the dot products are `i32x4.relaxed_dot_i8x16_i7x16_add_s` where that
+    //! is one instruction, else an `i16x8` relaxed dot (pairs of products, exact in i16: at most
+    //! 2·127·127) and an `i32x4.dot_i16x8_s` by ones ([`crate::relaxed_dot`]).
     use super::{Tile, BIAS_SHIFT, BLOCK, RUN, TILE};
     use core::arch::wasm32::*;
 
@@ -639,6 +637,21 @@ mod kernel {
     /// row]`.
     #[inline(always)]
     pub(super) fn dot_tile<const N: usize>(
+        w: Tile,
+        x: [&[u8]; N],
+        xs: [&[f32]; N],
+    ) -> [[f32; TILE]; N] {
+        #[cfg(target_feature = "relaxed-simd")]
+        if crate::relaxed_dot::spelling() == crate::relaxed_dot::Spelling::Fused {
+            return tile::<N, true>(w, x, xs);
+        }
+        tile::<N, false>(w, x, xs)
+    }
+
+    /// [`dot_tile`], its dot products fused or not (see [`crate::relaxed_dot`]; one spelling
+    /// without relaxed-simd).
+    #[inline(always)]
+    fn tile<const N: usize, const FUSED: bool>(
         w: Tile,
         x: [&[u8]; N],
         xs: [&[f32]; N],
@@ -656,9 +669,9 @@ mod kernel {
                 let wp = w.qs.as_ptr().add(j * TILE * BLOCK);
                 let xp = std::array::from_fn(|i| x[i].as_ptr().add(j * BLOCK));
                 let sums = if N == 1 {
-                    block_sums::<N>(wp, xp)
+                    block_sums::<N, FUSED>(wp, xp)
                 } else {
-                    block_sums_looped::<N>(wp, xp, steps)
+                    block_sums_looped::<N, FUSED>(wp, xp, steps)
                 };
                 let wscale = v128_load(w.scales.as_ptr().add(j * TILE) as *const v128);
                 let bias = i32x4_shl(
@@ -682,17 +695,18 @@ mod kernel {
     /// row, the four weight rows' exact sums of w·(x + 64).
     #[cfg(target_feature = "relaxed-simd")]
     #[inline(always)]
-    unsafe fn block_sums<const N: usize>(wp: *const i8, xp: [*const u8; N]) -> [v128; N] {
+    unsafe fn block_sums<const N: usize, const FUSED: bool>(
+        wp: *const i8,
+        xp: [*const u8; N],
+    ) -> [v128; N] {
         // One activation row: two chains of sums, so that each waits on the other less.
-        let ones = i16x8_splat(1);
         let mut acc = [[i32x4_splat(0); 2]; N];
         for k in 0..BLOCK / RUN {
             let wv = v128_load(wp.add(k * TILE * RUN) as *const v128);
             for i in 0..N {
                 let c = if N == 1 { k % 2 } else { 0 };
                 let xv = v128_load32_splat(xp[i].add(k * RUN) as *const u32);
-                let pairs = i16x8_relaxed_dot_i8x16_i7x16(wv, xv);
-                acc[i][c] = i32x4_add(acc[i][c], i32x4_dot_i16x8(pairs, ones));
+                acc[i][c] = dot_add::<FUSED>(acc[i][c], wv, xv);
             }
         }
         acc.map(|[a, b]| i32x4_add(a, b))
@@ -702,34 +716,49 @@ mod kernel {
     /// comment).
     #[cfg(target_feature = "relaxed-simd")]
     #[inline(always)]
-    unsafe fn block_sums_looped<const N: usize>(
+    unsafe fn block_sums_looped<const N: usize, const FUSED: bool>(
         wp: *const i8,
         xp: [*const u8; N],
         steps: usize,
     ) -> [v128; N] {
-        let ones = i16x8_splat(1);
         let mut acc = [i32x4_splat(0); N];
         for k in 0..steps {
             let wv = v128_load(wp.add(k * TILE * RUN) as *const v128);
             for i in 0..N {
                 let xv = v128_load32_splat(xp[i].add(k * RUN) as *const u32);
-                let pairs = i16x8_relaxed_dot_i8x16_i7x16(wv, xv);
-                acc[i] = i32x4_add(acc[i], i32x4_dot_i16x8(pairs, ones));
+                acc[i] = dot_add::<FUSED>(acc[i], wv, xv);
             }
         }
         acc
     }
 
+    /// `acc` plus, per lane, the sum of the four products of the lane's bytes of `w` (i8) and
+    /// `x` (7-bit), spelled as `FUSED` says ([`crate::relaxed_dot`]).
+    #[cfg(target_feature = "relaxed-simd")]
+    #[inline(always)]
+    fn dot_add<const FUSED: bool>(acc: v128, w: v128, x: v128) -> v128 {
+        if FUSED {
+            i32x4_relaxed_dot_i8x16_i7x16_add(w, x, acc)
+        } else {
+            // The ones are one constant for the whole kernel (a wasm local), not made at each use.
+            let pairs = i16x8_relaxed_dot_i8x16_i7x16(w, x);
+            i32x4_add(acc, i32x4_dot_i16x8(pairs, i16x8_splat(1)))
+        }
+    }
+
     #[cfg(not(target_feature = "relaxed-simd"))]
     #[inline(always)]
-    unsafe fn block_sums<const N: usize>(wp: *const i8, xp: [*const u8; N]) -> [v128; N] {
-        block_sums_looped(wp, xp, BLOCK / RUN)
+    unsafe fn block_sums<const N: usize, const FUSED: bool>(
+        wp: *const i8,
+        xp: [*const u8; N],
+    ) -> [v128; N] {
+        block_sums_looped::<N, FUSED>(wp, xp, BLOCK / RUN)
     }
 
     /// [`block_sums`], as a loop of `steps` for several rows (see the module comment).
     #[cfg(not(target_feature = "relaxed-simd"))]
     #[inline(always)]
-    unsafe fn block_sums_looped<const N: usize>(
+    unsafe fn block_sums_looped<const N: usize, const FUSED: bool>(
         wp: *const i8,
         xp: [*const u8; N],
         steps: usize,

@@ -21,10 +21,30 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// Runs `check` with each way the build's kernels can spell their dot products: in the
+/// relaxed-simd wasm build, fused and split (`botcard::relaxed_dot`; the engine's CPU picks one),
+/// elsewhere the one.
+fn each_spelling(check: impl Fn()) {
+    #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+    for spelling in [
+        botcard::relaxed_dot::Spelling::Fused,
+        botcard::relaxed_dot::Spelling::Split,
+    ] {
+        botcard::relaxed_dot::set(spelling);
+        check();
+    }
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "relaxed-simd")))]
+    check();
+}
+
 /// Panics unless every output of `Q8Matrix::matmul` equals, bit for bit, the scalar dot product
 /// of the same quantized rows, for rows of fewer than four blocks, of whole groups of four, and
-/// of groups plus a remainder.
+/// of groups plus a remainder, with each spelling of the kernels' dot products.
 pub fn kernel_equals_scalar_reference() {
+    each_spelling(q8_kernel_equals_scalar_reference);
+}
+
+fn q8_kernel_equals_scalar_reference() {
     for blocks in [3, 8, 11] {
         // 200 rows: pieces of work of different lengths when split over threads.
         let (rows, cols) = (200, blocks * BLOCK);
@@ -260,9 +280,14 @@ fn reference_dot(w: &GgmlMatrix, o: usize, xq: &ActivationRows, i: usize) -> f32
 
 /// Panics unless every output of the q4_K and q4_0 products equals, bit for bit, the format's
 /// scalar reference on the same quantized rows, for every activation row count the kernels
-/// group differently and matrices whose last tile is partial, and unless the product is within
-/// the quantization's error of the f32 product of the dequantized weights.
+/// group differently and matrices whose last tile is partial, with each spelling of the kernels'
+/// dot products, and unless the product is within the quantization's error of the f32 product
+/// of the dequantized weights.
 pub fn q4_kernels_equal_scalar_reference() {
+    each_spelling(q4_kernels_equal_their_reference);
+}
+
+fn q4_kernels_equal_their_reference() {
     for (dtype, size, per_block, scales, per) in FORMATS {
         for (rows, blocks) in [(7, 256 / per_block), (37, 768 / per_block)] {
             let cols = blocks * per_block;
