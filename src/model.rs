@@ -11,7 +11,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{DType, Device, Tensor, D};
 use candle_nn::LayerNorm;
 
 use crate::attention::LayerCache;
@@ -24,19 +24,6 @@ use crate::screen::Screen;
 use crate::shortlist::{self, Logits};
 use crate::weights::Weights;
 use candle_core::quantized::GgmlDType;
-
-/// How a pass runs, chosen by the caller: training (differentiable ops only, every position
-/// from 0, no cache) or inference (fused kernels, after what the cache `C` holds).
-enum Mode<C> {
-    Train,
-    Infer(C),
-}
-
-impl<C> Mode<C> {
-    fn is_train(&self) -> bool {
-        matches!(self, Mode::Train)
-    }
-}
 
 /// Where a model's tensors come from: a checkpoint ([`Weights`]) or training variables.
 pub trait TensorSource {
@@ -560,10 +547,23 @@ impl Norm {
         })
     }
 
-    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        if !train {
-            return Ok(self.ln.forward(x)?);
-        }
+    /// Inference: candle's fused kernel, what `LayerNorm::forward` runs on the contiguous
+    /// tensors inference makes. Called directly, because `LayerNorm::forward` also holds a
+    /// fallback through candle's reductions, which the page's builds (they never train) then
+    /// leave out: with the training path's own functions, 19.8 KB of the threaded build's
+    /// gzipped wasm.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let bias = self.ln.bias().expect("GPT-2 layer norms have a bias");
+        Ok(candle_nn::ops::layer_norm(
+            &x.contiguous()?,
+            self.ln.weight(),
+            bias,
+            self.eps as f32,
+        )?)
+    }
+
+    /// Training: plain, differentiable ops.
+    fn forward_train(&self, x: &Tensor) -> Result<Tensor> {
         let mean = x.mean_keepdim(D::Minus1)?;
         let xc = x.broadcast_sub(&mean)?;
         let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
@@ -600,26 +600,25 @@ impl Attention {
         })
     }
 
-    /// x: (B, T, C). Training: candle's differentiable ops, `mask` (T, T) with -inf where a
-    /// query may not look (None when T = 1). Inference: against the cache, which knows which
-    /// positions each query sees.
-    fn forward(
-        &self,
-        x: &Tensor,
-        mode: Mode<&mut LayerCache>,
-        mask: Option<&Tensor>,
-    ) -> Result<Tensor> {
+    /// Inference on x: (B, T, C), against the cache, which knows which positions each query
+    /// sees.
+    fn forward(&self, x: &Tensor, cache: &mut LayerCache) -> Result<Tensor> {
         let (b, t, c) = x.dims3()?;
         let hs = c / self.n_head;
         let qkv = self.c_attn.forward(x)?; // (B, T, 3C)
-        if let Mode::Infer(cache) = mode {
-            let qkv = qkv.flatten_all()?.to_vec1::<f32>()?;
-            cache.append(&qkv, b, t, self.n_head, hs)?;
-            let y = cache.attend(&qkv, t, self.scale as f32);
-            return self
-                .c_proj
-                .forward(&Tensor::from_vec(y, (b, t, c), x.device())?);
-        }
+        let qkv = qkv.flatten_all()?.to_vec1::<f32>()?;
+        cache.append(&qkv, b, t, self.n_head, hs)?;
+        let y = cache.attend(&qkv, t, self.scale as f32);
+        self.c_proj
+            .forward(&Tensor::from_vec(y, (b, t, c), x.device())?)
+    }
+
+    /// Training on x: (B, T, C), through candle's differentiable ops; `mask` (T, T) with -inf
+    /// where a query may not look (None when T = 1).
+    fn forward_train(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let (b, t, c) = x.dims3()?;
+        let hs = c / self.n_head;
+        let qkv = self.c_attn.forward(x)?; // (B, T, 3C)
         let split = |i: usize| -> candle_core::Result<Tensor> {
             qkv.narrow(D::Minus1, i * c, c)?
                 .reshape((b, t, self.n_head, hs))?
@@ -677,17 +676,17 @@ impl Block {
         })
     }
 
-    fn forward(
-        &self,
-        x: &Tensor,
-        mode: Mode<&mut LayerCache>,
-        mask: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        let train = mode.is_train();
+    fn forward(&self, x: &Tensor, cache: &mut LayerCache) -> Result<Tensor> {
+        let x = (x + self.attn.forward(&self.ln_1.forward(x)?, cache)?)?;
+        Ok((&x + self.mlp.forward(&self.ln_2.forward(&x)?)?)?)
+    }
+
+    /// [`Block::forward`] for training (see [`Gpt2::forward_train`]).
+    fn forward_train(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let x = (x + self
             .attn
-            .forward(&self.ln_1.forward(x, train)?, mode, mask)?)?;
-        Ok((&x + self.mlp.forward(&self.ln_2.forward(&x, train)?)?)?)
+            .forward_train(&self.ln_1.forward_train(x)?, mask)?)?;
+        Ok((&x + self.mlp.forward(&self.ln_2.forward_train(&x)?)?)?)
     }
 }
 
@@ -894,25 +893,35 @@ impl Gpt2 {
             )));
         }
         let ids = Tensor::new(ids.concat(), &self.device)?.reshape((b, t))?;
-        let hidden = self.hidden(&ids, cache.pos, Mode::Infer(&mut cache.layers))?;
+        let mut x = self.embed(&ids, cache.pos)?;
+        for (block, layer) in self.h.iter().zip(&mut cache.layers) {
+            x = block.forward(&x, layer)?;
+        }
+        let hidden = self.ln_f.forward(&x)?;
         cache.pos += t;
         Ok(hidden)
     }
 
     /// The training pass: logits (B, T, V) for ids (B, T) from position 0, through
-    /// differentiable ops only and without a cache.
+    /// differentiable ops only and without a cache. Its own path through the layers, apart
+    /// from inference's, so that builds that never train leave it out.
     pub fn forward_train(&self, ids: &Tensor) -> Result<Tensor> {
-        let hidden = self.hidden(ids, 0, Mode::Train)?;
-        self.logits(&hidden)
+        let (_, t) = ids.dims2()?;
+        let mut x = self.embed(ids, 0)?;
+        let mask = if t > 1 {
+            Some(self.causal_mask(t)?)
+        } else {
+            None
+        };
+        for block in &self.h {
+            x = block.forward_train(&x, mask.as_ref())?;
+        }
+        self.logits(&self.ln_f.forward_train(&x)?)
     }
 
-    /// Final hidden states (B, T, C) of ids (B, T) at positions past..past+T.
-    fn hidden(
-        &self,
-        ids: &Tensor,
-        past: usize,
-        mut mode: Mode<&mut [LayerCache]>,
-    ) -> Result<Tensor> {
+    /// The layers' input (B, T, C) for ids (B, T) at positions past..past+T: token plus
+    /// position embeddings.
+    fn embed(&self, ids: &Tensor, past: usize) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let tok = self
             .wte
@@ -920,20 +929,7 @@ impl Gpt2 {
             .reshape((b, t, self.cfg.n_embd))?;
         let positions = Tensor::arange(past as u32, (past + t) as u32, &self.device)?;
         let pos = self.wpe.index_select(&positions, 0)?; // (T, C)
-        let mut x = tok.broadcast_add(&pos)?;
-        let mask = if t > 1 && mode.is_train() {
-            Some(self.causal_mask(past, t)?)
-        } else {
-            None
-        };
-        for (i, block) in self.h.iter().enumerate() {
-            let layer = match &mut mode {
-                Mode::Train => Mode::Train,
-                Mode::Infer(caches) => Mode::Infer(&mut caches[i]),
-            };
-            x = block.forward(&x, layer, mask.as_ref())?;
-        }
-        self.ln_f.forward(&x, mode.is_train())
+        Ok(tok.broadcast_add(&pos)?)
     }
 
     /// Logits over the vocabulary for hidden states (…, C) -> (…, V).
@@ -1003,13 +999,12 @@ impl Gpt2 {
         Ok(picked.to_vec1()?)
     }
 
-    /// (T, S) additive mask: query i (at absolute position past+i) sees keys 0..=past+i.
-    fn causal_mask(&self, past: usize, t: usize) -> Result<Tensor> {
-        let s = past + t;
+    /// (T, T) additive mask: query i sees keys 0..=i.
+    fn causal_mask(&self, t: usize) -> Result<Tensor> {
         let data: Vec<f32> = (0..t)
-            .flat_map(|i| (0..s).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 }))
+            .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
             .collect();
-        Ok(Tensor::from_vec(data, (t, s), &self.device)?)
+        Ok(Tensor::from_vec(data, (t, t), &self.device)?)
     }
 }
 
