@@ -22,8 +22,10 @@ const LANES: usize = 8;
 /// Activation rows computed side by side: each weight load serves up to four of them.
 const ACT_ROWS: usize = 4;
 
-/// At most this many activation rows go through [`matmul_then`]; more (a long prompt, a
-/// training batch) reuse each weight often enough that candle's blocked matmul wins.
+/// Natively at most this many activation rows go through [`matmul_then`]; more (a long
+/// prompt, a training batch) reuse each weight often enough that candle's blocked matmul, on
+/// all cores, wins. (In wasm, where candle's matmul runs on one thread, the model sends every
+/// inference product here.)
 pub const MAX_ROWS: usize = 8;
 
 /// Calls `f` with `t`'s values: in place when they are contiguous f32 in CPU memory (a loaded

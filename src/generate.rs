@@ -119,17 +119,19 @@ impl Session {
         } else {
             1
         };
-        // The prompt runs once; its cache is then copied for every sequence.
+        // The prompt runs once; its cache is then copied for every sequence. On the pool, as
+        // a step runs ([`Session::step`]).
         let mut cache = model.new_cache(ids.len() + max_new);
         let changed = changed_by_pick(&params, &ids, 0, min_new, eos);
-        let first = model
-            .next_logits_for(
+        let first = crate::parallel::on_pool(|| {
+            model.next_logits_for(
                 std::slice::from_ref(&ids),
                 &mut cache,
                 picked_from(&params),
                 &[&changed],
-            )?
-            .remove(0);
+            )
+        })?
+        .remove(0);
         cache.select_rows(&vec![0; batch])?;
         let rows: Vec<Row> = (0..batch)
             .map(|_| Row {

@@ -409,9 +409,13 @@ impl Linear {
                 Ok(w.matmul_then(&x, rows, bias_then(bias, scalar)))
             })?,
             Matrix::F32(w) => {
-                // Ours for a few rows of an inference pass over weights in memory; candle's
-                // (differentiable, blocked) for training and long prompts.
-                let dense = if rows <= dense::MAX_ROWS && !w.track_op() && !x.track_op() {
+                // Ours for an inference pass over weights in memory: a few rows, or in wasm
+                // any number, where candle's matmul runs on one thread (ours on one was as
+                // fast on a 64-token prompt in Chromium, on two threads 1.8 times as fast);
+                // candle's (differentiable, blocked) for training, and natively for long
+                // prompts, on all cores (ours on one core took 1.5 times as long).
+                let few = rows <= dense::MAX_ROWS || cfg!(target_arch = "wasm32");
+                let dense = if few && !w.track_op() && !x.track_op() {
                     let n = w.dim(0)?;
                     self.with_bias(|bias| {
                         let x = x.flatten_all()?.to_vec1::<f32>()?;
@@ -466,7 +470,7 @@ fn bias_then(
 /// `act` as a function of one value, where it has a cheap one: what our products apply as they
 /// go (none for the identity, which [`activate`] leaves as it is). Candle's op's formulas, with
 /// our [`tanh`] for GELU (within 1.5 ulp of candle's libm `tanhf`, which candle's op —
-/// training, prompts over `dense::MAX_ROWS` rows in f32 — uses).
+/// training, and natively prompts over `dense::MAX_ROWS` rows in f32 — uses).
 fn scalar_activation(act: Activation) -> Option<fn(f32) -> f32> {
     match act {
         Activation::GeluTanh => Some(|v| {

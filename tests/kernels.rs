@@ -78,14 +78,16 @@ fn q8_kernel_equals_scalar_reference() {
 
 /// Panics unless every output of the f32 product (`dense::matmul_then`, bias added by `then`)
 /// equals, bit for bit, the scalar reference dot product plus the bias, for rows shorter than
-/// one pass of the kernel, of whole passes, and of passes plus a remainder, and unless the
-/// reference itself is within rounding of the sum in f64.
+/// one pass of the kernel, of whole passes, and of passes plus a remainder, for a few
+/// activation rows and a prompt's, and unless the reference itself is within rounding of the
+/// sum in f64.
 pub fn f32_kernel_equals_scalar_reference() {
     for cols in [5, 48, 77, 768] {
         let rows = 37;
         let w = values(rows * cols, 11);
         let bias = values(rows, 12);
-        for m in 1..=dense::MAX_ROWS {
+        // Up to MAX_ROWS natively; in wasm a prompt's rows too.
+        for m in (1..=dense::MAX_ROWS).chain([13, 64]) {
             let x = values(m * cols, m as u64 + 3);
             let got = dense::matmul_then(&w, rows, &x, m, |o, y| y + bias[o]).unwrap();
             for i in 0..m {
