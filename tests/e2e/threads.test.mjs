@@ -47,10 +47,15 @@ test('once a first visit\'s model is ready, the threaded build is cached ahead: 
   await p.goto(`${site.url}/`);
   await ready(p);
   await serviceWorkerReady(p);
-  // The service worker caches it after the page asks (on the widget's bot-ready).
+  // The service worker caches it after the page asks (on the widget's bot-ready), one file
+  // after the other: every one of them, not only the wasm (the rayon snippet comes after it).
   await until(p, async () => {
+    await import(new URL('version.js', location.href));
+    const files = Object.keys(self.BOTCARD_BUILD.lazy).filter((f) => f.startsWith('pkg-threads/'));
     for (const name of await caches.keys()) {
-      if (name.startsWith('botcard-build-') && await (await caches.open(name)).match(new URL('pkg-threads/botcard_bg.wasm', location.href))) return true;
+      if (!name.startsWith('botcard-build-')) continue;
+      const cache = await caches.open(name);
+      if ((await Promise.all(files.map((f) => cache.match(new URL(f, location.href))))).every(Boolean)) return true;
     }
     return false;
   });
