@@ -1,4 +1,5 @@
-//! f32 matrix products for decoding: a few activation rows against a weight matrix [out, in].
+//! f32 matrix products for decoding: a few activation rows against a weight matrix [out, in]
+//! (in wasm, a prompt's rows too: see [`MAX_ROWS`]).
 //!
 //! Why our own kernel rather than candle's matmul: in wasm candle's f32 matmul (gemm's blocked
 //! kernels) runs on one thread and, for a few rows, reached 8 tok/s decoding GPT-2 124M in

@@ -723,11 +723,7 @@ mod kernel {
     /// A q4_K tile's rows times `N` activation rows: `[activation row][weight row]`.
     #[inline(always)]
     pub(super) fn dot_q4k_tile<const N: usize>(w: Q4KTile, x: [Row; N]) -> [[f32; TILE]; N] {
-        #[cfg(target_feature = "relaxed-simd")]
-        if crate::relaxed_dot::spelling() == crate::relaxed_dot::Spelling::Fused {
-            return q4k_tile::<N, true>(w, x);
-        }
-        q4k_tile::<N, false>(w, x)
+        crate::quant::by_spelling(|| q4k_tile::<N, true>(w, x), || q4k_tile::<N, false>(w, x))
     }
 
     /// [`dot_q4k_tile`], its dot products fused or not (see [`crate::relaxed_dot`]; one
@@ -782,11 +778,10 @@ mod kernel {
     /// A q4_0 tile's rows times `N` activation rows: `[activation row][weight row]`.
     #[inline(always)]
     pub(super) fn dot_q4_0_tile<const N: usize>(w: Q4_0Tile, x: [Row; N]) -> [[f32; TILE]; N] {
-        #[cfg(target_feature = "relaxed-simd")]
-        if crate::relaxed_dot::spelling() == crate::relaxed_dot::Spelling::Fused {
-            return q4_0_tile::<N, true>(w, x);
-        }
-        q4_0_tile::<N, false>(w, x)
+        crate::quant::by_spelling(
+            || q4_0_tile::<N, true>(w, x),
+            || q4_0_tile::<N, false>(w, x),
+        )
     }
 
     /// [`dot_q4_0_tile`], its dot products fused or not (as [`q4k_tile`]).

@@ -608,6 +608,19 @@ pub fn dot_scalar(w: &[i8], ws: &[f32], x: &[u8], xs: &[f32]) -> f32 {
     total
 }
 
+/// `fused()` where the kernels spell their dot products fused, else `split()`
+/// ([`crate::relaxed_dot`]; without relaxed-simd there is one spelling, `split()`'s).
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+pub(crate) fn by_spelling<R>(fused: impl FnOnce() -> R, split: impl FnOnce() -> R) -> R {
+    #[cfg(target_feature = "relaxed-simd")]
+    if crate::relaxed_dot::spelling() == crate::relaxed_dot::Spelling::Fused {
+        return fused();
+    }
+    let _ = fused;
+    split()
+}
+
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod kernel {
     //! wasm: per block, each of a tile's eight vectors (four values of four rows) is multiplied
@@ -641,11 +654,7 @@ mod kernel {
         x: [&[u8]; N],
         xs: [&[f32]; N],
     ) -> [[f32; TILE]; N] {
-        #[cfg(target_feature = "relaxed-simd")]
-        if crate::relaxed_dot::spelling() == crate::relaxed_dot::Spelling::Fused {
-            return tile::<N, true>(w, x, xs);
-        }
-        tile::<N, false>(w, x, xs)
+        super::by_spelling(|| tile::<N, true>(w, x, xs), || tile::<N, false>(w, x, xs))
     }
 
     /// [`dot_tile`], its dot products fused or not (see [`crate::relaxed_dot`]; one spelling
