@@ -668,8 +668,12 @@ mod kernel {
     ) -> [[f32; TILE]; N] {
         let nb = w.blocks(&x, &xs);
         let mut totals = [f32x4_splat(0.0); N];
-        // BLOCK / RUN, kept from LLVM (see the module comment).
-        let steps = core::hint::black_box(BLOCK / RUN);
+        // BLOCK / RUN, kept from LLVM where several rows loop (see the module comment).
+        let steps = if N == 1 {
+            BLOCK / RUN
+        } else {
+            core::hint::black_box(BLOCK / RUN)
+        };
         assert!(steps == BLOCK / RUN);
         // SAFETY: for every block j < nb, w.qs[j·128..+128], w.scales/sums[j·4..+4], x[i][j·32
         // ..+32] and xs[i][j] are in bounds by `Tile::blocks`'s checks (and `steps` is BLOCK /
