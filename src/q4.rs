@@ -819,9 +819,9 @@ mod kernel {
         wp: *const u8,
         xp: [*const i8; N],
     ) -> [v128; N] {
-        if !FUSED {
-            return run_sums_split(wp, xp);
-        }
+        // Fused: per activation row, two chains of i32 sums. Split: one chain of i16 pairs of
+        // products, lane 2r + h holding half h of weight row r's (exact: see the module
+        // comment), widened once at the end.
         let mut acc = [[i32x4_splat(0); 2]; N];
         for v in 0..SUB_BYTES / 16 {
             let wv = v128_load(wp.add(16 * v) as *const v128);
@@ -829,31 +829,22 @@ mod kernel {
             for i in 0..N {
                 let xl = v128_load32_splat(xp[i].add(8 * v) as *const u32);
                 let xh = v128_load32_splat(xp[i].add(8 * v + 4) as *const u32);
-                acc[i][0] = i32x4_relaxed_dot_i8x16_i7x16_add(xl, lo, acc[i][0]);
-                acc[i][1] = i32x4_relaxed_dot_i8x16_i7x16_add(xh, hi, acc[i][1]);
+                if FUSED {
+                    acc[i][0] = i32x4_relaxed_dot_i8x16_i7x16_add(xl, lo, acc[i][0]);
+                    acc[i][1] = i32x4_relaxed_dot_i8x16_i7x16_add(xh, hi, acc[i][1]);
+                } else {
+                    acc[i][0] = i16x8_add(acc[i][0], i16x8_relaxed_dot_i8x16_i7x16(xl, lo));
+                    acc[i][0] = i16x8_add(acc[i][0], i16x8_relaxed_dot_i8x16_i7x16(xh, hi));
+                }
             }
         }
-        acc.map(|[a, b]| i32x4_add(a, b))
-    }
-
-    /// [`run_sums`] without the fused dot product (see the module comment).
-    #[cfg(target_feature = "relaxed-simd")]
-    #[inline(always)]
-    unsafe fn run_sums_split<const N: usize>(wp: *const u8, xp: [*const i8; N]) -> [v128; N] {
-        // Per activation row, lane 2r + h: half h of weight row r's pairs of products, in i16
-        // (exact: see the module comment).
-        let mut acc = [i16x8_splat(0); N];
-        for v in 0..SUB_BYTES / 16 {
-            let wv = v128_load(wp.add(16 * v) as *const v128);
-            let (lo, hi) = (v128_and(wv, u8x16_splat(0xF)), u8x16_shr(wv, 4));
-            for i in 0..N {
-                let xl = v128_load32_splat(xp[i].add(8 * v) as *const u32);
-                let xh = v128_load32_splat(xp[i].add(8 * v + 4) as *const u32);
-                acc[i] = i16x8_add(acc[i], i16x8_relaxed_dot_i8x16_i7x16(xl, lo));
-                acc[i] = i16x8_add(acc[i], i16x8_relaxed_dot_i8x16_i7x16(xh, hi));
+        acc.map(|[a, b]| {
+            if FUSED {
+                i32x4_add(a, b)
+            } else {
+                i32x4_dot_i16x8(a, i16x8_splat(1))
             }
-        }
-        acc.map(|a| i32x4_dot_i16x8(a, i16x8_splat(1)))
+        })
     }
 
     #[cfg(not(target_feature = "relaxed-simd"))]

@@ -26,12 +26,17 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
 /// elsewhere the one.
 fn each_spelling(check: impl Fn()) {
     #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
-    for spelling in [
-        botcard::relaxed_dot::Spelling::Fused,
-        botcard::relaxed_dot::Spelling::Split,
-    ] {
-        botcard::relaxed_dot::set(spelling);
-        check();
+    {
+        // The engine's own, back in place afterwards for the other tests.
+        let found = botcard::relaxed_dot::spelling();
+        for spelling in [
+            botcard::relaxed_dot::Spelling::Fused,
+            botcard::relaxed_dot::Spelling::Split,
+        ] {
+            botcard::relaxed_dot::set(spelling);
+            check();
+        }
+        botcard::relaxed_dot::set(found);
     }
     #[cfg(not(all(target_arch = "wasm32", target_feature = "relaxed-simd")))]
     check();
