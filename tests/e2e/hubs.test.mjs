@@ -115,12 +115,14 @@ const refusals = [
   [repo('odd/redirect-to-cdn-without-cors', status(404, true), {
     'pytorch_model.bin': (req, res, cors) => res.writeHead(302, { ...cors, location: `${cdn.url}/closed/pytorch_model.bin` }).end(),
   }), 'Could not download pytorch_model.bin: the hub answered without the CORS header (Access-Control-Allow-Origin) that lets web pages read it.'],
-  // Says 2 MB more than it sends, then closes.
+  // Says 2 MB more than it sends, then closes. The close is an orderly one (end, not destroy),
+  // so every byte sent arrives: a reset could throw away what the browser had not yet read, and
+  // the sentence's size would depend on how fast the machine is.
   [repo('odd/content-length-too-long', status(404, true), {
     'pytorch_model.bin': (req, res, cors) => {
       const bytes = bytesOf('pytorch_model.bin');
       res.writeHead(200, { ...cors, 'content-length': bytes.length + 2e6 });
-      res.write(bytes, () => setTimeout(() => res.destroy(), 50));
+      res.write(bytes, () => res.socket.end());
     },
   }), /^Could not download pytorch_model\.bin: the download broke off after 6\.\d MB\.$/],
   // Says half of what it sends: the browser keeps what was declared, a cut-short file.
