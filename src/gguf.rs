@@ -609,6 +609,9 @@ fn make(e: &Entry, data: &[u8], dtype: Dtype, hf_shape: &[usize]) -> Result<Made
 
 /// The largest header (metadata and tensor list) accepted: GPT-2's tokenizer takes about 2 MB.
 const MAX_HEADER: usize = 64 << 20;
+/// The most room [`GgufStream`] makes ahead of a tensor's bytes: more than a 124M's f32
+/// embedding matrix (154 MB).
+const RESERVE_AHEAD: usize = 256 << 20;
 
 /// One tensor of the file that the model needs.
 struct Entry {
@@ -703,6 +706,13 @@ impl GgufStream {
         let drop = used.saturating_sub(self.offset).min(self.buf.len());
         self.buf.drain(..drop);
         self.offset += drop;
+        // The next tensor's bytes arrive in pieces: room for all of them at once, rather than a
+        // buffer that doubles and copies itself (an embedding matrix is most of a small model).
+        // Only a hint, and at most RESERVE_AHEAD: a header may lie about sizes it never sends.
+        if let Some(e) = entries.get(self.next) {
+            let need = (start + e.end).saturating_sub(self.offset + self.buf.len());
+            let _ = self.buf.try_reserve_exact(need.min(RESERVE_AHEAD));
+        }
         Ok(())
     }
 

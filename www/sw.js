@@ -274,8 +274,9 @@ async function fromBuild(e, url, path) {
     return new Response(`self.BOTCARD_BUILD = ${JSON.stringify(build)};\n`, { headers: { 'content-type': 'text/javascript' } });
   }
   if (!(path in manifest.shell || path in manifest.lazy)) return null;
-  // A worker started by a page (or by a worker) belongs to the same build.
-  if (e.request.destination.endsWith('worker')) await pin(e.resultingClientId, manifest.id);
+  // A worker started by a page (or by a worker) belongs to the same build: held here at once
+  // (its own requests find it), written down meanwhile, as a page's pin is.
+  if (e.request.destination.endsWith('worker')) e.waitUntil(pin(e.resultingClientId, manifest.id));
   const res = await cached(manifest, path);
   return res ?? new Response(`not part of build ${manifest.id}`, { status: 503 });
 }
