@@ -14,27 +14,27 @@ pub struct Tokenizer {
     token_bytes: Vec<Vec<u8>>,
 }
 
+/// The characters GPT-2's `bytes_to_unicode` gives bytes lie below this code point.
+const BYTE_CHARS: usize = 256 + 68;
+
 /// GPT-2's `bytes_to_unicode`: every byte gets a printable character, so BPE never sees
-/// whitespace or control bytes. Returns the inverse map, char -> byte.
-fn unicode_to_byte() -> std::collections::HashMap<char, u8> {
-    let mut printable: Vec<u32> = (b'!' as u32..=b'~' as u32)
-        .chain(0xA1..=0xAC)
-        .chain(0xAE..=0xFF)
-        .collect();
-    let mut chars = printable.clone();
+/// whitespace or control bytes. Returns the inverse, by code point: the byte a character stands
+/// for, or `None`. (An array, not a map: it is read for every character of the vocabulary
+/// while a model loads.)
+fn unicode_to_byte() -> [Option<u8>; BYTE_CHARS] {
+    let mut table = [None; BYTE_CHARS];
+    let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
     let mut n = 0;
-    for b in 0..256u32 {
-        if !printable.contains(&b) {
-            printable.push(b);
-            chars.push(256 + n);
+    for b in 0..=255u8 {
+        let c = if printable(b) {
+            usize::from(b)
+        } else {
             n += 1;
-        }
+            255 + n
+        };
+        table[c] = Some(b);
     }
-    printable
-        .into_iter()
-        .zip(chars)
-        .map(|(b, c)| (char::from_u32(c).expect("valid code point"), b as u8))
-        .collect()
+    table
 }
 
 impl Tokenizer {
@@ -162,29 +162,40 @@ impl Tokenizer {
         }
         let table = unicode_to_byte();
         let added = inner.get_added_tokens_decoder();
-        let mut token_bytes = vec![Vec::new(); size];
-        for (token, id) in inner.get_vocab(true) {
-            let Some(slot) = token_bytes.get_mut(id as usize) else {
-                return Err(Error::Tokenizer {
-                    file,
-                    reason: format!("token id {id} is outside the vocabulary"),
-                });
-            };
-            *slot = match added.get(&id) {
-                Some(a) if a.special => Vec::new(),
-                Some(a) => a.content.clone().into_bytes(),
-                None => {
+        // Ids are looked up one by one: the vocabulary as a map (`get_vocab`) would copy and hash
+        // every token. A vocabulary of `size` tokens whose ids are not 0..size has one beyond.
+        let mut beyond = None;
+        let mut token_bytes = Vec::with_capacity(size);
+        for id in 0..size as u32 {
+            let bytes = match (added.get(&id), inner.id_to_token(id)) {
+                (Some(a), _) if a.special => Vec::new(),
+                (Some(a), _) => a.content.clone().into_bytes(),
+                (None, Some(token)) => {
                     let mut b = Vec::with_capacity(token.len());
                     for c in token.chars() {
-                        match table.get(&c) {
-                            Some(&byte) => b.push(byte),
+                        match table.get(c as usize).copied().flatten() {
+                            Some(byte) => b.push(byte),
                             // Not byte-level: keep the character's own UTF-8.
                             None => b.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
                         }
                     }
                     b
                 }
+                (None, None) => {
+                    let outside = beyond.get_or_insert_with(|| {
+                        let ids = inner.get_vocab(true).into_values();
+                        ids.filter(|&i| i as usize >= size).min()
+                    });
+                    if let Some(id) = outside {
+                        return Err(Error::Tokenizer {
+                            file,
+                            reason: format!("token id {id} is outside the vocabulary"),
+                        });
+                    }
+                    Vec::new()
+                }
             };
+            token_bytes.push(bytes);
         }
         Ok(Self { inner, token_bytes })
     }
@@ -305,5 +316,67 @@ impl TextStream {
         let out = String::from_utf8_lossy(&self.pending).into_owned();
         self.pending.clear();
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_byte_table_is_gpt2s_bytes_to_unicode() {
+        let table = unicode_to_byte();
+        let at = |c: char| table.get(c as usize).copied().flatten();
+        assert_eq!(at('!'), Some(b'!'));
+        assert_eq!(at('~'), Some(b'~'));
+        assert_eq!(at('\u{100}'), Some(0x00));
+        assert_eq!(at('ĉ'), Some(b'\t'));
+        assert_eq!(at('Ċ'), Some(b'\n'));
+        assert_eq!(at('Ġ'), Some(b' '));
+        assert_eq!(at('Ń'), Some(0xAD));
+        assert_eq!(at('ń'), None);
+        assert_eq!(at(' '), None);
+        let mut bytes: Vec<u8> = table.iter().flatten().copied().collect();
+        bytes.sort_unstable();
+        assert_eq!(bytes, (0..=255).collect::<Vec<u8>>(), "every byte once");
+    }
+
+    #[test]
+    fn every_token_stands_for_the_bytes_tokenizers_decodes_it_to() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/www/models/default/tokenizer.json"
+        );
+        let tok = Tokenizer::from_tokenizer_json(&std::fs::read(path).unwrap()).unwrap();
+        assert_eq!(tok.vocab_size(), tok.inner.get_vocab_size(true));
+        let added = tok.inner.get_added_tokens_decoder();
+        let mut checked = 0;
+        for id in 0..tok.vocab_size() as u32 {
+            let ours = tok.bytes_of(id);
+            if added.get(&id).is_some_and(|a| a.special) {
+                assert!(ours.is_empty(), "special token {id}");
+                continue;
+            }
+            // Tokens that are part of a character decode to U+FFFD in `tokenizers`.
+            if let Ok(text) = std::str::from_utf8(ours) {
+                assert_eq!(text, tok.inner.decode(&[id], false).unwrap(), "token {id}");
+                checked += 1;
+            }
+        }
+        assert!(checked > tok.vocab_size() * 9 / 10, "{checked} checked");
+    }
+
+    #[test]
+    fn a_token_id_beyond_the_vocabulary_is_an_error() {
+        let mut spec = byte_level_bpe_spec();
+        spec["model"]["vocab"] = json!({"a": 0, "b": 5});
+        let err = Tokenizer::from_tokenizer_json(spec.to_string().as_bytes())
+            .err()
+            .expect("an error");
+        assert!(
+            err.to_string()
+                .contains("token id 5 is outside the vocabulary"),
+            "{err}"
+        );
     }
 }

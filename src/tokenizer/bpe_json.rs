@@ -10,9 +10,7 @@
 //! model of another type, merges of unusual form, a file that does not load): the caller then
 //! uses `tokenizers`' reader, which also says what is wrong with a broken file.
 
-use std::collections::HashMap;
-
-use serde::de::{Deserializer, SeqAccess, Visitor};
+use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokenizers::models::bpe::{Vocab, BPE};
@@ -131,31 +129,71 @@ fn bpe(model: BpeModel) -> Option<BPE> {
         .ok()
 }
 
+/// The top level of a `tokenizer.json`: the model and the added tokens read as they come (not
+/// first kept as text and then read again: a GPT-2's model is 2 MB of JSON), and the other parts
+/// as their text, for `tokenizers`' reader. A key given twice is an error, as in that reader.
+struct Top<'a> {
+    model: Option<BpeModel>,
+    added: Option<Vec<Added>>,
+    rest: Vec<(&'a str, &'a RawValue)>,
+}
+
+impl<'de> Deserialize<'de> for Top<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct TopVisitor;
+        impl<'de> Visitor<'de> for TopVisitor {
+            type Value = Top<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a tokenizer.json object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top<'de>, A::Error> {
+                let mut top = Top {
+                    model: None,
+                    added: None,
+                    rest: Vec::new(),
+                };
+                while let Some(key) = map.next_key::<&'de str>()? {
+                    let seen = match key {
+                        "model" => top.model.is_some(),
+                        "added_tokens" => top.added.is_some(),
+                        _ => top.rest.iter().any(|(k, _)| *k == key),
+                    };
+                    if seen {
+                        return Err(serde::de::Error::custom(format!("duplicate field `{key}`")));
+                    }
+                    match key {
+                        "model" => top.model = Some(map.next_value()?),
+                        "added_tokens" => top.added = Some(map.next_value()?),
+                        _ => top.rest.push((key, map.next_value()?)),
+                    }
+                }
+                Ok(top)
+            }
+        }
+        d.deserialize_map(TopVisitor)
+    }
+}
+
 /// `bytes` (a `tokenizer.json`) as `tokenizers::Tokenizer::from_bytes` reads it, where its
 /// model is a BPE this reader takes; `None` otherwise.
 pub(super) fn read(bytes: &[u8]) -> Option<tokenizers::Tokenizer> {
     let text = std::str::from_utf8(bytes).ok()?;
-    let top: HashMap<&str, &RawValue> = serde_json::from_str(text).ok()?;
-    let model: BpeModel = serde_json::from_str(top.get("model")?.get()).ok()?;
-    let added: Vec<Added> = match top.get("added_tokens") {
-        Some(raw) => serde_json::from_str(raw.get()).ok()?,
-        None => Vec::new(),
-    };
+    let top: Top = serde_json::from_str(text).ok()?;
     // The rest of the file, read by `tokenizers` with an empty BPE in place of the model (its
     // reader adds the added tokens after the model, whose vocabulary gives them their ids).
     let mut rest = String::from(r#"{"model":{"type":"BPE","vocab":{},"merges":[]}"#);
-    for (key, value) in &top {
-        if *key != "model" && *key != "added_tokens" {
-            rest.push(',');
-            rest.push_str(&serde_json::to_string(key).ok()?);
-            rest.push(':');
-            rest.push_str(value.get());
-        }
+    for (key, value) in &top.rest {
+        rest.push(',');
+        rest.push_str(&serde_json::to_string(key).ok()?);
+        rest.push(':');
+        rest.push_str(value.get());
     }
     rest.push('}');
     let mut inner = tokenizers::Tokenizer::from_bytes(rest.as_bytes()).ok()?;
-    inner.with_model(bpe(model)?);
-    inner.add_tokens(added.into_iter().map(|a| a.token)).ok()?;
+    inner.with_model(bpe(top.model?)?);
+    inner
+        .add_tokens(top.added.unwrap_or_default().into_iter().map(|a| a.token))
+        .ok()?;
     Some(inner)
 }
 
@@ -274,6 +312,8 @@ mod tests {
             edited(|v| v["version"] = "2.0".into()),
             edited(|v| v["added_tokens"] = serde_json::json!([{"content": "x"}])),
             "{\"mod\\u0065l\": {}}".to_owned(),
+            // A key given twice.
+            edited(|_| {}).replace("\"version\":", "\"version\":\"1.0\",\"version\":"),
             "not json".to_owned(),
         ];
         for json in cases {
