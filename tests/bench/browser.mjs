@@ -14,6 +14,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { browser, mockHub, profileContext, staticServer } from '../e2e/helpers.mjs';
+import { median } from './median.mjs';
 
 
 const JOBS = JSON.parse(readFileSync(new URL('./jobs.json', import.meta.url), 'utf8'));
@@ -148,8 +149,6 @@ async function watched(p, fn, arg) {
 
 /** Cold visits per model in `ready` mode. */
 const VISITS = 3;
-
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 /** Peak resident memory (VmHWM) of Chromium renderer processes not in `before`, in bytes. */
 function rendererPeak(before) {

@@ -11,6 +11,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { median } from './median.mjs';
 
 const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 // BUILD: another plain build's folder (wasm-bindgen --target web), to compare two in one sitting.
@@ -48,7 +49,6 @@ if (child === 'child') {
     const script = fileURLToPath(import.meta.url);
     all.push(JSON.parse(execFileSync(process.execPath, ['--no-warnings', script, resolve(dir), dtype, '1', 'child']).toString()));
   }
-  const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-  const stages = Object.fromEntries(Object.keys(all[0]).map((k) => [k, Number(median(all.map((r) => r[k]))).toFixed(1)]));
+  const stages = Object.fromEntries(Object.keys(all[0]).map((k) => [k, median(all.map((r) => r[k])).toFixed(1)]));
   console.log(JSON.stringify({ model: dir, dtype, runs: all.length, median_ms: stages }));
 }

@@ -9,13 +9,12 @@
 // RTT_MS: the site answers each request that many milliseconds late, as a host that far away.
 import { resolve } from 'node:path';
 import { kept, mockHub, profileContext, ready, serviceWorkerReady, staticServer, until } from '../e2e/helpers.mjs';
+import { median } from './median.mjs';
 
 const [what, label, rtt = '0'] = process.argv.slice(2);
 if (!what || !label) throw new Error('usage: node tests/bench/page.mjs default|MODEL_DIR LABEL [RTT_MS]');
 /** Fresh profiles, each visited three times. */
 const PROFILES = 3;
-
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 const site = await staticServer();
 site.delay = Number(rtt);
