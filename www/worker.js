@@ -62,11 +62,14 @@ const WASM = 'botcard_bg.wasm';
 /** The library's exports, once its WebAssembly runs (its thread pool starts later: startThreads). */
 const ready = (async () => {
   const builds = BUILDS.filter((b) => b.usable(self.crossOriginIsolated));
-  // The first build's WebAssembly is asked for at once, not after its JS, which waits for the
-  // build's id: a first visit's largest download starts two round trips to the host sooner
-  // (version.js, then the JS). The service worker serves it from the build it pinned this
-  // worker to.
-  const first = fetch(`./${builds[0].dir}/${WASM}`);
+  // The first build's WebAssembly is asked for, and compiled as it arrives, at once, not after
+  // its JS, which waits for the build's id: a first visit's largest download starts two round
+  // trips to the host sooner (version.js, then the JS), and a cached visit's compile runs while
+  // those two are read. The service worker serves it from the build it pinned this worker to.
+  // A host that sends it under another type, or an error, gets the JS's own handling of the
+  // response (its fallback to reading the bytes whole; its error).
+  const first = fetch(`./${builds[0].dir}/${WASM}`).then((res) => (
+    res.ok && res.headers.get('content-type') === 'application/wasm' ? WebAssembly.compileStreaming(res) : res));
   first.catch(() => {});
   for (const build of builds) {
     try {
@@ -84,8 +87,8 @@ const ready = (async () => {
       buildName = build.dir;
       return lib;
     } catch (e) {
-      // Its WebAssembly, asked for ahead, is not wanted (unread, the download would stay open).
-      if (build === builds[0]) first.then((res) => res.body?.cancel()).catch(() => {});
+      // A response handed on unread is not wanted (unread, the download would stay open).
+      if (build === builds[0]) first.then((got) => got instanceof Response && got.body?.cancel()).catch(() => {});
       if (build.dir === 'pkg') throw e;
       console.warn(`botcard: the ${build.dir} build did not start; trying the next.`, e);
     }
