@@ -89,6 +89,17 @@ pub fn all_names() -> impl Iterator<Item = &'static str> {
         .flat_map(|p| p.choices.iter().flat_map(|c| c.iter().copied()))
 }
 
+/// The files [`next_wanted`] asks for whatever else a folder holds, once the parts before them
+/// are found: the first file of each part's first choice, up to the weights. They are small, so
+/// the worker reads them at once, side by side, rather than a round trip after another. (Not
+/// the weights: which file holds them is known only once the ones before are found missing.)
+pub fn read_ahead() -> impl Iterator<Item = &'static str> {
+    PARTS
+        .iter()
+        .take_while(|p| p.what != WEIGHTS)
+        .filter_map(|p| p.choices.first().and_then(|c| c.first()).copied())
+}
+
 impl Part {
     /// The sentence for a folder that has none of this part's choices.
     fn missing(&self) -> Error {
@@ -403,6 +414,37 @@ mod tests {
 
     fn fetch(have: &[&str]) -> Result<Vec<&'static str>> {
         fetch_from(have, &[])
+    }
+
+    #[test]
+    fn every_file_read_ahead_is_asked_for_whatever_else_the_folder_holds() {
+        let ahead: Vec<_> = read_ahead().collect();
+        assert_eq!(ahead, [CONFIG, GENERATION_CONFIG, TOKENIZER]);
+        for have in [
+            &[CONFIG][..],
+            &[CONFIG, TOKENIZER, GGUF],
+            &[CONFIG, GENERATION_CONFIG, VOCAB, MERGES, PYTORCH],
+            &[CONFIG, VOCAB, MERGES, SAFETENSORS],
+        ] {
+            let mut known: Vec<(&str, Known)> = Vec::new();
+            let mut asked = Vec::new();
+            while let Ok(Some(name)) = next_wanted(|n| {
+                known
+                    .iter()
+                    .find(|(k, _)| *k == n)
+                    .map_or(Known::Unasked, |(_, v)| *v)
+            }) {
+                asked.push(name);
+                let what = if have.contains(&name) {
+                    Known::Present
+                } else {
+                    Known::Absent
+                };
+                known.push((name, what));
+            }
+            // In the order the library asks, before anything else.
+            assert_eq!(asked[..ahead.len()], ahead[..], "{have:?}");
+        }
     }
 
     #[test]

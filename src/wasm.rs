@@ -64,6 +64,13 @@ pub fn next_model_file(known: JsValue) -> Result<Option<String>, JsError> {
     Ok(files::next_wanted(of).map_err(js_err)?.map(str::to_owned))
 }
 
+/// The model files to read at once, side by side, before [`next_model_file`] asks for them: it
+/// asks for each whatever else the source holds ([`files::read_ahead`]).
+#[wasm_bindgen(js_name = readAheadFiles)]
+pub fn read_ahead_files() -> Vec<String> {
+    files::read_ahead().map(str::to_owned).collect()
+}
+
 /// The prompt huggingtweets cards open with ("My dream is").
 #[wasm_bindgen(js_name = samplePrompt)]
 pub fn sample_prompt() -> String {

@@ -1,7 +1,8 @@
 // Hubs and mirrors that answer oddly: missing files without CORS headers or with 403/500,
 // required files that cannot be had, HTML error pages served as files, a Content-Length that
 // lies, a slow trickle that Stop cancels, and redirects to another origin. Each ends in a loaded
-// model whenever its required files can be had, and otherwise in one sentence with ways out.
+// model whenever its required files can be had, and otherwise in one sentence with ways out. A
+// far hub is asked for the small files the library always wants side by side.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -189,5 +190,30 @@ test('a slow trickle shows the download moving, and Stop cancels it', async () =
   for (let i = 0; i < 50 && !cut.has(path); i++) await new Promise((r) => setTimeout(r, 100));
   assert.ok(cut.has(path), 'the download was cancelled at the hub');
   assert.ok(await p.getByRole('button', { name: 'Compute' }).isEnabled());
+  await p.context().close();
+});
+
+test('a far hub is asked for config.json, generation_config.json and tokenizer.json side by side, not a round trip after another', async () => {
+  // The hub holds config.json back until the other two are asked for (or 10 s have passed): a
+  // page that asks one file at a time sees them come only after config.json has.
+  const files = ['config.json', 'generation_config.json', 'tokenizer.json'];
+  const paths = files.map((f) => fileUrl('odd/far', f));
+  const askedBeforeConfig = [];
+  repo('odd/far', status(404, true), {
+    'config.json': (req, res, cors) => {
+      const answer = () => {
+        clearInterval(timer);
+        askedBeforeConfig.push(...paths.filter((p) => hub.requests.includes(p)));
+        serve(bytesOf('config.json'))(req, res, cors);
+      };
+      const started = Date.now();
+      const timer = setInterval(() => {
+        if (paths.every((p) => hub.requests.includes(p)) || Date.now() - started > 10000) answer();
+      }, 20);
+    },
+  });
+  const p = await open('odd/far');
+  await ready(p);
+  assert.deepEqual(askedBeforeConfig, paths);
   await p.context().close();
 });
