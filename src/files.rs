@@ -100,6 +100,18 @@ pub fn read_ahead() -> impl Iterator<Item = &'static str> {
         .filter_map(|p| p.choices.first().and_then(|c| c.first()).copied())
 }
 
+/// The files to read along with `name` once [`next_wanted`] asks for it: the rest of its choice
+/// (`merges.txt` with `vocab.json`), which it asks for next while `name` is found. Weights files
+/// are never read along: they are not small.
+pub fn read_along(name: &str) -> impl Iterator<Item = &'static str> + '_ {
+    PARTS
+        .iter()
+        .flat_map(|p| p.choices.iter().copied())
+        .filter(move |c| c.contains(&name))
+        .flat_map(|c| c.iter().copied())
+        .filter(move |n| *n != name && !is_weights(n))
+}
+
 impl Part {
     /// The sentence for a folder that has none of this part's choices.
     fn missing(&self) -> Error {
@@ -445,6 +457,26 @@ mod tests {
             // In the order the library asks, before anything else.
             assert_eq!(asked[..ahead.len()], ahead[..], "{have:?}");
         }
+    }
+
+    #[test]
+    fn the_files_read_along_are_the_rest_of_a_choice_and_asked_for_next() {
+        assert_eq!(read_along(VOCAB).collect::<Vec<_>>(), [MERGES]);
+        assert_eq!(read_along(MERGES).collect::<Vec<_>>(), [VOCAB]);
+        for alone in [
+            CONFIG,
+            GENERATION_CONFIG,
+            TOKENIZER,
+            GGUF,
+            SAFETENSORS,
+            PYTORCH,
+        ] {
+            assert_eq!(read_along(alone).count(), 0, "{alone}");
+        }
+        // A folder with vocab.json is asked for merges.txt right after it.
+        let asked = fetch(&[CONFIG, VOCAB, MERGES, PYTORCH]).unwrap();
+        let at = asked.iter().position(|n| *n == VOCAB).unwrap();
+        assert_eq!(asked[at + 1], MERGES);
     }
 
     #[test]

@@ -71,6 +71,13 @@ pub fn read_ahead_files() -> Vec<String> {
     files::read_ahead().map(str::to_owned).collect()
 }
 
+/// The model files to read at once along with `name`, once [`next_model_file`] asks for it: the
+/// rest of its set of files, asked for next while `name` is found ([`files::read_along`]).
+#[wasm_bindgen(js_name = readAlongFiles)]
+pub fn read_along_files(name: &str) -> Vec<String> {
+    files::read_along(name).map(str::to_owned).collect()
+}
+
 /// The prompt huggingtweets cards open with ("My dream is").
 #[wasm_bindgen(js_name = samplePrompt)]
 pub fn sample_prompt() -> String {

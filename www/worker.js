@@ -360,21 +360,27 @@ function refusing(call) {
 /** Feeds `loader` the model's files in the order and formats the library asks for; the weights
  * go in pieces as they arrive, unless `whole` is given: then every file goes whole, and is also
  * kept there by name. The files the library asks for whatever the source holds
- * (readAheadFiles) are read at once, side by side, not a round trip after another. Fills
+ * (readAheadFiles), and the rest of a set of files once it asks for one (readAlongFiles:
+ * merges.txt with vocab.json), are read at once, side by side, not a round trip after another. Fills
  * `known` (what the library asks: true for read, false for absent, or the sentence saying why a
  * file could not be read), `asked` (every name asked for, in order) and `reads` (see
  * download), and returns the bytes read. */
 async function collect(source, id, loader, signal, known, asked, reads, whole = null) {
-  const { nextModelFile, isStreamed, readAheadFiles } = await ready;
+  const { nextModelFile, isStreamed, readAheadFiles, readAlongFiles } = await ready;
   const ahead = new Map();
-  for (const name of readAheadFiles()) {
-    const got = read(source, name, id, null, signal, reads);
-    got.catch(() => {}); // its failure is seen when the library asks for it (if it still does)
-    ahead.set(name, got);
-  }
+  const readAhead = (names) => {
+    for (const name of names) {
+      if (ahead.has(name) || asked.includes(name)) continue;
+      const got = read(source, name, id, null, signal, reads);
+      got.catch(() => {}); // its failure is seen when the library asks for it (if it still does)
+      ahead.set(name, got);
+    }
+  };
+  readAhead(readAheadFiles());
   let bytes = 0;
   for (let name; (name = nextModelFile(known)) !== undefined;) {
     asked.push(name);
+    readAhead(readAlongFiles(name));
     const sink = isStreamed(name) && !whole ? (piece) => refusing(() => loader.push(name, piece)) : null;
     const got = await ((!sink && ahead.get(name)) || read(source, name, id, sink, signal, reads));
     known[name] = got === ABSENT ? false : got instanceof Unreadable ? got.why : true;

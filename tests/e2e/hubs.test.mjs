@@ -2,7 +2,8 @@
 // required files that cannot be had, HTML error pages served as files, a Content-Length that
 // lies, a slow trickle that Stop cancels, and redirects to another origin. Each ends in a loaded
 // model whenever its required files can be had, and otherwise in one sentence with ways out. A
-// far hub is asked for the small files the library always wants side by side.
+// far hub is asked for the small files the library always wants, and for a tokenizer's two
+// files, side by side.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -215,5 +216,28 @@ test('a far hub is asked for config.json, generation_config.json and tokenizer.j
   const p = await open('odd/far');
   await ready(p);
   assert.deepEqual(askedBeforeConfig, paths);
+  for (const path of paths) assert.equal(hub.requests.filter((r) => r === path).length, 1, `${path} asked for once`);
+  await p.context().close();
+});
+
+test('a far hub without tokenizer.json is asked for vocab.json and merges.txt side by side', async () => {
+  // As the first test above: vocab.json is held back until merges.txt is asked for.
+  const paths = ['vocab.json', 'merges.txt'].map((f) => fileUrl('odd/far-2021', f));
+  const askedBeforeVocab = [];
+  repo('odd/far-2021', status(404, true), {
+    'vocab.json': (req, res, cors) => {
+      const started = Date.now();
+      const timer = setInterval(() => {
+        if (!paths.every((p) => hub.requests.includes(p)) && Date.now() - started < 10000) return;
+        clearInterval(timer);
+        askedBeforeVocab.push(...paths.filter((p) => hub.requests.includes(p)));
+        serve(bytesOf('vocab.json'))(req, res, cors);
+      }, 20);
+    },
+  });
+  const p = await open('odd/far-2021');
+  await ready(p);
+  assert.deepEqual(askedBeforeVocab, paths);
+  for (const path of paths) assert.equal(hub.requests.filter((r) => r === path).length, 1, `${path} asked for once`);
   await p.context().close();
 });
