@@ -401,27 +401,43 @@ mod tests {
     use super::*;
 
     /// Runs the fetch loop against a source that has `have` and cannot give `unreadable` (with
-    /// the sentence saying why); returns what was fetched, in order.
-    fn fetch_from(have: &[&str], unreadable: &[(&str, &str)]) -> Result<Vec<&'static str>> {
-        let mut known: Vec<(&str, Known)> = Vec::new();
-        let mut fetched = Vec::new();
-        while let Some(name) = next_wanted(|n| {
-            known
-                .iter()
-                .find(|(k, _)| *k == n)
-                .map_or(Known::Unasked, |(_, v)| *v)
-        })? {
+    /// the sentence saying why): every name asked for and what the source answered, in order,
+    /// and how the loop ended.
+    fn ask<'a>(
+        have: &[&str],
+        unreadable: &[(&str, &'a str)],
+    ) -> (Vec<(&'static str, Known<'a>)>, Result<()>) {
+        let mut known: Vec<(&'static str, Known<'a>)> = Vec::new();
+        loop {
+            let next = next_wanted(|n| {
+                known
+                    .iter()
+                    .find(|(k, _)| *k == n)
+                    .map_or(Known::Unasked, |(_, v)| *v)
+            });
+            let name = match next {
+                Ok(Some(name)) => name,
+                Ok(None) => return (known, Ok(())),
+                Err(e) => return (known, Err(e)),
+            };
             let what = match unreadable.iter().find(|(n, _)| *n == name) {
                 Some((_, why)) => Known::Unreadable(why),
                 None if have.contains(&name) => Known::Present,
                 None => Known::Absent,
             };
             known.push((name, what));
-            if what == Known::Present {
-                fetched.push(name);
-            }
         }
-        Ok(fetched)
+    }
+
+    /// What the fetch loop fetched from such a source (see [`ask`]), in order.
+    fn fetch_from(have: &[&str], unreadable: &[(&str, &str)]) -> Result<Vec<&'static str>> {
+        let (known, ended) = ask(have, unreadable);
+        ended?;
+        Ok(known
+            .into_iter()
+            .filter(|(_, k)| *k == Known::Present)
+            .map(|(n, _)| n)
+            .collect())
     }
 
     fn fetch(have: &[&str]) -> Result<Vec<&'static str>> {
@@ -438,23 +454,9 @@ mod tests {
             &[CONFIG, GENERATION_CONFIG, VOCAB, MERGES, PYTORCH],
             &[CONFIG, VOCAB, MERGES, SAFETENSORS],
         ] {
-            let mut known: Vec<(&str, Known)> = Vec::new();
-            let mut asked = Vec::new();
-            while let Ok(Some(name)) = next_wanted(|n| {
-                known
-                    .iter()
-                    .find(|(k, _)| *k == n)
-                    .map_or(Known::Unasked, |(_, v)| *v)
-            }) {
-                asked.push(name);
-                let what = if have.contains(&name) {
-                    Known::Present
-                } else {
-                    Known::Absent
-                };
-                known.push((name, what));
-            }
-            // In the order the library asks, before anything else.
+            // Whether or not the folder loads (the first has no tokenizer): in the order the
+            // library asks, before anything else.
+            let asked: Vec<_> = ask(have, &[]).0.into_iter().map(|(n, _)| n).collect();
             assert_eq!(asked[..ahead.len()], ahead[..], "{have:?}");
         }
     }
