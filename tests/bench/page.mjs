@@ -13,8 +13,8 @@ import { median } from './median.mjs';
 
 const [what, label, rtt = '0'] = process.argv.slice(2);
 if (!what || !label) throw new Error('usage: node tests/bench/page.mjs default|MODEL_DIR LABEL [RTT_MS]');
-/** Fresh profiles, each visited three times. */
-const PROFILES = 3;
+/** Fresh profiles, each visited three times: five, as a visit's time moves by ±40 ms here. */
+const PROFILES = 5;
 
 const site = await staticServer();
 site.delay = Number(rtt);
