@@ -249,35 +249,62 @@ fn cards_render_in_the_browser() {
 #[wasm_bindgen_test]
 fn the_held_file_reads_back_with_the_checksum_it_was_written_with() {
     // The worker records a cached file's checksum as it writes it and compares it with what a
-    // loader counts reading it back. Length and CRC-32 of the standard check string:
+    // loader counts reading it back. Length and Adler-32 of the standard check string:
     let mut loader = WasmLoader::new(None).unwrap();
     loader.add("config.json", b"123456789".to_vec()).ok();
     assert_eq!(
         loader.checksum("config.json").as_deref(),
-        Some("9:cbf43926")
+        Some("9:adler32:091e01de")
     );
     assert_eq!(loader.checksum("tokenizer.json"), None);
 
     let bot = load(&tiny_st()).unwrap();
     let mut held = bot.held_weights().unwrap();
-    let mut loader = WasmLoader::new(None).unwrap();
     let mut written = Vec::new();
     while let Some(view) = held.next(&bot).unwrap() {
-        let piece = view.to_vec();
-        // (The loader refuses weights before a config; it counts them all the same.)
-        loader.push(&botcard::wasm::held_file(), &piece).ok();
-        written.extend(piece);
+        written.extend(view.to_vec());
     }
     assert_eq!(written.len() as f64, held.size());
     let sum = held.checksum();
+    // Read back through a loader told the record first, in pieces: nothing is damaged.
+    let read_back = |bytes: &[u8], record: &str| {
+        let mut loader = WasmLoader::new(None).unwrap();
+        loader.expect(&botcard::wasm::held_file(), record).unwrap();
+        for piece in bytes.chunks(1000) {
+            // (The loader refuses weights before a config; it counts them all the same.)
+            loader.push(&botcard::wasm::held_file(), piece).ok();
+        }
+        (
+            loader.checksum(&botcard::wasm::held_file()).unwrap(),
+            loader.damaged(),
+        )
+    };
+    assert_eq!(read_back(&written, &sum), (sum.clone(), vec![]));
+    // One changed byte, or a byte short, and the file is damaged.
+    let mut changed = written.clone();
+    changed[written.len() / 2] ^= 1;
+    assert_eq!(read_back(&changed, &sum).1, [botcard::wasm::held_file()]);
     assert_eq!(
-        loader.checksum(&botcard::wasm::held_file()),
-        Some(sum.clone())
+        read_back(&written[..written.len() - 1], &sum).1,
+        [botcard::wasm::held_file()]
     );
-    // One changed byte changes it.
-    let mut damaged = WasmLoader::new(None).unwrap();
-    let middle = written.len() / 2;
-    written[middle] ^= 1;
-    damaged.push(&botcard::wasm::held_file(), &written).ok();
-    assert_ne!(damaged.checksum(&botcard::wasm::held_file()), Some(sum));
+}
+
+#[wasm_bindgen_test]
+fn a_record_kept_in_the_older_crc32_form_still_checks_a_cached_file() {
+    // Records made before Adler-32: "<length>:<crc32>" (CRC-32 of the check string is cbf43926).
+    let told = |record: &str, bytes: &[u8]| {
+        let mut loader = WasmLoader::new(None).unwrap();
+        loader.expect("config.json", record).unwrap();
+        loader.add("config.json", bytes.to_vec()).ok();
+        loader.damaged()
+    };
+    assert!(told("9:cbf43926", b"123456789").is_empty());
+    assert_eq!(told("9:cbf43926", b"123456780"), ["config.json"]);
+    assert_eq!(told("9:adler32:091e01de", b"123456780"), ["config.json"]);
+    assert_eq!(told("not a record", b"123456789"), ["config.json"]);
+    // A record told after the file's bytes could not be checked: refused.
+    let mut late = WasmLoader::new(None).unwrap();
+    late.add("config.json", b"123456789".to_vec()).ok();
+    assert!(late.expect("config.json", "9:cbf43926").is_err());
 }

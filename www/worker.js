@@ -95,8 +95,8 @@ const ready = (async () => {
   }
 })();
 const CACHE = 'botcard-models-v1';
-// What was cached of each model file: its length and CRC-32 ("<length>:<crc32>", as the
-// library's loader counts them), written once the file is whole in CACHE and checked when the
+// What was cached of each model file: its length and checksum (the library's loader makes it,
+// and checks a file against it), written once the file is whole in CACHE and checked when the
 // file is read back. A cached file without one (cut off while stored, or cached before records
 // were kept) is not used; one that reads back otherwise is dropped and downloaded again.
 const RECORDS = 'botcard-records-v1';
@@ -377,17 +377,25 @@ async function collect(source, id, loader, signal, known, asked, reads, whole = 
     }
   };
   readAhead(readAheadFiles());
+  // A file read from the cache: its record goes to the loader before its bytes (checkCached).
+  const told = new Set();
+  const tell = (name) => {
+    if (told.has(name) || !reads.cached.has(name)) return;
+    told.add(name);
+    loader.expect(name, reads.cached.get(name));
+  };
   let bytes = 0;
   for (let name; (name = nextModelFile(known)) !== undefined;) {
     asked.push(name);
     readAhead(readAlongFiles(name));
-    const sink = isStreamed(name) && !whole ? (piece) => refusing(() => loader.push(name, piece)) : null;
+    const sink = isStreamed(name) && !whole ? (piece) => { tell(name); return refusing(() => loader.push(name, piece)); } : null;
     const got = await ((!sink && ahead.get(name)) || read(source, name, id, sink, signal, reads));
     known[name] = got === ABSENT ? false : got instanceof Unreadable ? got.why : true;
     if (got === ABSENT || got instanceof Unreadable) continue;
     if (sink) bytes += got;
     else {
       bytes += got.length;
+      tell(name);
       refusing(() => loader.add(name, got));
       if (whole) whole[name] = got;
     }
@@ -413,7 +421,7 @@ async function readModel(source, id, controller, { whole = false, make = () => n
       const known = {};
       const files = whole ? {} : null;
       const bytes = await collect(source, id, loader, controller.signal, known, asked, reads, files);
-      checkCached(loader, reads);
+      checkCached(loader);
       const made = refusing(() => make(loader));
       const notStored = source.base ? await recordStored(source.base, loader, reads) : null;
       return { known, bytes, files, made, notStored };
@@ -512,11 +520,11 @@ async function forget(base, names) {
 /** Thrown where a cached file read back otherwise than it was stored. */
 class CorruptCache extends Error {}
 
-/** Checks the files read from the cache against their records (before the bot is made of them). */
-function checkCached(loader, reads) {
-  for (const [name, record] of reads.cached) {
-    if (loader.checksum(name) !== record) throw new CorruptCache(`The cached ${name} is damaged.`);
-  }
+/** Checks the files read from the cache against their records (before the bot is made of them):
+ * the loader, told each record before the file's bytes (collect), says which do not match. */
+function checkCached(loader) {
+  const [name] = loader.damaged();
+  if (name) throw new CorruptCache(`The cached ${name} is damaged.`);
 }
 
 /** Records the files stored while downloading, once each is whole in the cache; the sentence

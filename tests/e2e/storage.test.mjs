@@ -31,6 +31,9 @@ const cachedWeights = (p, repo = REPO) => until(p, async (repo) => {
   return record && { url: key.url, size: (await (await cache.match(key)).arrayBuffer()).byteLength, record: await record.text() };
 }, repo);
 
+/** The record kept of a cached file of `size` bytes: its length and Adler-32. */
+const record = (size) => new RegExp(`^${size}:adler32:[0-9a-f]{8}$`);
+
 /** Changes the cached weights file in place, keeping its headers and its record. */
 const damage = (p, how) => p.evaluate(async ([repo, how]) => {
   const cache = await caches.open('botcard-models-v1');
@@ -46,6 +49,26 @@ const damage = (p, how) => p.evaluate(async ([repo, how]) => {
   await cache.put(key, new Response(bytes, { headers: res.headers }));
 }, [REPO, how]);
 
+/** Replaces the cached weights' record with one in the form records had before Adler-32:
+ * "<length>:<crc32>", of the file's bytes as cached, or (`altered`) of them with one bit changed. */
+const olderRecord = (p, altered) => p.evaluate(async ([repo, altered]) => {
+  const cache = await caches.open('botcard-models-v1');
+  let key;
+  for (const k of await cache.keys()) {
+    if (k.url.includes(repo) && /\/model\.(gguf|safetensors)$/.test(k.url) && (await cache.match(k)).ok) key = k;
+  }
+  const bytes = new Uint8Array(await (await cache.match(key)).arrayBuffer());
+  if (altered) bytes[bytes.length - 1000] ^= 0x10;
+  let crc = ~0;
+  for (const byte of bytes) {
+    crc ^= byte;
+    for (let k = 0; k < 8; k++) crc = (crc >>> 1) ^ (0xedb88320 & -(crc & 1));
+  }
+  const record = `${bytes.length}:${((~crc) >>> 0).toString(16).padStart(8, '0')}`;
+  await (await caches.open('botcard-records-v1')).put(key.url, new Response(record));
+  return record;
+}, [REPO, altered]);
+
 const weightRequests = (repo = REPO) => hub.requests.filter((r) => r.startsWith(`/${repo}/`) && r.endsWith('model.safetensors')).length;
 
 // q8_0 caches the weights as held (a model.gguf written after loading); f32 caches the
@@ -56,7 +79,7 @@ for (const [dtype, how] of [['q8_0', 'altered'], ['f32', 'cut short'], ['q8_0', 
     await p.goto(url(dtype));
     const text = await greedy(p);
     const stored = await cachedWeights(p);
-    assert.match(stored.record, new RegExp(`^${stored.size}:[0-9a-f]{8}$`));
+    assert.match(stored.record, record(stored.size));
     await damage(p, how);
     const before = weightRequests();
     await p.reload();
@@ -73,13 +96,31 @@ for (const [dtype, how] of [['q8_0', 'altered'], ['f32', 'cut short'], ['q8_0', 
   });
 }
 
+// A model cached before records were Adler-32 keeps its CRC-32 record: it is still checked,
+// by CRC-32, so it loads from the cache as it is, unless it reads back otherwise than recorded.
+for (const [dtype, altered] of [['q8_0', false], ['f32', false], ['q8_0', true]]) {
+  test(`a cached model file with a record of the older CRC-32 form (${dtype}) is ${altered ? 'found damaged and downloaded again' : 'read from the cache'}`, async () => {
+    const p = await page(b);
+    await p.goto(url(dtype));
+    const text = await greedy(p);
+    await cachedWeights(p);
+    const older = await olderRecord(p, altered);
+    assert.match(older, /^\d+:[0-9a-f]{8}$/);
+    const before = weightRequests();
+    await p.reload();
+    assert.equal(await greedy(p), text);
+    assert.equal(weightRequests(), before + (altered ? 1 : 0));
+    await p.context().close();
+  });
+}
+
 test('an f32 checkpoint larger than a download\'s backlog for the cache is cached whole as it arrives, and the next visit reads it', async () => {
   const p = await page(b);
   await p.goto(url('f32', BIG.repo));
   const text = await greedy(p);
   const stored = await cachedWeights(p, BIG.repo);
   assert.equal(stored.size, statSync(join(ROOT, BIG.dir, 'model.safetensors')).size);
-  assert.match(stored.record, new RegExp(`^${stored.size}:[0-9a-f]{8}$`));
+  assert.match(stored.record, record(stored.size));
   await p.reload();
   assert.equal(await greedy(p), text);
   assert.equal(weightRequests(BIG.repo), 1, 'read from the cache');
