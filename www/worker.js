@@ -225,6 +225,8 @@ async function consumed(body, total, name, id, sink, signal, copy) {
   // To a sink, the pieces go through one reused 1 MB buffer (a byte stream's BYOB reader), so
   // our reads make no garbage of their own; the browser's own buffers are let go by pausing
   // (PAUSE_EVERY_BYTES).
+  // An empty file read back from the Cache API has no body at all.
+  body ??= new Blob([]).stream();
   let reader;
   let buffer = null;
   if (sink) {

@@ -45,6 +45,7 @@ const damage = (p, how) => p.evaluate(async ([repo, how]) => {
   const res = await cache.match(key);
   let bytes = new Uint8Array(await res.arrayBuffer());
   if (how === 'cut short') bytes = bytes.slice(0, bytes.length >> 1);
+  else if (how === 'emptied') bytes = new Uint8Array(0);
   else bytes[bytes.length - 1000] ^= 0x10; // a weight's low bit: the file still parses
   await cache.put(key, new Response(bytes, { headers: res.headers }));
 }, [REPO, how]);
@@ -73,7 +74,7 @@ const weightRequests = (repo = REPO) => hub.requests.filter((r) => r.startsWith(
 
 // q8_0 caches the weights as held (a model.gguf written after loading); f32 caches the
 // downloaded model.safetensors as it arrives.
-for (const [dtype, how] of [['q8_0', 'altered'], ['f32', 'cut short'], ['q8_0', 'no record'], ['f32', 'altered']]) {
+for (const [dtype, how] of [['q8_0', 'altered'], ['f32', 'cut short'], ['q8_0', 'no record'], ['f32', 'altered'], ['q8_0', 'emptied']]) {
   test(`a cached model file ${how} (${dtype}) is downloaded again and writes the same text`, async () => {
     const p = await page(b);
     await p.goto(url(dtype));
