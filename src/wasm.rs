@@ -124,8 +124,6 @@ pub struct WasmLoader {
     loader: Option<BotLoader>,
     /// Each file's checksum so far, of the bytes handed in ([`WasmLoader::checksum`]).
     sums: std::collections::HashMap<String, Checksum>,
-    /// The records of cached files, told before their bytes ([`WasmLoader::expect`]).
-    expected: std::collections::HashMap<String, String>,
 }
 
 /// A file's length and checksum, made as its bytes go by: what the worker records of a model
@@ -140,6 +138,8 @@ struct Checksum {
     adler: simd_adler32::Adler32,
     /// CRC-32 too, for a file whose record is in the older form.
     crc: Option<crc32fast::Hasher>,
+    /// The record kept of a cached file, told before its bytes ([`WasmLoader::expect`]).
+    record: Option<String>,
 }
 
 impl Checksum {
@@ -179,7 +179,6 @@ impl WasmLoader {
         Ok(WasmLoader {
             loader: Some(BotLoader::new(dtype_or_default(dtype)?)),
             sums: Default::default(),
-            expected: Default::default(),
         })
     }
 
@@ -218,14 +217,14 @@ impl WasmLoader {
         if Checksum::is_crc(record) {
             sum.crc = Some(crc32fast::Hasher::new());
         }
-        self.expected.insert(name.to_owned(), record.to_owned());
+        sum.record = Some(record.to_owned());
         Ok(())
     }
 
     /// The files told of by [`WasmLoader::expect`] whose bytes are not those of their record.
     pub fn damaged(&self) -> Vec<String> {
-        let mut names: Vec<String> = (self.expected.iter())
-            .filter(|(name, record)| !self.sums.get(*name).is_some_and(|s| s.matches(record)))
+        let mut names: Vec<String> = (self.sums.iter())
+            .filter(|(_, sum)| sum.record.as_ref().is_some_and(|r| !sum.matches(r)))
             .map(|(name, _)| name.clone())
             .collect();
         names.sort();
